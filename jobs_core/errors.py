@@ -1,0 +1,49 @@
+"""Exceptions a caller can act on. Every message is a sentence a person can read."""
+from __future__ import annotations
+
+
+class JobsError(Exception):
+    """Base class of every error jobs_core raises on purpose."""
+
+
+class InvalidInput(JobsError, ValueError):
+    """Input refused before it touched the store (bad id, bad brief, bad option)."""
+
+
+class JobNotFound(JobsError, LookupError):
+    """No job, concept or image with that id."""
+
+
+class UnreadableJob(JobsError):
+    """A file in the store exists but is not a job document (truncated, empty, foreign)."""
+
+
+class TransitionConflict(JobsError):
+    """A compare-and-set found the job in another state than the one it expected.
+
+    Another process got there first; the caller's view is stale and nothing was written.
+    """
+
+
+class StoreWriteError(JobsError, OSError):
+    """The store could not write (disk full, permission denied); the previous state is intact."""
+
+
+class JobCanceled(JobsError):
+    """Raised inside a render when the job was canceled: the renderer must stop."""
+
+
+class LeaseLost(JobsError):
+    """Raised inside a render when this worker no longer owns the job (reclaimed elsewhere)."""
+
+
+class WorkerStopping(JobsError):
+    """Raised inside a render when the worker shuts down: the job goes back to pending."""
+
+
+class RenderError(JobsError):
+    """A renderer could not produce an image. `retryable` says whether another attempt may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -1,0 +1,195 @@
+"""The data: concept brief, render request, job document and event (camelCase JSON, as in the seed)."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from .errors import InvalidInput
+from .ids import validate_id
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        extra="allow",
+    )
+
+
+Footprint = Literal["bar", "L", "U", "courtyard", "tower"]
+Roof = Literal["flat", "gable", "hip", "shed", "sawtooth"]
+Material = Literal["concrete", "brick", "timber", "glass", "stone", "metal"]
+Palette = Literal["warm", "cool", "monochrome", "earth", "pastel"]
+
+
+class ConceptInputs(_Camel):
+    """The concept brief. Every field has a default so `{}` renders a building.
+
+    Unknown fields are kept (extra="allow") and passed on to AI providers' prompts.
+    """
+
+    title: str = Field("Untitled concept", max_length=120)
+    description: str = Field("", max_length=2000)
+    building_type: str = Field("mixed-use", max_length=60)
+    footprint: Footprint = "bar"
+    width: float = Field(36.0, ge=3, le=300, description="metres")
+    depth: float = Field(18.0, ge=3, le=300, description="metres")
+    floors: int = Field(5, ge=1, le=120)
+    floor_height: float = Field(3.5, ge=2.4, le=8, description="metres")
+    roof: Roof = "flat"
+    material: Material = "concrete"
+    palette: Palette = "warm"
+
+    @field_validator("title", "description", "building_type")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+
+class RenderRequest(_Camel):
+    """What a client sends to create a job (the seed's POST /api/jobs/render body)."""
+
+    model_config = ConfigDict(extra="forbid")
+    project_id: str
+    render_type: str = "axonometric"
+    concept_inputs: ConceptInputs = Field(default_factory=ConceptInputs)
+    concept_id: str | None = None
+
+    @field_validator("project_id")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        return validate_id(value, "projectId")
+
+    @field_validator("concept_id")
+    @classmethod
+    def _concept(cls, value: str | None) -> str | None:
+        return None if value is None else validate_id(value, "conceptId")
+
+    @field_validator("render_type")
+    @classmethod
+    def _render_type(cls, value: str) -> str:
+        return validate_id(value, "renderType")
+
+
+class Concept(_Camel):
+    """A saved brief, reusable by several jobs (`.jobs/concepts/{projectId}/{conceptId}.json`)."""
+
+    concept_id: str
+    project_id: str
+    concept_inputs: dict[str, Any]
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(_Camel):
+    """The job document (`.jobs/jobs/{projectId}/{jobId}.json`)."""
+
+    job_id: str
+    concept_id: str
+    project_id: str
+    render_type: str
+    renderer: str = "axonometric"
+    status: JobStatus = JobStatus.PENDING
+    progress: int = Field(0, ge=0, le=100)
+    stage: str = "queued"
+    image_url: str | None = None
+    error: str | None = None
+    concept_inputs: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    worker_id: str | None = None
+    cancel_requested: bool = False
+    available_at: datetime = Field(default_factory=utcnow)
+    idempotency_key: str | None = None
+
+    def to_json(self) -> str:
+        """Pretty JSON, so `cat .jobs/jobs/p/j.json` stays a monitoring tool (seed, "Monitoring")."""
+        return self.model_dump_json(indent=2)
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Event(_Camel):
+    """One line of `.jobs/events/{projectId}/{jobId}.jsonl`: a transition or a stage change."""
+
+    at: datetime = Field(default_factory=utcnow)
+    job_id: str
+    type: str
+    status: JobStatus
+    attempt: int = 0
+    worker_id: str | None = None
+    progress: int | None = None
+    message: str | None = None
+
+
+def explain(error: ValidationError, prefix: str = "") -> str:
+    """Turn a pydantic error into sentences a person can act on."""
+    sentences = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "input"
+        if prefix:
+            where = f"{prefix}.{where}"
+        message = item["msg"]
+        if item["type"] == "value_error":
+            # Our own validators already wrote a whole sentence naming the field.
+            sentences.append(message.removeprefix("Value error, ").rstrip("."))
+            continue
+        message = message.replace("Input should be", "must be").replace("Field required", "is required")
+        message = message.replace("Extra inputs are not permitted", "is not a known field")
+        message = message.replace("less than or equal to", "at most").replace("greater than or equal to", "at least")
+        got = item.get("input")
+        shown = "" if isinstance(got, (dict, list)) or item["type"] == "missing" else f" (got {got!r})"
+        sentences.append(f"{where} {message}{shown}")
+    return "; ".join(sentences) + "."
+
+
+def parse_request(data: Any) -> RenderRequest:
+    """Validate a render request, raising InvalidInput with readable sentences."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"The request body must be a JSON object, not {type(data).__name__}.")
+    try:
+        return RenderRequest.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(explain(error)) from None
+
+
+def parse_concept(data: Any) -> ConceptInputs:
+    if not isinstance(data, dict):
+        raise InvalidInput(f"conceptInputs must be a JSON object, not {type(data).__name__}.")
+    try:
+        return ConceptInputs.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(explain(error, "conceptInputs")) from None

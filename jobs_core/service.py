@@ -1,0 +1,169 @@
+"""JobService: the one entry point for everything that changes a job.
+
+It validates input, picks the lifecycle rule and hands it to the store as an atomic change.
+Pages, the API, the CLI and workers call this; none of them writes a job themselves.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from functools import partial
+
+from . import lifecycle
+from .config import Settings, load_settings
+from .errors import InvalidInput, JobNotFound, TransitionConflict
+from .ids import new_concept_id, new_job_id, validate_id
+from .lifecycle import Lease
+from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
+from .renderers import get_renderer
+from .store import JobPage, JobStore, open_store
+
+
+class JobService:
+    def __init__(self, store: JobStore, settings: Settings | None = None) -> None:
+        self.store = store
+        self.settings = settings or load_settings()
+
+    @classmethod
+    def from_env(cls, jobs_dir: str | os.PathLike | None = None) -> JobService:
+        """The service on the store named by JOBS_STORE_URL, else JOBS_DIR (or `jobs_dir`)."""
+        settings = load_settings(jobs_dir)
+        location = settings.store_location if jobs_dir is None else str(jobs_dir)
+        return cls(open_store(location), settings)
+
+    # -- creating ----------------------------------------------------------------------------
+    def submit(self, request: RenderRequest | dict, *, renderer: str | None = None,
+               idempotency_key: str | None = None) -> Job:
+        """Validate a render request and queue a job for it. Fast: a few small file writes."""
+        if not isinstance(request, RenderRequest):
+            request = parse_request(request)
+        chosen = get_renderer(renderer or self.settings.renderer)
+        chosen.check_render_type(request.render_type)
+        inputs = request.concept_inputs.model_dump()
+        concept_id = request.concept_id or new_concept_id()
+        job = Job(job_id=new_job_id(), concept_id=concept_id, project_id=request.project_id,
+                  render_type=request.render_type, renderer=chosen.name, concept_inputs=inputs,
+                  max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key)
+        if request.concept_id is None:
+            self.store.save_concept(Concept(concept_id=concept_id, project_id=job.project_id,
+                                            concept_inputs=inputs, created_at=job.created_at))
+        self.store.create(job, lifecycle.created(job))
+        return job
+
+    def resubmit(self, job_id: str, render_type: str, project_id: str | None = None) -> Job:
+        """Render an existing job's concept again in another render type (same conceptId)."""
+        source = self.get(job_id, project_id)
+        return self.submit(RenderRequest(project_id=source.project_id, render_type=render_type,
+                                         concept_inputs=parse_concept(source.concept_inputs),
+                                         concept_id=source.concept_id), renderer=source.renderer)
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, job_id: str, project_id: str | None = None) -> Job:
+        return self.store.get(job_id, project_id)
+
+    def list(self, project_id: str | None = None, status: JobStatus | str | None = None,
+             limit: int | None = None, cursor: str | None = None) -> JobPage:
+        if project_id is not None:
+            validate_id(project_id, "projectId")
+        if cursor is not None:
+            validate_id(cursor, "cursor")
+        if limit is not None and limit < 1:
+            raise InvalidInput(f"limit must be at least 1, not {limit}.")
+        return self.store.list_jobs(project_id, parse_status(status), limit, cursor)
+
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the next job to be claimed; None unless the job is pending."""
+        if job.status is not JobStatus.PENDING:
+            return None
+        queue = [job_id for _, job_id in self.store.pending()]
+        return queue.index(job.job_id) + 1 if job.job_id in queue else None
+
+    def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
+        return self.store.events(job_id, project_id)
+
+    def image(self, job: Job) -> bytes:
+        if job.status is not JobStatus.COMPLETED:
+            raise JobNotFound(f"Job {job.job_id} has no image: it is {job.status.value}.")
+        return self.store.load_image(job.project_id, job.job_id)
+
+    # -- user actions ------------------------------------------------------------------------
+    def cancel(self, job_id: str, project_id: str | None = None) -> Job:
+        return self.store.modify(job_id, project_id, lifecycle.cancel)
+
+    def retry(self, job_id: str, project_id: str | None = None) -> Job:
+        job = self.store.modify(job_id, project_id, lifecycle.retry)
+        self.store.notify_work()
+        return job
+
+    def delete(self, job_id: str, project_id: str | None = None) -> None:
+        self.store.delete(job_id, project_id, lifecycle.deletable)
+
+    # -- worker side -------------------------------------------------------------------------
+    def claim_next(self, worker_id: str, now: datetime | None = None) -> Job | None:
+        now = now or utcnow()
+        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now)
+
+    def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
+        """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken."""
+        return self.store.modify(job_id, project_id, partial(lifecycle.claim, worker_id=worker_id))
+
+    def report_progress(self, lease: Lease, percent: int, stage: str) -> Job:
+        return self.store.modify(lease.job_id, lease.project_id,
+                                 partial(lifecycle.progress, lease=lease, percent=percent, stage=stage))
+
+    def heartbeat(self, lease: Lease) -> Job:
+        return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.heartbeat, lease=lease))
+
+    def complete(self, lease: Lease, png: bytes, prompt: str | None = None) -> Job:
+        # The image is written first: a completed job always has its image.
+        self.store.save_image(lease.project_id, lease.job_id, png)
+        url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"
+        return self.store.modify(lease.job_id, lease.project_id,
+                                 partial(lifecycle.complete, lease=lease, image_url=url, prompt=prompt))
+
+    def fail(self, lease: Lease, message: str, retryable: bool = False) -> Job:
+        job = self.store.modify(lease.job_id, lease.project_id, partial(
+            lifecycle.fail, lease=lease, message=message, retryable=retryable,
+            backoff_base=self.settings.retry_backoff_seconds))
+        return job
+
+    def confirm_cancel(self, lease: Lease) -> Job:
+        return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.confirm_cancel, lease=lease))
+
+    def release(self, lease: Lease) -> Job:
+        return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.release, lease=lease))
+
+    def reclaim_expired(self, now: datetime | None = None) -> list[Job]:
+        """Requeue (or fail, when attempts are spent) jobs whose heartbeat is older than the lease."""
+        now = now or utcnow()
+        lease_seconds = self.settings.lease_seconds
+        reclaimed = []
+        for job in self.store.processing():
+            if not lifecycle.is_expired(job, lease_seconds, now):
+                continue
+            try:
+                reclaimed.append(self.store.modify(job.job_id, job.project_id, partial(
+                    lifecycle.reclaim, lease_seconds=lease_seconds, now=now)))
+            except (TransitionConflict, JobNotFound):
+                continue  # it heartbeat, finished or was reclaimed by another worker meanwhile
+        if reclaimed:
+            self.store.notify_work()
+        return reclaimed
+
+    def has_work(self, now: datetime | None = None) -> bool:
+        """Whether any job is pending or reclaimable (for `worker --drain`)."""
+        now = now or utcnow()
+        if self.store.pending():
+            return True
+        return any(lifecycle.is_expired(job, self.settings.lease_seconds, now)
+                   for job in self.store.processing())
+
+
+def parse_status(status: JobStatus | str | None) -> JobStatus | None:
+    if status is None or isinstance(status, JobStatus):
+        return status
+    try:
+        return JobStatus(status)
+    except ValueError:
+        valid = ", ".join(s.value for s in JobStatus)
+        raise InvalidInput(f"status '{status}' is not one of: {valid}.") from None

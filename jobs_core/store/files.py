@@ -1,0 +1,334 @@
+"""FileJobStore: the embedded default, one JSON file per job, on the seed's layout.
+
+    {root}/jobs/{projectId}/{jobId}.json        the job (pretty JSON; `cat` is a monitoring tool)
+    {root}/concepts/{projectId}/{conceptId}.json
+    {root}/renders/{projectId}/{jobId}.png
+    {root}/events/{projectId}/{jobId}.jsonl
+    {root}/.state/ready/{availableAtMs}.{jobId}.{projectId}   queue index of pending jobs
+    {root}/.state/running/{jobId}.{projectId}                index of processing jobs
+    {root}/.state/locks/NNN.lock                              striped flock files
+
+The .state markers let workers find work without reading finished jobs: sorted(listdir(ready))
+is the queue order (huey's trick). They are written before the job file and removed after it,
+so a crash leaves at worst a stale marker, which the next reader recognises and drops.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..errors import JobNotFound, TransitionConflict, UnreadableJob
+from ..ids import ID_PATTERN, validate_id
+from ..models import Concept, Event, Job, JobStatus
+from .atomic import StripedLocks, atomic_write, is_temp_name, touch_durable, unlink_quietly
+from .base import Change, JobPage, JobStore, Unreadable
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def read_job_file(path: Path) -> Job:
+    """Parse one job file, raising UnreadableJob with the reason when it is not a job document."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise JobNotFound(f"No job file {path.name}.") from None
+    except OSError as error:
+        raise UnreadableJob(f"{path}: cannot be read ({error.strerror}).") from None
+    if not data.strip():
+        raise UnreadableJob(f"{path}: the file is empty.")
+    try:
+        parsed = json.loads(data)
+    except ValueError as error:
+        raise UnreadableJob(f"{path}: not valid JSON ({error.args[0].split(':')[0]}).") from None
+    if not isinstance(parsed, dict):
+        raise UnreadableJob(f"{path}: holds a JSON {type(parsed).__name__}, not a job object.")
+    try:
+        return Job.model_validate(parsed)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise UnreadableJob(f"{path}: not a job document ({field}: {first['msg']}).") from None
+
+
+class FileJobStore(JobStore):
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.jobs_dir = self.root / "jobs"
+        self.state_dir = self.root / ".state"
+        self.ready_dir = self.state_dir / "ready"
+        self.running_dir = self.state_dir / "running"
+        for directory in (self.jobs_dir, self.root / "concepts", self.root / "renders",
+                          self.root / "events", self.ready_dir, self.running_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.locks = StripedLocks(self.state_dir / "locks")
+        self._made: set[Path] = set()
+        self._project_of: dict[str, str] = {}
+
+    def describe(self) -> str:
+        return f"files in {self.root.resolve()}"
+
+    # -- paths (ids are validated before any path is built) ------------------------------------
+    def _dir(self, kind: str, project_id: str) -> Path:
+        directory = self.root / kind / validate_id(project_id, "projectId")
+        if directory not in self._made:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made.add(directory)
+        return directory
+
+    def job_path(self, project_id: str, job_id: str) -> Path:
+        return self._dir("jobs", project_id) / f"{validate_id(job_id, 'jobId')}.json"
+
+    def image_path(self, project_id: str, job_id: str) -> Path:
+        return self._dir("renders", project_id) / f"{validate_id(job_id, 'jobId')}.png"
+
+    def _event_path(self, project_id: str, job_id: str) -> Path:
+        return self._dir("events", project_id) / f"{validate_id(job_id, 'jobId')}.jsonl"
+
+    def _markers(self, job: Job) -> set[Path]:
+        if job.status is JobStatus.PENDING:
+            return {self.ready_dir / f"{_ms(job.available_at):013d}.{job.job_id}.{job.project_id}"}
+        if job.status is JobStatus.PROCESSING:
+            return {self.running_dir / f"{job.job_id}.{job.project_id}"}
+        return set()
+
+    def _locate(self, job_id: str, project_id: str | None) -> str:
+        validate_id(job_id, "jobId")
+        if project_id is not None:
+            return validate_id(project_id, "projectId")
+        if job_id in self._project_of:
+            return self._project_of[job_id]
+        for entry in os.scandir(self.jobs_dir):
+            if entry.is_dir() and os.path.exists(os.path.join(entry.path, f"{job_id}.json")):
+                self._project_of[job_id] = entry.name
+                return entry.name
+        raise JobNotFound(f"No job with id {job_id}.")
+
+    # -- writes ----------------------------------------------------------------------------------
+    def _write(self, old: Job | None, new: Job, event: Event | None) -> None:
+        before = self._markers(old) if old else set()
+        after = self._markers(new)
+        for marker in after - before:
+            touch_durable(marker)  # index first: a crash now leaves a stale marker, never a lost job
+        atomic_write(self.job_path(new.project_id, new.job_id), new.to_json().encode())
+        for marker in before - after:
+            unlink_quietly(marker)
+        if event is not None:
+            self._append_event(new.project_id, event)
+        if new.status is JobStatus.PENDING:
+            self.notify_work()
+
+    def _append_event(self, project_id: str, event: Event) -> None:
+        line = event.model_dump_json() + "\n"
+        # One write() with O_APPEND: lines from concurrent writers never interleave.
+        fd = os.open(self._event_path(project_id, event.job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def create(self, job: Job, event: Event | None) -> None:
+        path = self.job_path(job.project_id, job.job_id)
+        with self.locks.hold(job.job_id):
+            if path.exists():
+                raise TransitionConflict(f"Job {job.job_id} already exists.")
+            self._write(None, job, event)
+        self._project_of[job.job_id] = job.project_id
+
+    def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
+        project_id = self._locate(job_id, project_id)
+        with self.locks.hold(job_id):
+            old = read_job_file(self.job_path(project_id, job_id))
+            new, event = change(old)
+            if new is not old:
+                self._write(old, new, event)
+        return new
+
+    def claim_next(self, change: Change, now: datetime) -> Job | None:
+        limit = _ms(now)
+        for name in sorted(os.listdir(self.ready_dir)):
+            ms, job_id, project_id = name.split(".", 2)
+            if int(ms) > limit:
+                return None  # sorted by availability: nothing further is due yet
+            fd = self.locks.try_hold(job_id)
+            if fd is None:
+                continue  # someone else is on it (or on its lock stripe): try the next one
+            try:
+                claimed = self._claim_locked(self.ready_dir / name, job_id, project_id, change)
+            finally:
+                self.locks.release(fd)
+            if claimed is not None:
+                return claimed
+        return None
+
+    def _claim_locked(self, marker: Path, job_id: str, project_id: str, change: Change) -> Job | None:
+        try:
+            old = read_job_file(self.job_path(project_id, job_id))
+        except (JobNotFound, UnreadableJob):
+            unlink_quietly(marker)
+            return None
+        if marker not in self._markers(old):
+            unlink_quietly(marker)  # stale: claimed, canceled or rescheduled since it was written
+            return None
+        try:
+            new, event = change(old)
+        except TransitionConflict:
+            return None
+        self._write(old, new, event)
+        return new
+
+    def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
+        project_id = self._locate(job_id, project_id)
+        with self.locks.hold(job_id):
+            path = self.job_path(project_id, job_id)
+            try:
+                job = read_job_file(path)
+            except UnreadableJob:
+                job = None  # a corrupt job file may always be deleted
+            if job is not None:
+                check(job)
+                for marker in self._markers(job):
+                    unlink_quietly(marker)
+            unlink_quietly(path)
+            unlink_quietly(self.image_path(project_id, job_id))
+            unlink_quietly(self._event_path(project_id, job_id))
+        self._project_of.pop(job_id, None)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, job_id: str, project_id: str | None = None) -> Job:
+        project_id = self._locate(job_id, project_id)
+        try:
+            return read_job_file(self.job_path(project_id, job_id))
+        except JobNotFound:
+            raise JobNotFound(f"No job with id {job_id} in project {project_id}.") from None
+
+    def processing(self) -> list[Job]:
+        jobs = []
+        for name in sorted(os.listdir(self.running_dir)):
+            job_id, project_id = name.split(".", 1)
+            try:
+                job = read_job_file(self.job_path(project_id, job_id))
+            except (JobNotFound, UnreadableJob):
+                unlink_quietly(self.running_dir / name)
+                continue
+            if job.status is JobStatus.PROCESSING:
+                jobs.append(job)
+        return jobs
+
+    def pending(self) -> list[tuple[datetime, str]]:
+        queue = []
+        for name in sorted(os.listdir(self.ready_dir)):
+            ms, job_id, _ = name.split(".", 2)
+            queue.append((datetime.fromtimestamp(int(ms) / 1000, UTC), job_id))
+        return queue
+
+    def projects(self) -> list[str]:
+        return sorted(entry.name for entry in os.scandir(self.jobs_dir)
+                      if entry.is_dir() and ID_PATTERN.fullmatch(entry.name))
+
+    def _job_files(self, project_id: str | None) -> tuple[list[tuple[str, str]], list[Unreadable]]:
+        """(jobId, projectId) of every job-looking file, plus files that cannot be jobs."""
+        found: list[tuple[str, str]] = []
+        foreign: list[Unreadable] = []
+        if project_id is not None:
+            projects = [validate_id(project_id, "projectId")]
+        else:
+            projects = []
+            for entry in os.scandir(self.jobs_dir):
+                if entry.is_dir() and ID_PATTERN.fullmatch(entry.name):
+                    projects.append(entry.name)
+                elif not is_temp_name(entry.name):
+                    foreign.append(Unreadable(entry.path, "not a project folder"))
+        for project in projects:
+            try:
+                names = os.listdir(self.jobs_dir / project)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                stem, dot, suffix = name.rpartition(".")
+                if dot and suffix == "json" and ID_PATTERN.fullmatch(stem):
+                    found.append((stem, project))
+                elif not is_temp_name(name):
+                    foreign.append(Unreadable(str(self.jobs_dir / project / name), "not a job file"))
+        return found, foreign
+
+    def list_jobs(self, project_id: str | None = None, status: JobStatus | None = None,
+                  limit: int | None = None, cursor: str | None = None) -> JobPage:
+        found, unreadable = self._job_files(project_id)
+        found.sort(reverse=True)
+        page = JobPage(jobs=[], unreadable=unreadable)
+        for job_id, project in found:
+            if cursor is not None and job_id >= cursor:
+                continue
+            if limit is not None and len(page.jobs) >= limit:
+                page.next_cursor = page.jobs[-1].job_id
+                break
+            path = self.jobs_dir / project / f"{job_id}.json"
+            try:
+                job = read_job_file(path)
+            except JobNotFound:
+                continue  # deleted while we listed
+            except UnreadableJob as error:
+                page.unreadable.append(Unreadable(str(path), str(error).split(": ", 1)[-1]))
+                continue
+            if status is None or job.status is status:
+                page.jobs.append(job)
+        return page
+
+    # -- concepts, images, events --------------------------------------------------------------
+    def save_concept(self, concept: Concept) -> None:
+        path = self._dir("concepts", concept.project_id) / f"{validate_id(concept.concept_id, 'conceptId')}.json"
+        # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy.
+        atomic_write(path, concept.model_dump_json(indent=2).encode(), durable=False)
+
+    def load_concept(self, project_id: str, concept_id: str) -> Concept:
+        path = self._dir("concepts", project_id) / f"{validate_id(concept_id, 'conceptId')}.json"
+        try:
+            return Concept.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise JobNotFound(f"No concept {concept_id} in project {project_id}.") from None
+        except ValidationError:
+            raise UnreadableJob(f"{path}: not a concept document.") from None
+
+    def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
+        atomic_write(self.image_path(project_id, job_id), png)
+
+    def load_image(self, project_id: str, job_id: str) -> bytes:
+        try:
+            return self.image_path(project_id, job_id).read_bytes()
+        except FileNotFoundError:
+            raise JobNotFound(f"No image for job {job_id} in project {project_id}.") from None
+
+    def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
+        project_id = self._locate(job_id, project_id)
+        try:
+            lines = self._event_path(project_id, job_id).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(Event.model_validate_json(line))
+            except ValidationError:
+                continue  # a torn last line after a power loss: the job file is the truth
+        return events
+
+    def sweep_temp_files(self, older_than_seconds: float = 300) -> int:
+        """Remove temp files left by a process killed mid-write (they never look like jobs)."""
+        removed = 0
+        cutoff = datetime.now().timestamp() - older_than_seconds
+        for directory, _, names in os.walk(self.root):
+            for name in names:
+                path = os.path.join(directory, name)
+                if is_temp_name(name) and os.path.getmtime(path) < cutoff:
+                    unlink_quietly(Path(path))
+                    removed += 1
+        return removed
+
+

@@ -1,0 +1,40 @@
+"""Shared fixtures. `store` runs each test body on every backend (one contract, many stores)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from jobs_core.config import Settings, load_settings
+from jobs_core.service import JobService
+from jobs_core.store import FileJobStore, JobStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_file_store(tmp_path: Path) -> JobStore:
+    return FileJobStore(tmp_path / "jobs-store")
+
+
+# Backends the contract suite runs on: name -> factory(tmp_path) returning a fresh, empty store.
+BACKENDS = {"files": make_file_store}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    created = BACKENDS[request.param](tmp_path)
+    yield created
+    created.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return replace(load_settings(tmp_path / "jobs-store"), lease_seconds=30.0, max_attempts=3,
+                   renderer="axonometric", retry_backoff_seconds=0.0, store_url=None)
+
+
+@pytest.fixture
+def service(store: JobStore, settings: Settings) -> JobService:
+    return JobService(store, settings)
