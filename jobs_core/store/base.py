@@ -114,6 +114,13 @@ class JobStore(ABC):
                 return
             cursor = page.next_cursor
 
+    def jobs_updated_since(self, since: datetime | None) -> list[Job]:
+        """Jobs whose updatedAt is later than `since` (every job when None), for incremental views.
+
+        This default reads everything; backends with an index on updatedAt override it.
+        """
+        return [job for job in self.iter_jobs() if since is None or job.updated_at > since]
+
     def _wake_event(self) -> threading.Event:
         return self.__dict__.setdefault("_wake", threading.Event())
 
