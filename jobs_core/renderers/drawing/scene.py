@@ -1,0 +1,586 @@
+"""The 3D views: axonometric, exploded axonometric and front elevation of the massing.
+
+Work is split in the renderer's stages: `massing` (blocks, painter's order, fit to the sheet),
+`facades` (every polygon and line, as draw operations), `paint` (ground, cast shadows, then the
+operations back to front). Occlusion is the painter's algorithm over blocks ordered by
+`camera.painter_order`; inside a block only faces turned to the viewer are drawn.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageChops, ImageDraw
+
+from ...models import ConceptInputs
+from . import outline as ol
+from .camera import AXONOMETRIC, ELEVATION, Camera, corners, painter_order
+from .massing import Block, Face, Rect, massing, outline, podium_floors, roof_faces, tower_rect, wall_faces
+from .sheet import INK, Sheet, brief_code, paper_scale
+from .style import Style, mix, shade
+
+SUN = (-0.32, 0.62, 0.72)  # towards the sun: front lit, right side in shade, shadows fall back-right
+AMBIENT = 0.62
+PARAPET = 0.45  # metres
+Op = tuple  # ("poly", points, fill, outline, width) | ("line", points, fill, width) | ("ellipse", box, fill, outline, width)
+
+
+def _unit(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    n = math.sqrt(sum(c * c for c in v))
+    return (v[0] / n, v[1] / n, v[2] / n)
+
+
+SUN_DIR = _unit(SUN)
+
+
+def light(normal: tuple[float, float, float]) -> float:
+    return AMBIENT + (1 - AMBIENT) * max(0.0, sum(a * b for a, b in zip(normal, SUN_DIR, strict=True)))
+
+
+@dataclass
+class Viewport:
+    """World (metres) to sheet pixels through a camera."""
+
+    camera: Camera
+    scale: float = 1.0
+    ox: float = 0.0
+    oy: float = 0.0
+    coefficients: tuple[float, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        (ax, ay, az), (bx, by, bz) = self.camera.axes()
+        s = self.scale
+        self.coefficients = (ax * s, ay * s, az * s, bx * s, by * s, bz * s)
+
+    def px(self, p: tuple[float, float, float]) -> tuple[float, float]:
+        a, b, c, d, e, f = self.coefficients
+        return (self.ox + a * p[0] + b * p[1] + c * p[2], self.oy + d * p[0] + e * p[1] + f * p[2])
+
+    def fit(self, points: list[tuple[float, float, float]], area, scale: float | None = None) -> None:
+        """Scale (unless given) and centre so the points fill the area."""
+        projected = [self.camera.project(p) for p in points]
+        xs, ys = [p[0] for p in projected], [p[1] for p in projected]
+        w, h = max(xs) - min(xs) or 1.0, max(ys) - min(ys) or 1.0
+        self.scale = scale or min(area.width / w, area.height / h)
+        self.ox = area.x0 + (area.width - w * self.scale) / 2 - min(xs) * self.scale
+        self.oy = area.y0 + (area.height - h * self.scale) / 2 - min(ys) * self.scale
+        self.refresh()
+
+
+class View3D:
+    def __init__(self, concept: ConceptInputs, style: Style, sheet: Sheet, render_type: str) -> None:
+        self.concept, self.style, self.sheet, self.render_type = concept, style, sheet, render_type
+        self.exploded = render_type == "exploded-axonometric"
+        self.elevation = render_type == "elevation"
+        self.view = Viewport(ELEVATION if self.elevation else AXONOMETRIC)
+        self.camera = self.view.camera
+        self.blocks: list[Block] = []
+        self.ops: list[Op] = []
+        self.scale_label = "NTS"
+        self.rng = random.Random(brief_code(concept))
+        self.loops_main = outline(concept)
+        self.loops_tower = [ol.rect_loop(tower_rect(concept))] if podium_floors(concept) else []
+
+    # -- stage: massing --------------------------------------------------------------------
+    def build_massing(self) -> None:
+        blocks = massing(self.concept, self.exploded)
+        if not self.exploded and not self.elevation:
+            blocks += self._trees(blocks)
+        self.blocks = painter_order(blocks, self.camera)
+        self._fit()
+
+    def _site(self) -> Rect:
+        c = self.concept
+        margin = max(6.0, 0.28 * max(c.width, c.depth))
+        return Rect(-margin, -margin, c.width + margin, c.depth + margin * 1.2)
+
+    def _trees(self, blocks: list[Block]) -> list[Block]:
+        """A few trees around the building (and in a courtyard), placed by the brief's own seed."""
+        site, c = self._site(), self.concept
+        wanted = 4 + self.rng.randrange(4)
+        trees: list[Block] = []
+        spots = [(self.rng.uniform(site.x0 + 2, site.x1 - 2), self.rng.uniform(site.y0 + 2, site.y1 - 2))
+                 for _ in range(60)]
+        if c.footprint == "courtyard":
+            k = ol.inset(self.loops_main[1], 0, True)
+            cx, cy = (k[0][0] + k[2][0]) / 2, (k[0][1] + k[2][1]) / 2
+            spots.insert(0, (cx, cy))
+        for x, y in spots:
+            radius = self.rng.uniform(1.8, 3.2)
+            rect = Rect(x - radius, y - radius, x + radius, y + radius)
+            if any(_overlaps(rect, b.rect, 1.0) for b in blocks + trees) or abs(x - c.width / 2) < 3 + radius:
+                continue
+            trees.append(Block(rect, 0.0, self.rng.uniform(6.5, 10.0), "tree"))
+            if len(trees) >= wanted:
+                break
+        return trees
+
+    def _fit(self) -> None:
+        area = self.sheet.area
+        points = [p for b in self.blocks for p in corners(b)]
+        if self.elevation:
+            c = self.concept
+            extent_w, extent_h = c.width + 25, max(b.top for b in self.blocks) + 4
+            n, px_per_m = paper_scale(extent_w, extent_h + 8, area, self.sheet.width)
+            self.scale_label = f"1:{n} @ A3"
+            points += [(-9, 0, -2), (c.width + 16, 0, -2)]
+            self.view.fit(points, area, px_per_m)
+            return
+        site = self._site()
+        points += [(site.x0, site.y0, 0), (site.x1, site.y0, 0), (site.x1, site.y1, 0), (site.x0, site.y1, 0)]
+        if self.exploded:  # room on the right for the level labels
+            area = type(area)(area.x0, area.y0, area.x1 - area.width * 0.12, area.y1)
+        self.view.fit(points, area)
+
+    # -- stage: facades --------------------------------------------------------------------
+    def build_facades(self) -> None:
+        if self.exploded:
+            self._guides()
+        for block in self.blocks:
+            if block.kind == "tree":
+                self._tree(block)
+                continue
+            self._block(block)
+
+    def _loops(self, block: Block) -> list[ol.Loop]:
+        if block.kind == "plant" or (block.kind == "roof" and self.loops_tower):
+            return [ol.rect_loop(block.rect)]
+        if self.loops_tower and block.first_floor >= podium_floors(self.concept):
+            return self.loops_tower
+        return self.loops_main
+
+    def _block(self, block: Block) -> None:
+        view = self.camera.view
+        loops = self._loops(block)
+        for face in wall_faces(block):
+            if _dot(face.normal, view) > 1e-6:
+                self._wall(block, face, loops)
+        for face in roof_faces(block):
+            if _dot(face.normal, view) <= 1e-6:
+                continue
+            if face.role == "top":
+                self._top(block, face, loops)
+            else:
+                self._roof_face(block, face)
+
+    def _colour(self, block: Block, base, normal) -> tuple[int, int, int]:
+        colour = shade(base, light(normal))
+        if self.elevation:  # recessed planes read lighter and greyer, as in an inked elevation
+            recess = (self.concept.depth - block.rect.y1) / max(self.concept.depth, 1.0)
+            colour = mix(shade(colour, 1 - 0.12 * min(recess * 3, 1)), self.style.paper, 0.35 * recess)
+        return colour
+
+    def _wall(self, block: Block, face: Face, loops) -> None:
+        s, px = self.style, self.view.px
+        base = (178, 182, 186) if block.kind == "plant" else (s.glass if s.material == "glass" else s.wall)
+        fill = self._colour(block, base, face.normal)
+        self.ops.append(("poly", [px(p) for p in face.points], fill, None, 0))
+        if block.kind == "wing":
+            Facade(self, block, face, fill, loops).draw()
+        ink = self.sheet.line_width(1.1)
+        a, b, c, d = face.points
+        self.ops.append(("line", [px(a), px(b)], INK, ink))
+        self.ops.append(("line", [px(d), px(c)], INK, ink))
+        corners_ = ol.corner_set(loops)
+        for bottom, top in ((a, d), (b, c)):
+            if (round(bottom[0], 4), round(bottom[1], 4)) in corners_:
+                self.ops.append(("line", [px(bottom), px(top)], INK, ink))
+
+    def _roof_face(self, block: Block, face: Face) -> None:
+        s = self.style
+        base = {"roof": s.roof, "glass": s.glass}.get(face.role, s.wall)
+        fill = self._colour(block, base, face.normal)
+        self.ops.append(("poly", [self.view.px(p) for p in face.points], fill, INK, self.sheet.line_width(0.9)))
+        if face.role == "roof" and self.view.scale * 0.6 > 3.5:  # standing seams / tile courses
+            self._roof_lines(face, shade(fill, 0.86))
+
+    def _roof_lines(self, face: Face, colour) -> None:
+        """Lines down the slope, every 0.9 m along the eaves: reads as a roof, not a wall."""
+        pts = face.points
+        eave_a, eave_b = pts[0], pts[1]
+        apex = pts[2] if len(pts) == 3 else None
+        if apex is not None or len(pts) != 4:
+            return
+        top_a, top_b = pts[3], pts[2]
+        length = math.dist(eave_a, eave_b)
+        count = min(int(length / 0.9), 400)
+        width = self.sheet.line_width(0.4)
+        for i in range(1, count):
+            t = i / count
+            bottom = _lerp(eave_a, eave_b, t)
+            top = _lerp(top_a, top_b, t)
+            self.ops.append(("line", [self.view.px(bottom), self.view.px(top)], colour, width))
+
+    def _top(self, block: Block, face: Face, loops) -> None:
+        """A flat top: parapet band, roof membrane (or floor plate) inside it, edges on the outline."""
+        s, px, z = self.style, self.view.px, block.z1
+        lit = light(face.normal)
+        rect = block.rect
+        if block.kind == "plant":
+            self.ops.append(("poly", [px(p) for p in face.points], shade((196, 198, 200), lit), INK,
+                             self.sheet.line_width(0.9)))
+            return
+        slab = self.exploded and block.floors and block.z1 < max(b.z1 for b in self.blocks)
+        parapet = shade(mix(s.wall, s.paper, 0.25), lit)
+        inner = shade(mix(s.paper, s.wall, 0.3), 1.0) if slab else shade(mix(s.wall, (128, 128, 128), 0.45), lit)
+        self.ops.append(("poly", [px(p) for p in face.points], parapet, None, 0))
+        for index, loop in enumerate(ol.material_insets(loops, PARAPET)):
+            piece = ol.clip(loop, rect)
+            if len(piece) >= 3:
+                self.ops.append(("poly", [px((x, y, z)) for x, y in piece], inner if index == 0 else parapet,
+                                 None, 0))
+        fine, ink = self.sheet.line_width(0.5), self.sheet.line_width(1.1)
+        for a, b in ol.segments_in_rect(ol.material_insets(loops, PARAPET), rect):
+            self.ops.append(("line", [px((*a, z)), px((*b, z))], shade(parapet, 0.7), fine))
+        for a, b in ol.segments_in_rect(loops, rect):
+            self.ops.append(("line", [px((*a, z)), px((*b, z))], INK, ink))
+        if slab:
+            self._core(block)
+
+    def _core(self, block: Block) -> None:
+        """The stair and lift core, seen on each floor plate of an exploded view."""
+        core = core_rect(self.concept, block.first_floor)
+        if not _overlaps(core, block.rect, 0) or core.x0 < block.rect.x0 or core.x1 > block.rect.x1:
+            return
+        z, px = block.z1, self.view.px
+        pts = [(core.x0, core.y0, z), (core.x1, core.y0, z), (core.x1, core.y1, z), (core.x0, core.y1, z)]
+        self.ops.append(("poly", [px(p) for p in pts], shade(self.style.wall, 0.72), INK, self.sheet.line_width(0.6)))
+
+    def _tree(self, block: Block) -> None:
+        r, px = block.rect, self.view.px
+        cx, cy = r.centre
+        radius = r.width / 2
+        trunk_top = block.z1 - radius * 1.2
+        self.ops.append(("line", [px((cx, cy, 0)), px((cx, cy, trunk_top))], (92, 80, 66),
+                         max(1, round(0.35 * self.view.scale))))
+        x, y = px((cx, cy, block.z1 - radius))
+        rad = radius * self.view.scale
+        leaf = self.style.foliage
+        self.ops.append(("ellipse", [x - rad, y - rad, x + rad, y + rad], shade(leaf, 0.82), INK,
+                         self.sheet.line_width(0.6)))
+        hx, hy, hr = x - rad * 0.22, y - rad * 0.25, rad * 0.62
+        self.ops.append(("ellipse", [hx - hr, hy - hr, hx + hr, hy + hr], mix(leaf, (255, 255, 255), 0.18), None, 0))
+
+    def _guides(self) -> None:
+        """Dashed lines joining the corners of the pulled-apart floors (drawn first, behind)."""
+        top = max(b.top for b in self.blocks)
+        px = self.view.px
+        for loops in (self.loops_main, self.loops_tower):
+            for x, y in ol.corner_set(loops):
+                self.ops.append(("dash", [px((x, y, 0)), px((x, y, top))], (150, 150, 156),
+                                 self.sheet.line_width(0.6)))
+
+    # -- stage: shading and painting -------------------------------------------------------
+    def paint(self) -> None:
+        if self.elevation:
+            self._elevation_ground()
+        else:
+            self._ground_and_shadows()
+        for op in self.ops:
+            self._replay(op)
+        if self.exploded:
+            self._level_labels()
+        if self.elevation:
+            self._elevation_notes()
+
+    def _replay(self, op: Op) -> None:
+        d = self.sheet.draw
+        kind = op[0]
+        if kind == "poly":
+            d.polygon(op[1], fill=op[2], outline=op[3], width=op[4] or 1)
+        elif kind == "line":
+            d.line(op[1], fill=op[2], width=op[3])
+        elif kind == "ellipse":
+            d.ellipse(op[1], fill=op[2], outline=op[3], width=op[4] or 1)
+        elif kind == "dash":
+            self.sheet.dashed(op[1][0], op[1][1], op[2], op[3], 9 * self.sheet.unit, 6 * self.sheet.unit)
+
+    def _ground_and_shadows(self) -> None:
+        sheet, px, s = self.sheet, self.view.px, self.style
+        site = self._site()
+        ground = [px((site.x0, site.y0, 0)), px((site.x1, site.y0, 0)), px((site.x1, site.y1, 0)),
+                  px((site.x0, site.y1, 0))]
+        sheet.draw.polygon(ground, fill=s.ground, outline=shade(s.ground, 0.75), width=sheet.line_width(0.8))
+        c = self.concept
+        path = [(c.width / 2 - 1.6, c.depth, 0), (c.width / 2 + 1.6, c.depth, 0),
+                (c.width / 2 + 1.6, site.y1, 0), (c.width / 2 - 1.6, site.y1, 0)]
+        sheet.draw.polygon([px(p) for p in path], fill=mix(s.ground, s.paper, 0.6))
+        mask = Image.new("L", sheet.image.size, 0)
+        draw = ImageDraw.Draw(mask)
+        for block in self.blocks:
+            if self.exploded and block.layer:
+                continue
+            hull = _convex_hull([_on_ground(p) for p in _shadow_points(block)])
+            if len(hull) >= 3:
+                draw.polygon([px((x, y, 0)) for x, y in hull], fill=96)
+        site_mask = Image.new("L", sheet.image.size, 0)
+        ImageDraw.Draw(site_mask).polygon(ground, fill=255)
+        shadow = ImageChops.multiply(mask, site_mask)
+        box = shadow.getbbox()
+        if box:  # paste only where there is shadow: a whole-sheet paste costs ~30 ms
+            region = sheet.image.crop(box)
+            region.paste((40, 44, 56), mask=shadow.crop(box))
+            sheet.image.paste(region, box[:2])
+
+    def _level_labels(self) -> None:
+        sheet, px = self.sheet, self.view.px
+        by_layer: dict[int, list[Block]] = {}
+        for block in self.blocks:
+            by_layer.setdefault(block.layer, []).append(block)
+        step = max(1, math.ceil(len(by_layer) / 14))
+        x_text = sheet.area.x1 - sheet.area.width * 0.1
+        for i, layer in enumerate(sorted(by_layer)):
+            group = by_layer[layer]
+            if i % step and layer != max(by_layer):
+                continue
+            right = max((px(p) for b in group for p in corners(b)), key=lambda q: q[0])
+            mid_z = (group[0].z0 + group[0].z1) / 2
+            anchor = max((px((b.rect.x1, b.rect.y1, mid_z)) for b in group), key=lambda q: q[0])
+            y = anchor[1]
+            sheet.draw.line([anchor, (right[0] + 8 * sheet.unit, y), (x_text - 4 * sheet.unit, y)],
+                            fill=(120, 120, 126), width=sheet.line_width(0.5))
+            name = "ROOF" if group[0].kind == "roof" else f"LEVEL {group[0].first_floor:02d}"
+            sheet.text((x_text, y), name, 8.5, anchor="lm", bold=True)
+
+    def _elevation_ground(self) -> None:
+        sheet, px = self.sheet, self.view.px
+        c = self.concept
+        x0, y = px((-9, 0, 0))
+        x1, _ = px((c.width + 16, 0, 0))
+        depth = 1.6 * self.view.scale
+        sheet.draw.rectangle([x0, y, x1, y + depth], fill=mix(self.style.ground, self.style.paper, 0.3))
+        step = 0.8 * self.view.scale
+        x = x0
+        while x < x1 + depth:  # earth hatch below the ground line
+            sheet.draw.line([max(x0, x - depth), y + min(depth, x - x0) if x - depth < x0 else y + depth,
+                             min(x, x1), y if x <= x1 else y + (x - x1)], fill=(150, 140, 124),
+                            width=sheet.line_width(0.4))
+            x += step
+        for cx in (-5.5, c.width + 5.5):
+            self._elevation_tree(cx)
+        self._figure(-1.8)
+
+    def _elevation_tree(self, cx: float) -> None:
+        px, s = self.view.px, self.sheet
+        h = min(9.0, max(5.0, self.concept.height * 0.6))
+        r = h * 0.3
+        self.sheet.draw.line([px((cx, 0, 0)), px((cx, 0, h - r))], fill=(92, 80, 66),
+                             width=max(1, round(0.3 * self.view.scale)))
+        x, y = px((cx, 0, h - r))
+        rad = r * self.view.scale
+        s.draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=mix(self.style.foliage, self.style.paper, 0.35),
+                       outline=INK, width=s.line_width(0.6))
+
+    def _figure(self, cx: float) -> None:
+        """A 1.75 m person beside the building, for scale."""
+        px, d = self.view.px, self.sheet.draw
+        head = px((cx, 0, 1.62))
+        r = 0.12 * self.view.scale
+        d.ellipse([head[0] - r, head[1] - r, head[0] + r, head[1] + r], fill=INK)
+        body = [(cx - 0.22, 0, 1.45), (cx + 0.22, 0, 1.45), (cx + 0.16, 0, 0.85), (cx + 0.12, 0, 0),
+                (cx - 0.12, 0, 0), (cx - 0.16, 0, 0.85)]
+        d.polygon([px(p) for p in body], fill=INK)
+
+    def _elevation_notes(self) -> None:
+        """Level marks on the right: ground, each floor (thinned out when many), eaves and ridge."""
+        sheet, px, c = self.sheet, self.view.px, self.concept
+        x = c.width + 12.5
+        levels = [(f * c.floor_height, f"{f * c.floor_height:+.2f}") for f in range(c.floors + 1)]
+        step = max(1, math.ceil(len(levels) / 12))
+        levels = [lv for i, lv in enumerate(levels) if i % step == 0 or i == len(levels) - 1]
+        ridge = max(b.top for b in self.blocks)
+        if ridge > c.height + 0.01:
+            levels.append((ridge, f"{ridge:+.2f}"))
+        for z, label in levels:
+            lx, ly = px((x, 0, z))
+            t = 4 * sheet.unit
+            sheet.draw.polygon([(lx, ly), (lx - t, ly - t * 1.4), (lx + t, ly - t * 1.4)], fill=INK)
+            sheet.draw.line([px((c.width + 0.6, 0, z)), (lx + 3 * t, ly)], fill=(130, 130, 136),
+                            width=sheet.line_width(0.4))
+            sheet.text((lx + 3.5 * t, ly - 1.2 * t), label, 7.5, anchor="ls")
+        sheet.scale_bar(sheet.area.x0, sheet.area.y1 - 14 * sheet.unit, self.view.scale)
+        sheet.text((sheet.area.x0, sheet.area.y0), f"FRONT ELEVATION   {self.scale_label}", 11, bold=True)
+
+
+class Facade:
+    """Openings, floor lines and material texture on one wall face of a wing block."""
+
+    def __init__(self, view: View3D, block: Block, face: Face, fill, loops) -> None:
+        self.view, self.block, self.face, self.fill, self.loops = view, block, face, fill, loops
+        self.concept, self.style = view.concept, view.style
+        self.along_x = abs(face.normal[1]) > 0.5
+        a, b = face.points[0], face.points[1]
+        axis = 0 if self.along_x else 1
+        self.fixed = a[1] if self.along_x else a[0]
+        self.t0, self.t1 = min(a[axis], b[axis]), max(a[axis], b[axis])
+        xs = [p[0] for loop in loops for p in loop]
+        ys = [p[1] for loop in loops for p in loop]
+        lo, hi = (min(xs), max(xs)) if self.along_x else (min(ys), max(ys))
+        self.origin = lo
+        self.module = (hi - lo) / max(1, round((hi - lo) / self.style.bay))
+        self.px_per_m = view.view.scale
+        self.is_front = self.along_x and face.normal[1] > 0 and abs(self.fixed - max(ys)) < 1e-6
+
+    def point(self, t: float, z: float) -> tuple[float, float]:
+        return self.view.view.px((t, self.fixed, z) if self.along_x else (self.fixed, t, z))
+
+    def quad(self, t0: float, t1: float, z0: float, z1: float) -> list[tuple[float, float]]:
+        return [self.point(t0, z0), self.point(t1, z0), self.point(t1, z1), self.point(t0, z1)]
+
+    def draw(self) -> None:
+        fh = self.concept.floor_height
+        floor_px = fh * self.px_per_m
+        if floor_px < 3:
+            return  # too small to show anything but the massing
+        self._texture()
+        cells = self._cells()
+        for f in range(self.block.floors):
+            z = self.block.z0 + f * fh
+            level = self.block.first_floor + f
+            if floor_px >= 6:
+                self._openings(cells, z, level)
+            if f or self.view.exploded:
+                self._line(self.t0, self.t1, z, z, shade(self.fill, 0.72), 0.7)
+        if self.view.exploded:  # slab edge at the top of each pulled-apart floor
+            z = self.block.z1
+            self.view.ops.append(("poly", self.quad(self.t0, self.t1, z - 0.3, z), shade(self.fill, 0.8), None, 0))
+
+    def _cells(self) -> list[tuple[float, float]]:
+        module = self.module
+        min_px = 9 * self.view.sheet.unit
+        if module * self.px_per_m < min_px:
+            module *= math.ceil(min_px / (module * self.px_per_m))
+        first = math.ceil((self.t0 - self.origin) / module - 1e-6)
+        last = math.floor((self.t1 - self.origin) / module + 1e-6)
+        return [(self.origin + k * module, self.origin + (k + 1) * module) for k in range(first, last)]
+
+    def _openings(self, cells, z: float, level: int) -> None:
+        s, fh, ops = self.style, self.concept.floor_height, self.view.ops
+        glass = shade(s.glass, light(self.face.normal) * 1.02)
+        frame = shade(self.fill, 0.55)
+        width = self.view.sheet.line_width(0.45)
+        if s.material == "glass":  # curtain wall: spandrel band and mullions
+            ops.append(("poly", self.quad(self.t0, self.t1, z + fh * 0.86, z + fh), shade(self.fill, 0.78), None, 0))
+            for c0, _ in cells[1:]:
+                self._line(c0, c0, z, z + fh * 0.86, frame, 0.45)
+            self._entrance(cells, z, level)
+            return
+        if s.material == "metal" and not (level == 0 and s.shopfront):  # ribbon windows
+            lo, hi = z + fh * (1 - s.window_height) * 0.55, z + fh * (1 - (1 - s.window_height) * 0.45)
+            ops.append(("poly", self.quad(self.t0 + 0.5, self.t1 - 0.5, lo, hi), glass, frame, width))
+            for c0, _ in cells[1:]:
+                self._line(c0, c0, lo, hi, frame, 0.4)
+            self._entrance(cells, z, level)
+            return
+        ww, wh = s.window_width, s.window_height
+        if level == 0 and s.shopfront:
+            ww, wh = 0.86, 0.74
+        sill = z + fh * (1 - wh) * (0.35 if level == 0 and s.shopfront else 0.6)
+        for c0, c1 in cells:
+            m = (c1 - c0) * (1 - ww) / 2
+            ops.append(("poly", self.quad(c0 + m, c1 - m, sill, sill + fh * wh), glass, frame, width))
+        self._entrance(cells, z, level)
+
+    def _entrance(self, cells, z: float, level: int) -> None:
+        if level != 0 or not self.is_front or not cells:
+            return
+        middle = self.concept.width / 2
+        c0, c1 = min(cells, key=lambda c: abs((c[0] + c[1]) / 2 - middle))
+        if c1 - c0 < 1.2:
+            c0, c1 = middle - 0.9, middle + 0.9
+        fh = self.concept.floor_height
+        inset = (c1 - c0) * 0.1
+        door = shade(self.style.glass, 0.55)
+        self.view.ops.append(("poly", self.quad(c0 + inset, c1 - inset, z, z + min(2.6, fh * 0.8)), door, INK,
+                              self.view.sheet.line_width(0.6)))
+        self.view.ops.append(("poly", self.quad(c0 - 0.2, c1 + 0.2, z + min(2.8, fh * 0.85),
+                                                z + min(3.0, fh * 0.9)), shade(self.fill, 0.6), None, 0))
+
+    def _texture(self) -> None:
+        """Brick coursing, timber boards, stone courses, metal seams: only where they read."""
+        spacing = {"brick": 0.5, "stone": 0.75, "timber": 0.4, "metal": 0.6, "concrete": self.module * 2}
+        step = spacing.get(self.style.material)
+        if step is None or step * self.px_per_m < 4 * self.view.sheet.unit:
+            return
+        colour = shade(self.fill, 0.9)
+        z0, z1 = self.block.z0, self.block.z1
+        if self.style.material in ("brick", "stone"):
+            count = min(int((z1 - z0) / step), 600)
+            for i in range(1, count):
+                self._line(self.t0, self.t1, z0 + i * step, z0 + i * step, colour, 0.35)
+            return
+        first = math.ceil((self.t0 - self.origin) / step)
+        last = math.floor((self.t1 - self.origin) / step)
+        for k in range(first, min(last, first + 800) + 1):
+            t = self.origin + k * step
+            if self.t0 < t < self.t1:
+                self._line(t, t, z0, z1, colour, 0.35)
+
+    def _line(self, t0: float, t1: float, z0: float, z1: float, colour, points: float) -> None:
+        self.view.ops.append(("line", [self.point(t0, z0), self.point(t1, z1)], colour,
+                              self.view.sheet.line_width(points)))
+
+
+def core_rect(concept: ConceptInputs, floor: int = 0) -> Rect:
+    """Stairs and lifts: in the middle of the tower, else of the widest wing."""
+    from .massing import wings  # local: keeps the import list of this module short
+
+    rect = tower_rect(concept) if podium_floors(concept) and floor >= 0 else max(
+        wings(concept), key=lambda r: r.width * r.depth)
+    cx, cy = rect.centre
+    hw, hd = min(3.2, rect.width * 0.18), min(2.4, rect.depth * 0.2)
+    return Rect(cx - hw, cy - hd, cx + hw, cy + hd)
+
+
+def _shadow_points(block: Block) -> list[tuple[float, float, float]]:
+    if block.kind == "tree":
+        cx, cy = block.rect.centre
+        r = block.rect.width / 2
+        zc = block.z1 - r
+        ring = [(cx + r * math.cos(a), cy + r * math.sin(a), zc + dz) for a in
+                (i * math.pi / 6 for i in range(12)) for dz in (-r * 0.6, 0, r * 0.6)]
+        return ring + [(cx, cy, 0.0)]
+    points = [p for face in roof_faces(block) for p in face.points]
+    return points + list(corners(block))
+
+
+def _on_ground(p: tuple[float, float, float]) -> tuple[float, float]:
+    sx, sy, sz = SUN_DIR
+    return p[0] - sx / sz * p[2], p[1] - sy / sz * p[2]
+
+
+def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    pts = sorted(set(points))
+    if len(pts) < 3:
+        return pts
+
+    def cross(o, a, b) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return lower[:-1] + upper[:-1]
+
+
+def _overlaps(a: Rect, b: Rect, margin: float) -> bool:
+    return a.x0 < b.x1 + margin and b.x0 < a.x1 + margin and a.y0 < b.y1 + margin and b.y0 < a.y1 + margin
+
+
+def _dot(a, b) -> float:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _lerp(a, b, t: float):
+    return tuple(x + (y - x) * t for x, y in zip(a, b, strict=True))
