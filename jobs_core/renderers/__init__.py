@@ -78,4 +78,4 @@ def get_renderer(name: str) -> Renderer:
 def _load_builtins() -> None:
     if _FACTORIES:
         return
-    from . import axonometric, noop  # noqa: F401  (registration happens on import)
+    from . import automatic1111, axonometric, noop, openai_images  # noqa: F401  (registration on import)
