@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--drain", action="store_true", help="exit once no job is pending or reclaimable")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new work")
     worker.set_defaults(handler=cmd_worker)
+
+    from .renderers.listing import cmd_renderers  # issue 3: renderers and whether each is configured
+    renderers = commands.add_parser("renderers", parents=[common], help="list renderers, render types, configuration")
+    renderers.add_argument("--json", action="store_true", help="one JSON object per renderer")
+    renderers.set_defaults(handler=cmd_renderers)
     return parser
 
 

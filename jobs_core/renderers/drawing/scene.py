@@ -171,7 +171,7 @@ class View3D:
         colour = shade(base, light(normal))
         if self.elevation:  # recessed planes read lighter and greyer, as in an inked elevation
             recess = (self.concept.depth - block.rect.y1) / max(self.concept.depth, 1.0)
-            colour = mix(shade(colour, 1 - 0.12 * min(recess * 3, 1)), self.style.paper, 0.35 * recess)
+            colour = mix(shade(colour, 1 - 0.25 * min(recess * 3, 1)), self.style.paper, 0.3 * recess)
         return colour
 
     def _wall(self, block: Block, face: Face, loops) -> None:
@@ -181,6 +181,8 @@ class View3D:
         self.ops.append(("poly", [px(p) for p in face.points], fill, None, 0))
         if block.kind == "wing":
             Facade(self, block, face, fill, loops).draw()
+        if self.elevation:
+            self._cast_shadows(block, face)
         ink = self.sheet.line_width(1.1)
         a, b, c, d = face.points
         self.ops.append(("line", [px(a), px(b)], INK, ink))
@@ -189,6 +191,22 @@ class View3D:
         for bottom, top in ((a, d), (b, c)):
             if (round(bottom[0], 4), round(bottom[1], 4)) in corners_:
                 self.ops.append(("line", [px(bottom), px(top)], INK, ink))
+
+    def _cast_shadows(self, block: Block, face: Face) -> None:
+        """Elevation convention: sun at 45 degrees from the upper left, so a wing standing forward
+        by d metres casts a shadow d to the right and d down onto the recessed facade behind it."""
+        if face.normal != (0, 1, 0):
+            return
+        r = block.rect
+        for other in self.blocks:
+            forward = other.rect.y1 - r.y1
+            if other.kind != "wing" or forward <= 1e-6 or other.rect.y0 > r.y1 + 1e-6:
+                continue
+            x0, x1 = max(r.x0, other.rect.x0 + forward), min(r.x1, other.rect.x1 + forward)
+            z0, z1 = max(block.z0, other.z0), min(block.z1, other.top - forward)
+            if x1 - x0 > 1e-6 and z1 - z0 > 1e-6:
+                quad = [(x0, r.y1, z0), (x1, r.y1, z0), (x1, r.y1, z1), (x0, r.y1, z1)]
+                self.ops.append(("shadow", [self.view.px(p) for p in quad]))
 
     def _roof_face(self, block: Block, face: Face) -> None:
         s = self.style
@@ -296,6 +314,14 @@ class View3D:
             d.line(op[1], fill=op[2], width=op[3])
         elif kind == "ellipse":
             d.ellipse(op[1], fill=op[2], outline=op[3], width=op[4] or 1)
+        elif kind == "shadow":  # translucent: windows and joints stay visible inside the shadow
+            xs, ys = [p[0] for p in op[1]], [p[1] for p in op[1]]
+            box = (int(min(xs)), int(min(ys)), math.ceil(max(xs)) + 1, math.ceil(max(ys)) + 1)
+            mask = Image.new("L", (box[2] - box[0], box[3] - box[1]), 0)
+            ImageDraw.Draw(mask).polygon([(x - box[0], y - box[1]) for x, y in op[1]], fill=80)
+            region = self.sheet.image.crop(box)
+            region.paste((30, 34, 46), mask=mask)
+            self.sheet.image.paste(region, box[:2])
         elif kind == "dash":
             self.sheet.dashed(op[1][0], op[1][1], op[2], op[3], 9 * self.sheet.unit, 6 * self.sheet.unit)
 
