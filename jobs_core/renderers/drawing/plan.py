@@ -14,7 +14,7 @@ from ...models import ConceptInputs
 from . import outline as ol
 from .massing import outline, podium_floors, tower_rect, wings
 from .scene import core_rect
-from .sheet import INK, Sheet, brief_code, paper_scale
+from .sheet import INK, Sheet, brief_code, paper_scale, polygon
 from .style import Style, mix, shade
 
 WALL = 0.45  # external wall thickness, metres
@@ -39,7 +39,7 @@ class PlanView:
     # -- stage: massing: scale and position --------------------------------------------------
     def build_massing(self) -> None:
         c, a, u = self.concept, self.sheet.area, self.sheet.unit
-        room = 70 * u  # dimension lines and grid bubbles around the building
+        room = 60 * u  # dimension lines and grid bubbles around the building
         inner = type(a)(a.x0 + room, a.y0 + room + 14 * u, a.x1 - room, a.y1 - room)
         n, self.s = paper_scale(c.width, c.depth, inner, self.sheet.width)
         self.scale_label = f"1:{n} @ A3"
@@ -216,7 +216,7 @@ class PlanView:
     def _replay(self, op: tuple) -> None:
         d, kind = self.sheet.draw, op[0]
         if kind == "poly":
-            d.polygon(op[1], fill=op[2], outline=op[3], width=op[4] or 1)
+            polygon(d, op[1], op[2], op[3], op[4])
         elif kind == "line":
             d.line(op[1], fill=op[2], width=op[3])
         elif kind == "rect":

@@ -17,7 +17,7 @@ from ...models import ConceptInputs
 from . import outline as ol
 from .camera import AXONOMETRIC, ELEVATION, Camera, corners, painter_order
 from .massing import Block, Face, Rect, massing, outline, podium_floors, roof_faces, tower_rect, wall_faces
-from .sheet import INK, Sheet, brief_code, paper_scale
+from .sheet import INK, Sheet, brief_code, paper_scale, polygon
 from .style import Style, mix, shade
 
 SUN = (-0.32, 0.62, 0.72)  # towards the sun: front lit, right side in shade, shadows fall back-right
@@ -244,7 +244,7 @@ class View3D:
             return
         slab = self.exploded and block.floors and block.z1 < max(b.z1 for b in self.blocks)
         parapet = shade(mix(s.wall, s.paper, 0.25), lit)
-        inner = shade(mix(s.paper, s.wall, 0.3), 1.0) if slab else shade(mix(s.wall, (128, 128, 128), 0.45), lit)
+        inner = mix(s.paper, s.ground, 0.55) if slab else shade(mix(s.wall, (128, 128, 128), 0.45), lit)
         self.ops.append(("poly", [px(p) for p in face.points], parapet, None, 0))
         for index, loop in enumerate(ol.material_insets(loops, PARAPET)):
             piece = ol.clip(loop, rect)
@@ -309,7 +309,7 @@ class View3D:
         d = self.sheet.draw
         kind = op[0]
         if kind == "poly":
-            d.polygon(op[1], fill=op[2], outline=op[3], width=op[4] or 1)
+            polygon(d, op[1], op[2], op[3], op[4])
         elif kind == "line":
             d.line(op[1], fill=op[2], width=op[3])
         elif kind == "ellipse":
