@@ -149,7 +149,7 @@ def massing(concept: ConceptInputs, exploded: bool = False) -> list[Block]:
         for rect in (wings(concept) if not podium else [tower_rect(concept)]):
             blocks.append(Block(rect, top + gap * 0.2, top + gap * 0.2, "roof", concept.floors, 0,
                                 concept.roof, roof_rise(rect, concept.roof), layer=concept.floors + 1))
-    if concept.roof == "flat" and not exploded:
+    if concept.roof == "flat" and not exploded and min(concept.width, concept.depth) >= 10:
         blocks.append(plant_room(blocks, fh))
     return blocks
 

@@ -109,10 +109,14 @@ class View3D:
             k = ol.inset(self.loops_main[1], 0, True)
             cx, cy = (k[0][0] + k[2][0]) / 2, (k[0][1] + k[2][1]) / 2
             spots.insert(0, (cx, cy))
-        for x, y in spots:
+        for index, (x, y) in enumerate(spots):
             radius = self.rng.uniform(1.8, 3.2)
             rect = Rect(x - radius, y - radius, x + radius, y + radius)
-            if any(_overlaps(rect, b.rect, 1.0) for b in blocks + trees) or abs(x - c.width / 2) < 3 + radius:
+            in_court = c.footprint == "courtyard" and index == 0
+            # Only behind or left of the building (or in its court): never hiding the drawn facades.
+            if not in_court and rect.x1 > -0.5 and rect.y1 > -0.5:
+                continue
+            if any(_overlaps(rect, b.rect, 1.0) for b in blocks + trees):
                 continue
             trees.append(Block(rect, 0.0, self.rng.uniform(6.5, 10.0), "tree"))
             if len(trees) >= wanted:
@@ -359,10 +363,12 @@ class View3D:
             by_layer.setdefault(block.layer, []).append(block)
         step = max(1, math.ceil(len(by_layer) / 14))
         x_text = sheet.area.x1 - sheet.area.width * 0.1
-        for i, layer in enumerate(sorted(by_layer)):
+        layers = sorted(by_layer)
+        for i, layer in enumerate(layers):
             group = by_layer[layer]
-            if i % step and layer != max(by_layer):
-                continue
+            last = layer == layers[-1]
+            if (i % step and not last) or (not last and step > 1 and len(layers) - 1 - i < step):
+                continue  # thinned out; and never crowd the top label
             right = max((px(p) for b in group for p in corners(b)), key=lambda q: q[0])
             mid_z = (group[0].z0 + group[0].z1) / 2
             anchor = max((px((b.rect.x1, b.rect.y1, mid_z)) for b in group), key=lambda q: q[0])

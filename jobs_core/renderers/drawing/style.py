@@ -69,7 +69,7 @@ class Style:
             grey = round(0.3 * wall[0] + 0.59 * wall[1] + 0.11 * wall[2])
             wall = (grey, grey, grey)
         wall = mix(wall, (255, 255, 255), palette.lighten)
-        glass = (176, 196, 210) if concept.palette != "monochrome" else (200, 202, 204)
+        glass = (176, 196, 210) if concept.palette != "monochrome" else (118, 122, 128)
         glass = mix(glass, palette.paper, palette.lighten * 0.5)
         # window_ratio = width share x height share; taller windows first, then wider.
         height = 0.4 + 0.4 * concept.window_ratio
