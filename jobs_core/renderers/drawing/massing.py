@@ -92,6 +92,12 @@ def tower_rect(concept: ConceptInputs) -> Rect:
     return Rect(w * 0.22, d * 0.22, w * 0.78, d * 0.78)
 
 
+def entrances(concept: ConceptInputs) -> list[float]:
+    """Where the doors are: x positions on the front facade (y = depth), one per front wing."""
+    k = wing_depth(concept)
+    return {"L": [k / 2], "U": [k / 2, concept.width - k / 2]}.get(concept.footprint, [concept.width / 2])
+
+
 def podium_floors(concept: ConceptInputs) -> int:
     return 0 if concept.footprint != "tower" or concept.floors < 4 else min(2, concept.floors // 4 + 1)
 

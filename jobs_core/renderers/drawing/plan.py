@@ -12,7 +12,7 @@ from PIL import Image, ImageChops, ImageDraw
 
 from ...models import ConceptInputs
 from . import outline as ol
-from .massing import outline, podium_floors, tower_rect, wings
+from .massing import entrances, outline, podium_floors, tower_rect, wings
 from .scene import core_rect
 from .sheet import INK, Sheet, brief_code, paper_scale, polygon
 from .style import Style, mix, shade
@@ -56,7 +56,8 @@ class PlanView:
         self._core()
 
     def _openings(self) -> None:
-        c, s = self.concept, self.style
+        s = self.style
+        doors = entrances(self.concept)
         xs = [p[0] for p in self.loops[0]]
         ys = [p[1] for p in self.loops[0]]
         module_x = (max(xs) - min(xs)) / max(1, round((max(xs) - min(xs)) / s.bay))
@@ -78,12 +79,14 @@ class PlanView:
                 length = math.hypot(dx, dy)
                 nx, ny = (-dy / length, dx / length) if into_left else (dy / length, -dx / length)
                 first, last = math.ceil(lo / module - 1e-6), math.floor(hi / module + 1e-6)
+                front = along_x and abs(a[1] - self.concept.depth) < 1e-9
                 for k in range(first, last):
                     c0, c1 = k * module, (k + 1) * module
+                    if front and any(c0 - 0.9 < x < c1 + 0.9 for x in doors):
+                        continue  # the entrance takes this bay
                     m = (c1 - c0) * (1 - width) / 2
                     self._window(a, along_x, c0 + m, c1 - m, (nx, ny))
-        self._door()
-        del c
+        self._doors()
 
     def _window(self, a, along_x: bool, t0: float, t1: float, inward) -> None:
         nx, ny = inward
@@ -101,32 +104,23 @@ class PlanView:
         for t in (t0, t1):
             self.ops.append(("line", [at(t, 0), at(t, WALL)], INK, fine))
 
-    def _door(self) -> None:
-        c = self.concept
-        if c.footprint in ("L", "U"):
-            x = c.width / 2 if c.footprint != "L" else ol.inset(self.loops[0], 0, True)[3][0] / 2
-        else:
-            x = c.width / 2
-        if c.footprint == "U":
-            x = self.loops[0][6][0] / 2  # front of the left wing
-        y = c.depth
-        half = 0.9
-        floor = self._floor_colour()
-        self.ops.append(("poly", [self.px(x - half, y + 0.05), self.px(x + half, y + 0.05),
-                                  self.px(x + half, y - WALL - 0.02), self.px(x - half, y - WALL - 0.02)],
-                         floor, None, 0))
-        hinge = self.px(x - half, y - WALL / 2)
-        radius = 2 * half * self.s * 0.5
-        w = self.sheet.line_width(0.6)
-        for sign in (1, -1):  # a pair of leaves opening inwards
-            hx = hinge[0] if sign == 1 else self.px(x + half, y)[0]
-            self.ops.append(("line", [(hx, hinge[1]), (hx, hinge[1] - radius)], INK, w))
-            box = [hx - radius, hinge[1] - radius, hx + radius, hinge[1] + radius]
-            self.ops.append(("arc", box, (270, 360) if sign == 1 else (180, 270), INK, self.sheet.line_width(0.35)))
-        tip = self.px(x, y + 2.2)
-        self.ops.append(("text", (tip[0], tip[1] + 4 * self.sheet.unit), "ENTRANCE", 7, "ma"))
-        self.ops.append(("poly", [(tip[0], tip[1] - 4 * self.sheet.unit), (tip[0] - 3 * self.sheet.unit, tip[1]),
-                                  (tip[0] + 3 * self.sheet.unit, tip[1])], INK, None, 0))
+    def _doors(self) -> None:
+        """A pair of leaves opening inwards at each entrance, and an arrow marking the way in."""
+        y, half, u = self.concept.depth, 0.9, self.sheet.unit
+        w, fine = self.sheet.line_width(0.6), self.sheet.line_width(0.35)
+        for x in entrances(self.concept):
+            self.ops.append(("poly", [self.px(x - half, y + 0.05), self.px(x + half, y + 0.05),
+                                      self.px(x + half, y - WALL - 0.02), self.px(x - half, y - WALL - 0.02)],
+                             self._floor_colour(), None, 0))
+            radius = half * self.s
+            for hinge_x, angles in ((x - half, (270, 360)), (x + half, (180, 270))):
+                hx, hy = self.px(hinge_x, y - WALL / 2)
+                self.ops.append(("line", [(hx, hy), (hx, hy - radius)], INK, w))
+                self.ops.append(("arc", [hx - radius, hy - radius, hx + radius, hy + radius], angles, INK, fine))
+            tip = self.px(x, y + 2.2)
+            self.ops.append(("text", (tip[0], tip[1] + 4 * u), "ENTRANCE", 7, "ma"))
+            self.ops.append(("poly", [(tip[0], tip[1] - 4 * u), (tip[0] - 3 * u, tip[1]), (tip[0] + 3 * u, tip[1])],
+                             INK, None, 0))
 
     def _columns(self) -> None:
         size = 0.45 / 2

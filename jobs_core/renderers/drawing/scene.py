@@ -16,7 +16,7 @@ from PIL import Image, ImageChops, ImageDraw
 from ...models import ConceptInputs
 from . import outline as ol
 from .camera import AXONOMETRIC, ELEVATION, Camera, corners, painter_order
-from .massing import Block, Face, Rect, massing, outline, podium_floors, roof_faces, tower_rect, wall_faces
+from .massing import Block, Face, Rect, entrances, massing, outline, podium_floors, roof_faces, tower_rect, wall_faces
 from .sheet import INK, Sheet, brief_code, paper_scale, polygon
 from .style import Style, mix, shade
 
@@ -336,9 +336,9 @@ class View3D:
                   px((site.x0, site.y1, 0))]
         sheet.draw.polygon(ground, fill=s.ground, outline=shade(s.ground, 0.75), width=sheet.line_width(0.8))
         c = self.concept
-        path = [(c.width / 2 - 1.6, c.depth, 0), (c.width / 2 + 1.6, c.depth, 0),
-                (c.width / 2 + 1.6, site.y1, 0), (c.width / 2 - 1.6, site.y1, 0)]
-        sheet.draw.polygon([px(p) for p in path], fill=mix(s.ground, s.paper, 0.6))
+        for x in entrances(c):  # a paved path from each door to the edge of the site
+            path = [(x - 1.6, c.depth, 0), (x + 1.6, c.depth, 0), (x + 1.6, site.y1, 0), (x - 1.6, site.y1, 0)]
+            sheet.draw.polygon([px(p) for p in path], fill=mix(s.ground, s.paper, 0.6))
         mask = Image.new("L", sheet.image.size, 0)
         draw = ImageDraw.Draw(mask)
         for block in self.blocks:
@@ -512,18 +512,29 @@ class Facade:
         if level == 0 and s.shopfront:
             ww, wh = 0.86, 0.74
         sill = z + fh * (1 - wh) * (0.35 if level == 0 and s.shopfront else 0.6)
+        doors = self.door_cells(cells) if level == 0 else []
         for c0, c1 in cells:
+            if (c0, c1) in doors:
+                continue
             m = (c1 - c0) * (1 - ww) / 2
             ops.append(("poly", self.quad(c0 + m, c1 - m, sill, sill + fh * wh), glass, frame, width))
         self._entrance(cells, z, level)
 
+    def door_cells(self, cells) -> list[tuple[float, float]]:
+        """The bays of this face that hold an entrance (ground floor of the front facade only)."""
+        if not self.is_front:
+            return []
+        doors = [x for x in entrances(self.concept) if self.t0 <= x <= self.t1]
+        return [c for c in cells if any(c[0] - 0.9 < x < c[1] + 0.9 for x in doors)][:len(doors)] or \
+            [(x - 0.9, x + 0.9) for x in doors]
+
     def _entrance(self, cells, z: float, level: int) -> None:
-        if level != 0 or not self.is_front or not cells:
+        if level != 0:
             return
-        middle = self.concept.width / 2
-        c0, c1 = min(cells, key=lambda c: abs((c[0] + c[1]) / 2 - middle))
-        if c1 - c0 < 1.2:
-            c0, c1 = middle - 0.9, middle + 0.9
+        for c0, c1 in self.door_cells(cells):
+            self._door(c0, c1, z)
+
+    def _door(self, c0: float, c1: float, z: float) -> None:
         fh = self.concept.floor_height
         inset = (c1 - c0) * 0.1
         door = shade(self.style.glass, 0.55)
