@@ -7,9 +7,13 @@ hides exactly what a ray from the viewer would hit first.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -248,3 +252,22 @@ def test_painters_order_draws_whatever_a_ray_meets_first_last(footprint, view):
     # A single bar, or a tower seen straight on, has no block in front of another.
     no_overlap = (footprint == "bar" and view != "exploded") or (footprint, view) == ("tower", "elevation")
     assert checked > 20 or no_overlap
+
+
+def test_the_same_brief_gives_the_same_bytes_in_another_process(tmp_path):
+    """No hidden dependence on hash seeds, dict order or time: two fresh interpreters agree."""
+    script = ("import hashlib, sys\n"
+              "from jobs_core.renderers import RenderTask, get_renderer\n"
+              "task = RenderTask('j', 'demo', 'axonometric', {'footprint': 'courtyard', 'width': 40, 'depth': 30,"
+              " 'roof': 'hip', 'colour': 'red'}, 400)\n"
+              "print(hashlib.sha256(get_renderer('axonometric').render(task, lambda p, s: None).png).hexdigest())\n")
+    root = Path(__file__).resolve().parent.parent
+    digests = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    brief = {"footprint": "courtyard", "width": 40, "depth": 30, "roof": "hip", "colour": "red"}
+    here = hashlib.sha256(render(brief, "axonometric", 400)).hexdigest()
+    assert digests == {here}

@@ -16,7 +16,19 @@ from PIL import Image, ImageChops, ImageDraw
 from ...models import ConceptInputs
 from . import outline as ol
 from .camera import AXONOMETRIC, ELEVATION, Camera, corners, painter_order
-from .massing import Block, Face, Rect, entrances, massing, outline, podium_floors, roof_faces, tower_rect, wall_faces
+from .massing import (
+    Block,
+    Face,
+    Rect,
+    entrances,
+    massing,
+    outline,
+    podium_floors,
+    roof_faces,
+    tower_rect,
+    wall_faces,
+    wings,
+)
 from .sheet import INK, Sheet, brief_code, paper_scale, polygon
 from .style import Style, mix, shade
 
@@ -222,12 +234,9 @@ class View3D:
 
     def _roof_lines(self, face: Face, colour) -> None:
         """Lines down the slope, every 0.9 m along the eaves: reads as a roof, not a wall."""
-        pts = face.points
-        eave_a, eave_b = pts[0], pts[1]
-        apex = pts[2] if len(pts) == 3 else None
-        if apex is not None or len(pts) != 4:
+        if len(face.points) != 4:  # hip ends and gable triangles stay plain
             return
-        top_a, top_b = pts[3], pts[2]
+        eave_a, eave_b, top_b, top_a = face.points
         length = math.dist(eave_a, eave_b)
         count = min(int(length / 0.9), 400)
         width = self.sheet.line_width(0.4)
@@ -265,9 +274,9 @@ class View3D:
 
     def _core(self, block: Block) -> None:
         """The stair and lift core, seen on each floor plate of an exploded view."""
-        core = core_rect(self.concept, block.first_floor)
-        if not _overlaps(core, block.rect, 0) or core.x0 < block.rect.x0 or core.x1 > block.rect.x1:
-            return
+        core, r = core_rect(self.concept), block.rect
+        if not (r.x0 <= core.x0 and core.x1 <= r.x1 and r.y0 <= core.y0 and core.y1 <= r.y1):
+            return  # the core rises through another wing
         z, px = block.z1, self.view.px
         pts = [(core.x0, core.y0, z), (core.x1, core.y0, z), (core.x1, core.y1, z), (core.x0, core.y1, z)]
         self.ops.append(("poly", [px(p) for p in pts], shade(self.style.wall, 0.72), INK, self.sheet.line_width(0.6)))
@@ -568,12 +577,9 @@ class Facade:
                               self.view.sheet.line_width(points)))
 
 
-def core_rect(concept: ConceptInputs, floor: int = 0) -> Rect:
-    """Stairs and lifts: in the middle of the tower, else of the widest wing."""
-    from .massing import wings  # local: keeps the import list of this module short
-
-    rect = tower_rect(concept) if podium_floors(concept) and floor >= 0 else max(
-        wings(concept), key=lambda r: r.width * r.depth)
+def core_rect(concept: ConceptInputs) -> Rect:
+    """Stairs and lifts: in the middle of the tower, else of the largest wing, on every floor."""
+    rect = tower_rect(concept) if podium_floors(concept) else max(wings(concept), key=lambda r: r.width * r.depth)
     cx, cy = rect.centre
     hw, hd = min(3.2, rect.width * 0.18), min(2.4, rect.depth * 0.2)
     return Rect(cx - hw, cy - hd, cx + hw, cy + hd)
