@@ -103,6 +103,7 @@ class View3D:
         if not self.exploded and not self.elevation:
             blocks += self._trees(blocks)
         self.blocks = painter_order(blocks, self.camera)
+        self.highest_floor_top = max(b.z1 for b in self.blocks if b.kind == "wing")
         self._fit()
 
     def _site(self) -> Rect:
@@ -255,7 +256,7 @@ class View3D:
             self.ops.append(("poly", [px(p) for p in face.points], shade((196, 198, 200), lit), INK,
                              self.sheet.line_width(0.9)))
             return
-        slab = self.exploded and block.floors and block.z1 < max(b.z1 for b in self.blocks)
+        slab = self.exploded and block.kind == "wing" and block.z1 < self.highest_floor_top  # a floor plate
         parapet = shade(mix(s.wall, s.paper, 0.25), lit)
         inner = mix(s.paper, s.ground, 0.55) if slab else shade(mix(s.wall, (128, 128, 128), 0.45), lit)
         self.ops.append(("poly", [px(p) for p in face.points], parapet, None, 0))
