@@ -412,3 +412,21 @@ def test_a_retry_after_beyond_the_budget_hands_over_to_the_job_level_retry(serve
     assert job.status is JobStatus.COMPLETED and job.attempts == 2
     (requeued,) = [e for e in jobs.events(job.job_id, "harbour") if e.type == "requeued"]
     assert "asked to wait 120 s, beyond this attempt's retry budget" in requeued.message
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_cancel_while_the_provider_is_thinking_stops_the_job_at_once(provider, serve, jobs, monkeypatch):
+    fake = serve("slow")  # answers after 5 s; the client would wait up to 20 s
+    configure(provider, fake, monkeypatch)
+    monkeypatch.setenv("OPENAI_TIMEOUT_SECONDS" if provider == "openai" else "A1111_TIMEOUT_SECONDS", "20")
+    canceled = []
+
+    def cancel_once_asked(job: Job) -> None:
+        if job.stage == "waiting for the provider" and not canceled:
+            canceled.append(time.monotonic())
+            jobs.cancel(job.job_id, job.project_id)
+
+    job = run_job(jobs, provider, while_running=cancel_once_asked)
+    assert canceled and job.status is JobStatus.CANCELED
+    assert time.monotonic() - canceled[0] < 3  # not the 5 s answer, nor the 20 s timeout
+    assert len(fake.api_calls()) == 1

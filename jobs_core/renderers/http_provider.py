@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .axonometric import RENDER_TYPES
 log = logging.getLogger("jobs_core.renderers.http")
 
 MAX_IMAGE_BYTES = 40 * 1024 * 1024
+WATCH_SECONDS = 0.5  # how often a request in flight reports progress (and so notices a cancel)
 SECRET_PATTERN = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
 
 
@@ -173,7 +175,7 @@ class HttpImageProvider(Renderer):
         problem = ""
         for attempt in range(policy.retries + 1):
             try:
-                return self._once(send, what, where)
+                return self._once(lambda: self._watched(send, progress, percent), what, where)
             except Retryable as failure:
                 problem = str(failure)
                 wait = max(failure.wait or 0.0, policy.backoff_seconds * 2 ** attempt)
@@ -201,6 +203,31 @@ class HttpImageProvider(Renderer):
             raise self.fail(f"The {self.name} provider at {where} refused {what} (HTTP {response.status_code}): "
                             f"{provider_message(response)}", retryable=False)
         return response
+
+    @staticmethod
+    def _watched(send: Callable[[], httpx.Response], progress: ProgressFn, percent: int) -> httpx.Response:
+        """Run one request in a helper thread, reporting progress while it is out.
+
+        An image request can take a minute; reporting every half second lets a cancel or a worker
+        shutdown stop the job at once. The abandoned request ends at its own timeout.
+        """
+        outcome: dict[str, object] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome["response"] = send()
+            except BaseException as error:  # handed to the caller's thread below
+                outcome["error"] = error
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="provider-request", daemon=True).start()
+        while not done.wait(WATCH_SECONDS):
+            progress(percent, "waiting for the provider")
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        return outcome["response"]  # type: ignore[return-value]
 
     @staticmethod
     def _wait(seconds: float, progress: ProgressFn, percent: int, stage: str) -> None:
