@@ -1,6 +1,7 @@
 """Colours and facade rhythm from the brief: material, palette, window ratio, building type."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ...models import ConceptInputs
@@ -77,3 +78,20 @@ class Style:
         return cls(palette.paper, palette.ground, wall, palette.roof, glass, (70, 74, 80), palette.foliage,
                    BAYS[concept.material], width, height,
                    concept.building_type.lower() in SHOPFRONT_TYPES, concept.material)
+
+
+SUN = (-0.32, 0.62, 0.72)  # towards the sun: front lit, right side in shade, shadows fall back-right
+AMBIENT = 0.62
+
+
+def _unit(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    n = math.sqrt(sum(c * c for c in v))
+    return (v[0] / n, v[1] / n, v[2] / n)
+
+
+SUN_DIR = _unit(SUN)
+
+
+def light(normal: tuple[float, float, float]) -> float:
+    """Lambert shading of a face: ambient light plus the share of direct sun it turns towards."""
+    return AMBIENT + (1 - AMBIENT) * max(0.0, sum(a * b for a, b in zip(normal, SUN_DIR, strict=True)))
