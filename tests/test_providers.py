@@ -66,7 +66,7 @@ class FakeProvider:
     port: int = 0
 
     def next_step(self) -> str:
-        api_calls = [s for s in self.seen if s.path != "/files/render.png"]
+        api_calls = self.api_calls()
         return self.script[min(len(api_calls) - 1, len(self.script) - 1)]
 
     def api_calls(self) -> list[Seen]:
@@ -82,6 +82,8 @@ def make_handler(fake: FakeProvider):
             fake.seen.append(Seen(self.path, dict(self.headers), None, time.monotonic()))
             if self.path == "/files/render.png":
                 self._send(200, fake.image, "image/png")
+            elif self.path.startswith("/sdapi/v1/progress"):  # the WebUI's progress while generating
+                self._send(200, json.dumps({"progress": 0.5, "eta_relative": 1.0}).encode())
             else:
                 self._send(404, b'{"error": {"message": "no such file"}}')
 
@@ -102,6 +104,9 @@ def make_handler(fake: FakeProvider):
             image = base64.b64encode(fake.image).decode()
             if step == "slow":
                 fake.release.wait(5.0)  # longer than the client's timeout; bounded for teardown
+                step = "ok"
+            if step == "generating":  # a real generation: a couple of seconds
+                fake.release.wait(2.0)
                 step = "ok"
             if step == "ok":
                 body = {"created": 1, "data": [{"b64_json": image}]} if openai else {"images": [image], "info": "{}"}
@@ -430,3 +435,13 @@ def test_a_cancel_while_the_provider_is_thinking_stops_the_job_at_once(provider,
     assert canceled and job.status is JobStatus.CANCELED
     assert time.monotonic() - canceled[0] < 3  # not the 5 s answer, nor the 20 s timeout
     assert len(fake.api_calls()) == 1
+
+
+def test_automatic1111_reports_the_webuis_own_progress_while_generating(serve, jobs, monkeypatch):
+    fake = serve("generating")
+    configure("automatic1111", fake, monkeypatch)
+    seen: list[int] = []
+    job = run_job(jobs, "automatic1111", while_running=lambda job: seen.append(job.progress))
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert 15 + round(55 * 0.5) in seen  # the WebUI said 50 %: 43 % of the job while waiting
+    assert any(s.path.startswith("/sdapi/v1/progress") for s in fake.seen)

@@ -81,7 +81,8 @@ class Automatic1111Renderer(HttpImageProvider):
         url = f"{self.base_url}/sdapi/v1/txt2img"
         progress(15, "asking automatic1111")
         with httpx.Client(timeout=self.timeout(300.0), auth=self.auth) as client:
-            response = self.call(lambda: client.post(url, json=body), progress, 15, "the txt2img request", where)
+            response = self.call(lambda: client.post(url, json=body), progress, 15, "the txt2img request", where,
+                                 estimate=lambda: self.generation_percent(client))
         progress(70, "reading the answer")
         images = self.read_json(response, where).get("images")
         if not isinstance(images, list) or not images:
@@ -90,6 +91,20 @@ class Automatic1111Renderer(HttpImageProvider):
         png = as_png(decode_base64_image(images[0], self.name), self.name)
         progress(95, "saving")
         return RenderResult(png=png, prompt=prompt, details={"seed": body["seed"]})
+
+
+    def generation_percent(self, client: httpx.Client) -> int | None:
+        """The WebUI's own progress (GET /sdapi/v1/progress) as the job's 15-70 %; None if unknown.
+
+        Best effort: a WebUI without the endpoint, or a slow answer, just leaves the percent as is.
+        """
+        try:
+            answer = client.get(f"{self.base_url}/sdapi/v1/progress", params={"skip_current_image": "true"},
+                                timeout=2.0)
+            share = float(answer.json().get("progress") or 0.0) if answer.status_code == 200 else 0.0
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return 15 + round(55 * min(max(share, 0.0), 1.0)) if share > 0 else None
 
 
 register("automatic1111", Automatic1111Renderer)

@@ -168,14 +168,14 @@ class HttpImageProvider(Renderer):
         return RenderError(redact(message, self.secrets()), retryable=retryable)
 
     def call(self, send: Callable[[], httpx.Response], progress: ProgressFn, percent: int, what: str,
-             where: str) -> httpx.Response:
+             where: str, estimate: Callable[[], int | None] | None = None) -> httpx.Response:
         """`send()` until it succeeds, a non-retryable answer comes, or tries or budget run out."""
         policy = RetryPolicy.from_env()
         deadline = time.monotonic() + policy.budget_seconds
         problem = ""
         for attempt in range(policy.retries + 1):
             try:
-                return self._once(lambda: self._watched(send, progress, percent), what, where)
+                return self._once(lambda: self._watched(send, progress, percent, estimate), what, where)
             except Retryable as failure:
                 problem = str(failure)
                 wait = max(failure.wait or 0.0, policy.backoff_seconds * 2 ** attempt)
@@ -205,11 +205,13 @@ class HttpImageProvider(Renderer):
         return response
 
     @staticmethod
-    def _watched(send: Callable[[], httpx.Response], progress: ProgressFn, percent: int) -> httpx.Response:
+    def _watched(send: Callable[[], httpx.Response], progress: ProgressFn, percent: int,
+                 estimate: Callable[[], int | None] | None = None) -> httpx.Response:
         """Run one request in a helper thread, reporting progress while it is out.
 
         An image request can take a minute; reporting every half second lets a cancel or a worker
-        shutdown stop the job at once. The abandoned request ends at its own timeout.
+        shutdown stop the job at once. The abandoned request ends at its own timeout. `estimate`,
+        when the provider can tell how far along it is, turns that into the job's percent.
         """
         outcome: dict[str, object] = {}
         done = threading.Event()
@@ -224,7 +226,7 @@ class HttpImageProvider(Renderer):
 
         threading.Thread(target=run, name="provider-request", daemon=True).start()
         while not done.wait(WATCH_SECONDS):
-            progress(percent, "waiting for the provider")
+            progress((estimate() if estimate else None) or percent, "waiting for the provider")
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]
         return outcome["response"]  # type: ignore[return-value]
