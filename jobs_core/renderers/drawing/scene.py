@@ -243,7 +243,9 @@ class View3D:
             self.ops.append(("poly", [px(p) for p in face.points], shade((196, 198, 200), lit), INK,
                              self.sheet.line_width(0.9)))
             return
-        slab = self.exploded and block.kind == "wing" and block.z1 < self.highest_floor_top  # a floor plate
+        # Exploded: every floor shows its plate, the top one too when its roof is lifted off.
+        slab = self.exploded and block.kind == "wing" and (
+            block.z1 < self.highest_floor_top or self.concept.roof != "flat")
         parapet = shade(mix(s.wall, s.paper, 0.25), lit)
         inner = mix(s.paper, s.ground, 0.55) if slab else shade(mix(s.wall, (128, 128, 128), 0.45), lit)
         self.ops.append(("poly", [px(p) for p in face.points], parapet, None, 0))
