@@ -7,6 +7,7 @@ remembers what this browser tab is looking at.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -73,7 +74,8 @@ def remember_defaults() -> None:
         state.active_job = st.query_params.get("job")
         state.watch_since = time.time()
     if "saved_brief" not in state:
-        state.saved_brief = {name: field_default(attr) for name, attr, *_ in TEXT_FIELDS + CHOICE_FIELDS + NUMBER_FIELDS}
+        fields = TEXT_FIELDS + CHOICE_FIELDS + NUMBER_FIELDS
+        state.saved_brief = {name: field_default(attr) for name, attr, *_ in fields}
         state.render_type = render_types(service)[0]
         state.use_jobs = True
     for name in ALL_FIELDS:
@@ -281,7 +283,7 @@ def show_running(job: Job) -> None:
         st.warning(f"This render is still {job.status.value} after {duration_text(waited_seconds(job))}. "
                    "It keeps going in the background: you may leave and come back later, or keep waiting here.",
                    icon="⏳")
-        if st.button("Keep waiting"):
+        if st.button("Keep waiting", key="keep_waiting"):
             watch(job.job_id)
             st.rerun()
     if not job.cancel_requested and st.button("Cancel", key=f"cancel_{job.job_id}"):
@@ -384,7 +386,7 @@ def gallery(project_id: str) -> None:
     st.subheader(f"Recent jobs in {project_id}")
     if page.unreadable:
         st.warning(f"{len(page.unreadable)} file(s) in this project are not readable jobs and are skipped: "
-                   + "; ".join(bad.reason for bad in page.unreadable[:3]), icon="⚠️")
+                   + "; ".join(f"{Path(bad.location).name}: {bad.reason}" for bad in page.unreadable[:3]), icon="⚠️")
     if not page.jobs:
         st.caption("No jobs yet: fill in the brief and press Render.")
         return
