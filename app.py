@@ -11,7 +11,7 @@ from jobs_core.embedded import (
     store_location,
 )
 
-st.set_page_config(page_title="Concept render jobs", page_icon="🏛️", layout="wide")
+st.set_page_config(page_title="Concept render jobs", page_icon=":material/apartment:", layout="wide")
 
 
 @st.cache_resource(show_spinner=False, on_release=EmbeddedRuntime.stop)
@@ -39,10 +39,10 @@ def show_runtime_status(runtime: EmbeddedRuntime) -> None:
         if runtime.workers_running:
             worker = runtime.worker
             busy = len(worker.running_jobs())
-            st.success(f"This app runs {worker.concurrency} worker thread(s), {busy} busy.", icon="⚙️")
+            st.success(f"This app runs {worker.concurrency} worker thread(s), {busy} busy.", icon=":material/settings:")
         else:
             st.warning("This app runs no worker (JOBS_APP_WORKERS=0): jobs wait for an external "
-                       "`python -m jobs_core worker`.", icon="⏸️")
+                       "`python -m jobs_core worker`.", icon=":material/pause_circle:")
         try:
             own = runtime.worker.worker_id if runtime.worker else None
             others = [worker_id for worker_id in live_workers(service) if worker_id != own]
@@ -65,7 +65,7 @@ except (JobsError, OSError) as error:  # a bad JOBS_* setting or an unusable sto
 st.session_state["runtime"] = runtime  # pages read the shared runtime from here
 show_runtime_status(runtime)
 navigation = st.navigation([
-    st.Page("pages/render.py", title="Render", icon="🎨", default=True),
-    st.Page("pages/monitor.py", title="Monitor", icon="📊"),
+    st.Page("pages/render.py", title="Render", icon=":material/palette:", default=True),
+    st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
 ])
 navigation.run()

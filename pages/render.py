@@ -145,7 +145,7 @@ def on_render() -> None:
 def show_problem(name: str) -> None:
     problem = st.session_state.problems.get(name)
     if problem:
-        st.error(problem, icon="⚠️")
+        st.error(problem, icon=":material/warning:")
 
 
 # -- the form -----------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def project_picker() -> bool:
     try:
         validate_id(st.session_state.project, "projectId")
     except InvalidInput as error:
-        st.error(str(error), icon="⚠️")
+        st.error(str(error), icon=":material/warning:")
         return False
     return True
 
@@ -166,30 +166,29 @@ def brief_form(types: list[str]) -> None:
     st.selectbox("Start from an example", ["—", *EXAMPLE_BRIEFS], key="field_example",
                  on_change=on_example_chosen, help="Fills in the form below with a ready-made brief.")
     with st.form("brief", border=True):
-        left, right = st.columns(2)
-        with left:
-            for name, attr, label, help_text in TEXT_FIELDS:
-                widget = st.text_area if name == "description" else st.text_input
-                widget(label, key=f"field_{name}", help=help_text, max_chars=field_max_length(attr))
+        for name, attr, label, help_text in TEXT_FIELDS:
+            if name == "description":
+                st.text_area(label, key=f"field_{name}", help=help_text, max_chars=field_max_length(attr),
+                             height=80)
+            else:
+                st.text_input(label, key=f"field_{name}", help=help_text, max_chars=field_max_length(attr))
+            show_problem(name)
+        first, second = st.columns(2)
+        for index, (name, attr, label, help_text) in enumerate(CHOICE_FIELDS):
+            with (first if index % 2 == 0 else second):
+                st.selectbox(label, field_choices(attr), key=f"field_{name}", help=help_text)
                 show_problem(name)
-        with right:
-            first, second = st.columns(2)
-            for index, (name, attr, label, help_text) in enumerate(CHOICE_FIELDS):
-                with (first if index % 2 == 0 else second):
-                    st.selectbox(label, field_choices(attr), key=f"field_{name}", help=help_text)
-                    show_problem(name)
-            for index, (name, attr, label, help_text, step) in enumerate(NUMBER_FIELDS):
-                low, high = field_bounds(attr)
-                kind = type(step)  # Streamlit wants value, bounds and step of one numeric type
-                low, high = kind(low), kind(high)
-                with (first if index % 2 == 0 else second):
-                    st.number_input(label, min_value=low, max_value=high, step=step, key=f"field_{name}",
-                                    help=f"{help_text} Between {low:g} and {high:g}.")
-                    show_problem(name)
-        type_column, mode_column, button_column = st.columns([2, 2, 1], vertical_alignment="bottom")
-        type_column.selectbox("Render type", types, key="field_render_type",
-                              help="The kind of drawing: a 3D axonometric view, an exploded one, a plan "
-                                   "or an elevation.")
+        for index, (name, attr, label, help_text, step) in enumerate(NUMBER_FIELDS):
+            low, high = field_bounds(attr)
+            kind = type(step)  # Streamlit wants value, bounds and step of one numeric type
+            low, high = kind(low), kind(high)
+            with (first if index % 2 == 0 else second):
+                st.number_input(label, min_value=low, max_value=high, step=step, key=f"field_{name}",
+                                help=f"{help_text} Between {low:g} and {high:g}.")
+                show_problem(name)
+        st.selectbox("Render type", types, key="field_render_type",
+                     help="The kind of drawing: a 3D axonometric view, an exploded one, a plan or an elevation.")
+        mode_column, button_column = st.columns([3, 2], vertical_alignment="center")
         mode_column.checkbox("Use job pattern", key="field_use_jobs",
                              help="On: the render runs as a background job and this page shows its progress; "
                                   "you may leave and come back. Off: the page renders directly and waits "
@@ -253,11 +252,11 @@ def job_panel(job_id: str, project_id: str) -> None:
     if job.status is JobStatus.COMPLETED:
         show_completed(job)
     elif job.status is JobStatus.FAILED:
-        st.error(f"The render failed: {job.error or 'no reason was recorded.'}", icon="❌")
+        st.error(f"The render failed: {job.error or 'no reason was recorded.'}", icon=":material/error:")
         st.caption(f"After {job.attempts} attempt(s); job {job.job_id}.")
         retry_button(job)
     elif job.status is JobStatus.CANCELED:
-        st.warning("This render was canceled.", icon="🛑")
+        st.warning("This render was canceled.", icon=":material/cancel:")
         retry_button(job)
     else:
         show_running(job)
@@ -282,7 +281,7 @@ def show_running(job: Job) -> None:
     if waited_seconds(job) > app_max_wait_seconds():
         st.warning(f"This render is still {job.status.value} after {duration_text(waited_seconds(job))}. "
                    "It keeps going in the background: you may leave and come back later, or keep waiting here.",
-                   icon="⏳")
+                   icon=":material/hourglass_top:")
         if st.button("Keep waiting", key="keep_waiting"):
             watch(job.job_id)
             st.rerun()
@@ -311,23 +310,22 @@ def show_completed(job: Job) -> None:
     except JobsError as error:
         st.error(f"The image of job {job.job_id} cannot be read: {error}")
         return
-    picture, details = st.columns([3, 1])
-    picture.image(png, width="stretch", caption=job.concept_inputs.get("description") or None)
+    st.image(png, width="stretch", caption=job.concept_inputs.get("description") or None)
+    details, actions = st.columns([3, 2])
     with details:
-        st.badge("completed", color="green", icon="✅")
-        took = duration_text(elapsed_seconds(job))
         brief = job.concept_inputs
-        st.markdown(f"**Took** {took}  \n**Job** `{job.job_id}`  \n**Concept** `{job.concept_id}`  \n"
-                    f"**Renderer** {job.renderer}  \n**Brief** {brief.get('footprint')} "
-                    f"{brief.get('width'):g} × {brief.get('depth'):g} m, {brief.get('floors')} floors, "
-                    f"{brief.get('roof')} roof, {brief.get('material')}")
+        st.markdown(f":green-badge[:material/check_circle: completed] in {duration_text(elapsed_seconds(job))}  \n"
+                    f"**Brief** {brief.get('footprint')} {brief.get('width'):g} × {brief.get('depth'):g} m, "
+                    f"{brief.get('floors')} floors, {brief.get('roof')} roof, {brief.get('material')}  \n"
+                    f"**Job** `{job.job_id}`  \n**Concept** `{job.concept_id}` · renderer {job.renderer}")
+    with actions:
         st.download_button("Download PNG", png, file_name=f"{job.project_id}-{job.job_id}.png",
-                           mime="image/png", type="primary")
+                           mime="image/png", type="primary", icon=":material/download:", width="stretch")
         others = [kind for kind in render_types(service) if kind != job.render_type]
         if others:
             kind = st.selectbox("Render this concept as", others, key=f"again_{job.job_id}",
                                 help="Queues a new job for the same concept (same conceptId).")
-            if st.button(f"Render as {kind}", key=f"again_button_{job.job_id}"):
+            if st.button(f"Render as {kind}", key=f"again_button_{job.job_id}", width="stretch"):
                 try:
                     again = service.resubmit(job.job_id, kind, job.project_id)
                 except JobsError as error:
@@ -385,8 +383,9 @@ def gallery(project_id: str) -> None:
         return
     st.subheader(f"Recent jobs in {project_id}")
     if page.unreadable:
+        reasons = "; ".join(f"{Path(bad.location).name}: {bad.reason}" for bad in page.unreadable[:3])
         st.warning(f"{len(page.unreadable)} file(s) in this project are not readable jobs and are skipped: "
-                   + "; ".join(f"{Path(bad.location).name}: {bad.reason}" for bad in page.unreadable[:3]), icon="⚠️")
+                   f"{reasons}", icon=":material/warning:")
     if not page.jobs:
         st.caption("No jobs yet: fill in the brief and press Render.")
         return
@@ -413,16 +412,23 @@ st.caption("Describe the building, press **Render**, and watch it being drawn. R
 problem = get_renderer(service.settings.renderer).configuration_problem()
 if problem:
     st.warning(f"The {service.settings.renderer} renderer cannot run here: {problem}")
-project_ok = project_picker()
-brief_form(render_types(service))
+form_column, result_column = st.columns([5, 7], gap="large")
+with form_column:
+    project_ok = project_picker()
+    brief_form(render_types(service))
 sync_url(project_ok)
 if message := st.session_state.pop("created_message", None):
-    st.toast(message, icon="✅")
-if request := st.session_state.pop("direct_request", None):
-    run_direct_render(request)
-if st.session_state.get("direct_result") and not st.session_state.field_use_jobs:
-    show_direct_result()
+    st.toast(message, icon=":material/check_circle:")
+with result_column:
+    if request := st.session_state.pop("direct_request", None):
+        run_direct_render(request)
+    if st.session_state.get("direct_result") and not st.session_state.field_use_jobs:
+        show_direct_result()
+    elif project_ok and st.session_state.active_job:
+        show_watched_job(st.session_state.project)
+    else:
+        st.info("Your render appears here. Fill in the brief (or start from an example) and press **Render**.",
+                icon=":material/draw:")
 if project_ok:
-    show_watched_job(st.session_state.project)
     st.divider()
     live_gallery(st.session_state.project)
