@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from jobs_core import InvalidInput, Job, JobNotFound, JobsError, JobStatus
+from jobs_core import ConceptInputs, InvalidInput, Job, JobNotFound, JobsError, JobStatus
 from jobs_core.embedded import (
     EXAMPLE_BRIEFS,
     STATUS_COLOURS,
@@ -78,12 +78,27 @@ def remember_defaults() -> None:
         state.saved_brief = {name: field_default(attr) for name, attr, *_ in fields}
         state.render_type = render_types(service)[0]
         state.use_jobs = True
+        prefill_from_job(state.project, state.active_job)
     for name in ALL_FIELDS:
         state.setdefault(f"field_{name}", state.saved_brief[name])
     state.setdefault("field_project", state.project)
     state.setdefault("field_render_type", state.render_type)
     state.setdefault("field_use_jobs", state.use_jobs)
     state.setdefault("problems", {})
+
+
+def prefill_from_job(project_id: str, job_id: str | None) -> None:
+    """A tab opened on a job's URL starts with that job's brief in the form."""
+    if not job_id:
+        return
+    try:
+        job = service.get(job_id, project_id)
+        brief = ConceptInputs.model_validate(job.concept_inputs).model_dump()
+    except (JobsError, ValueError):
+        return  # the job panel explains what is wrong with the job
+    st.session_state.saved_brief.update({name: brief[name] for name in ALL_FIELDS if name in brief})
+    if job.render_type in render_types(service):
+        st.session_state.render_type = job.render_type
 
 
 def watch(job_id: str | None) -> None:
@@ -212,6 +227,10 @@ def run_direct_render(request: dict) -> None:
         except JobsError as error:
             bar.empty()
             st.error(f"The direct render failed: {error}")
+            return
+        except Exception as error:  # a renderer bug: say so in one sentence, never a traceback
+            bar.empty()
+            st.error(f"The renderer failed unexpectedly ({type(error).__name__}: {error}).")
             return
     bar.empty()
     st.session_state.direct_result = (result.png, seconds, request["conceptInputs"]["title"], request["renderType"])
@@ -416,7 +435,6 @@ form_column, result_column = st.columns([5, 7], gap="large")
 with form_column:
     project_ok = project_picker()
     brief_form(render_types(service))
-sync_url(project_ok)
 if message := st.session_state.pop("created_message", None):
     st.toast(message, icon=":material/check_circle:")
 with result_column:
@@ -432,3 +450,4 @@ with result_column:
 if project_ok:
     st.divider()
     live_gallery(st.session_state.project)
+sync_url(project_ok)  # last: the URL names what the page ended up showing

@@ -110,6 +110,14 @@ def test_every_page_runs_without_exception_on_every_job_state_and_a_corrupt_file
         assert any(status.value in badge for badge in badges), status
 
 
+def test_a_url_naming_a_missing_or_malformed_job_is_explained(service):
+    for job_id in ["job_01ZZZZZZZZZZZZZZZZZZZZZZZZ", "../../etc/passwd"]:
+        app = run_app("demo", job_id)
+        assert not app.exception
+        assert f"There is no job {job_id} in project demo (it may have been deleted)." in [i.value for i in app.info]
+        assert "job" not in app.query_params
+
+
 def test_sidebar_shows_the_store_and_the_worker_pool(jobs_dir, monkeypatch):
     app = run_app()
     assert str(jobs_dir.resolve()) in "\n".join(c.value for c in app.sidebar.code)
@@ -276,14 +284,20 @@ def test_direct_render_without_the_job_pattern_stores_no_job(service):
 
 def test_a_second_tab_shows_the_same_jobs(service):
     first = run_app("shared-1")
+    first.text_input(key="field_title").set_value("Shared brief")
+    first.selectbox(key="field_render_type").select("elevation")
     press_render(first)
     job_id = first.session_state["active_job"]
-    second = run_app("shared-1")  # a new session that only knows the URL
+    second = run_app("shared-1")  # a new session that only knows the project's URL
     assert any(s.value == "Recent jobs in shared-1" for s in second.subheader)
-    assert f"show_{job_id}" in [b.key for b in second.button]
-    reloaded = run_app("shared-1", job_id)
+    second.button(key=f"show_{job_id}").click().run()
+    assert second.session_state["active_job"] == job_id
+    assert "Queued: position 1 in the queue" in texts(second)
+    reloaded = run_app("shared-1", job_id)  # a reload of the first tab's URL
     assert reloaded.session_state["active_job"] == job_id
     assert "Queued: position 1 in the queue" in texts(reloaded)
+    assert reloaded.text_input(key="field_title").value == "Shared brief"
+    assert reloaded.selectbox(key="field_render_type").value == "elevation"
 
 
 def test_leaving_the_page_and_coming_back_keeps_the_project_brief_and_job(service):
