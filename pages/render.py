@@ -329,7 +329,8 @@ def show_completed(job: Job) -> None:
     except JobsError as error:
         st.error(f"The image of job {job.job_id} cannot be read: {error}")
         return
-    st.image(png, width="stretch", caption=job.concept_inputs.get("description") or None)
+    with st.container(key="job_result"):  # a stable hook for the browser tests: the watched job's image
+        st.image(png, width="stretch", caption=job.concept_inputs.get("description") or None)
     details, actions = st.columns([3, 2])
     with details:
         brief = job.concept_inputs
@@ -364,7 +365,8 @@ def show_watched_job(project_id: str) -> None:
         return
     live = not job.status.is_final and waited_seconds(job) <= app_max_wait_seconds()
     st.session_state.panel_live = live
-    st.fragment(run_every=app_poll_seconds() if live else None)(job_panel)(job_id, project_id)
+    with st.container(key="job_panel"):
+        st.fragment(run_every=app_poll_seconds() if live else None)(job_panel)(job_id, project_id)
 
 
 # -- the gallery --------------------------------------------------------------------------------

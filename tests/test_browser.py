@@ -34,9 +34,9 @@ pytestmark = [
 
 # What the page shows, read in one round trip: the progress bar, the job's image, the script state.
 PAGE_STATE_JS = """() => {
-  const bar = document.querySelector("[data-testid='stMain'] [data-testid='stProgress'] [role='progressbar']");
-  const label = document.querySelector("[data-testid='stMain'] [data-testid='stProgress'] p");
-  const images = [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stImage'] img")];
+  const bar = document.querySelector(".st-key-job_panel [data-testid='stProgress'] [role='progressbar']");
+  const label = document.querySelector(".st-key-job_panel [data-testid='stProgress'] p");
+  const images = [...document.querySelectorAll(".st-key-job_result [data-testid='stImage'] img")];
   return {
     progress: bar ? `${bar.getAttribute('aria-valuenow')}% ${label ? label.innerText : ''}` : null,
     imageShown: images.some(img => img.complete && img.naturalWidth > 0),
@@ -44,7 +44,7 @@ PAGE_STATE_JS = """() => {
 }"""
 
 
-IMAGE_SHOWN_JS = """() => [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stImage'] img")]
+IMAGE_SHOWN_JS = """() => [...document.querySelectorAll(".st-key-job_result [data-testid='stImage'] img")]
   .some(img => img.complete && img.naturalWidth > 0)"""
 
 
@@ -187,7 +187,7 @@ def test_progress_changes_while_an_external_worker_runs_the_job(browser_page, tm
         finally:
             if worker.poll() is None:
                 worker.kill()
+        page.wait_for_selector(IDLE)
         assert not main.get_by_text("Queued: position 1 in the queue").is_visible()
         assert main.get_by_role("button", name="Download PNG").is_visible()
-        page.wait_for_selector(IDLE)
         page.screenshot(path=str(ARTIFACTS / "screenshot-render-external-worker.png"), full_page=True)
