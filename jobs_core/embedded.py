@@ -7,6 +7,7 @@ so every function is testable on its own and usable by other front ends.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import time
 import typing
@@ -70,6 +71,7 @@ class EmbeddedRuntime:
 
     def stop(self) -> None:
         """Stop the pool: running jobs go back to pending for the next worker."""
+        atexit.unregister(self.stop)
         if self.worker is not None:
             self.worker.stop()
         self.service.store.close()
@@ -94,7 +96,11 @@ def start_runtime(store_location: str, concurrency: int) -> EmbeddedRuntime:
     """Open the store and start `concurrency` worker threads on it (none when 0)."""
     service = JobService.from_env(store_location)  # a directory or a postgresql:// URL
     worker = Worker(service, concurrency).start() if concurrency > 0 else None
-    return EmbeddedRuntime(service, worker)
+    runtime = EmbeddedRuntime(service, worker)
+    # A server that shuts down hands its running jobs back at once instead of leaving them for
+    # the lease to expire (a kill -9 still loses nothing: another worker reclaims them later).
+    atexit.register(runtime.stop)
+    return runtime
 
 
 def store_location() -> str:

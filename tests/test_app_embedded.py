@@ -171,3 +171,39 @@ def test_durations_read_like_a_person_would_say_them():
     assert duration_text(42) == "42 s"
     assert duration_text(125) == "2 min 05 s"
     assert duration_text(3 * 3600 + 60) == "3 h 01 min"
+
+
+SLOW_RUNTIME_SCRIPT = """
+import sys, threading, time
+from jobs_core.embedded import start_runtime
+from jobs_core.renderers import Renderer, RenderResult, register
+
+started = threading.Event()
+
+class Slow(Renderer):  # a render that takes long enough to be running when the process exits
+    name = "slow"
+    render_types = ("axonometric",)
+    def render(self, task, progress):
+        started.set()
+        for percent in range(1, 100):
+            progress(percent, "drawing slowly")
+            time.sleep(0.05)
+        return RenderResult(png=b"")
+
+register("slow", Slow)
+runtime = start_runtime(sys.argv[1], 1)
+job = runtime.service.submit({"projectId": "exit"}, renderer="slow")
+started.wait(30)
+print(job.job_id, flush=True)
+sys.exit(0)  # a normal shutdown, as when `streamlit run` is stopped
+"""
+
+
+def test_a_process_that_exits_hands_its_running_jobs_back_to_the_queue(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SLOW_RUNTIME_SCRIPT, str(tmp_path / "jobs")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    service = JobService.from_env(tmp_path / "jobs")
+    job = service.get(out.stdout.strip())
+    assert job.status is JobStatus.PENDING and job.attempts == 0 and job.worker_id is None
+    assert [event.type for event in service.events(job.job_id)][-1] == "released"
