@@ -88,8 +88,8 @@ def app_max_wait_seconds() -> float:
 
 
 def app_poll_seconds() -> float:
-    """Interval of the page's live status refresh (JOBS_APP_POLL_SECONDS, default 1 s)."""
-    return _number("JOBS_APP_POLL_SECONDS", 1.0, 0.2)
+    """Interval of the page's live status refresh (JOBS_APP_POLL_SECONDS, default 0.5 s)."""
+    return _number("JOBS_APP_POLL_SECONDS", 0.5, 0.2)
 
 
 def start_runtime(store_location: str, concurrency: int) -> EmbeddedRuntime:

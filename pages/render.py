@@ -240,7 +240,8 @@ def show_direct_result() -> None:
     png, seconds, title, render_type = st.session_state.direct_result
     st.subheader(f"{title} · {render_type} (direct render)")
     st.caption(f"Rendered in this page's own thread in {duration_text(seconds)}; no job was stored.")
-    st.image(png, width="stretch")
+    with st.container(key="direct_result"):
+        st.image(png, width="stretch")
     st.download_button("Download PNG", png, file_name="direct-render.png", mime="image/png")
 
 
@@ -265,8 +266,11 @@ def job_panel(job_id: str, project_id: str) -> None:
     job = load_job(job_id, project_id)
     if job is None:
         return
-    if job.status.is_final and st.session_state.get("panel_live"):
-        st.rerun()  # finished while we watched: redraw the whole page (result, gallery)
+    settle = job.status.is_final and st.session_state.get("panel_live")
+    if settle and st.session_state.get("shown_final") == job.job_id:
+        st.rerun()  # shown once already: now redraw the whole page (gallery) and stop polling
+    if settle:
+        st.session_state.shown_final = job.job_id  # show the result at once; the next tick settles
     st.subheader(f"{job.concept_inputs.get('title', 'Concept')} · {job.render_type}")
     if job.status is JobStatus.COMPLETED:
         show_completed(job)

@@ -32,18 +32,18 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium binary at {CHROMIUM}"),
 ]
 
-# What the page shows, read in one round trip: the progress bar, the job's image, the script state.
-PAGE_STATE_JS = """() => {
+# What the page shows, read in one round trip: the job panel's progress bar and the loaded image
+# (its src: each image has its own media URL, so a new render is told apart from the previous one).
+PAGE_STATE_JS = """(where) => {
   const bar = document.querySelector(".st-key-job_panel [data-testid='stProgress'] [role='progressbar']");
   const label = document.querySelector(".st-key-job_panel [data-testid='stProgress'] p");
-  const images = [...document.querySelectorAll(".st-key-job_result [data-testid='stImage'] img")];
+  const image = [...document.querySelectorAll(`.st-key-${where} [data-testid='stImage'] img`)]
+    .find(img => img.complete && img.naturalWidth > 0);
   return {
     progress: bar ? `${bar.getAttribute('aria-valuenow')}% ${label ? label.innerText : ''}` : null,
-    imageShown: images.some(img => img.complete && img.naturalWidth > 0),
+    image: image ? image.src : null,
   };
 }"""
-
-
 IMAGE_SHOWN_JS = """() => [...document.querySelectorAll(".st-key-job_result [data-testid='stImage'] img")]
   .some(img => img.complete && img.naturalWidth > 0)"""
 
@@ -117,21 +117,23 @@ def fill_brief(page, title: str) -> None:
     page.get_by_label("Floors", exact=True).press("Tab")
 
 
-def press_render_and_watch(page, seconds: float = 60) -> tuple[float, list[str]]:
-    """Press Render; return (seconds until the image is on screen, progress states seen on the way)."""
+def press_render_and_watch(page, where: str = "job_result", seconds: float = 60) -> tuple[float, list[str]]:
+    """Press Render; return (seconds until a new image is on screen, progress states seen on the way).
+
+    `where` is the container the image appears in: job_result (job pattern) or direct_result.
+    """
+    before = page.evaluate(PAGE_STATE_JS, where)["image"]
     seen: list[str] = []
-    render = page.locator("[data-testid='stFormSubmitButton'] button")
     started = time.perf_counter()
-    render.click()
-    deadline = started + seconds
-    while time.perf_counter() < deadline:
-        state = page.evaluate(PAGE_STATE_JS)
+    page.locator("[data-testid='stFormSubmitButton'] button").click()
+    while time.perf_counter() < started + seconds:
+        state = page.evaluate(PAGE_STATE_JS, where)
         if state["progress"] and (not seen or seen[-1] != state["progress"]):
             seen.append(state["progress"])
-        if state["imageShown"]:
+        if state["image"] and state["image"] != before:
             return time.perf_counter() - started, seen
         page.wait_for_timeout(15)
-    raise AssertionError(f"no image within {seconds} s; progress seen: {seen}")
+    raise AssertionError(f"no new image within {seconds} s; progress seen: {seen}")
 
 
 def report(name: str, text: str) -> None:
@@ -146,20 +148,31 @@ def test_render_with_the_embedded_worker_shows_the_image(browser_page, tmp_path)
     with streamlit_app(tmp_path / "jobs", tmp_path / "streamlit.log", JOBS_APP_WORKERS="1") as url:
         open_page(page, f"{url}/?project=browser-e2e")
         fill_brief(page, "Browser test tower")
-        seconds, seen = press_render_and_watch(page)
-        report("embedded", f"Render pressed -> image on screen: {seconds * 1000:.0f} ms "
-                           f"(embedded worker, default 1 s poll); progress states seen: {seen}")
+        first, seen = press_render_and_watch(page)
         page.wait_for_selector(IDLE)
         main = page.locator("[data-testid='stMain']")
+        main.get_by_role("button", name="Download PNG").wait_for()
         assert main.get_by_text("Browser test tower · axonometric").is_visible()
-        assert main.get_by_role("button", name="Download PNG").is_visible()
         assert "project=browser-e2e" in page.url and "job=job_" in page.url
-        # a second tab on the same URL shows the same job, from the store (tall, for the screenshot)
+        # the same again, now that the server process has rendered once (imports, fonts)
+        page.get_by_label("Floors", exact=True).fill("9")
+        again, seen_again = press_render_and_watch(page)
+        page.wait_for_selector(IDLE)
+        # for comparison, the same brief without the job pattern: the page renders and waits
+        page.get_by_text("Use job pattern", exact=True).click()
+        direct, _ = press_render_and_watch(page, "direct_result")
+        main.get_by_text("no job was stored").wait_for()
+        report("embedded", f"Render pressed -> image on screen (embedded worker, 0.5 s poll): first job "
+                           f"{first * 1000:.0f} ms, second job {again * 1000:.0f} ms; without the job pattern "
+                           f"(direct, in the page's thread) {direct * 1000:.0f} ms. Progress seen: {seen} then "
+                           f"{seen_again}")
+        # a second tab on the job's URL shows the same job, from the store (tall, for the screenshot)
+        assert "job=job_" in page.url
         second = page.context.browser.new_page(viewport={"width": 1440, "height": 1480})
         open_page(second, page.url)
         second.wait_for_function(IMAGE_SHOWN_JS)
-        assert second.locator("[data-testid='stMain']").get_by_text("Browser test tower · axonometric").is_visible()
         second.wait_for_selector(IDLE)
+        assert second.locator("[data-testid='stMain']").get_by_text("Browser test tower · axonometric").is_visible()
         ARTIFACTS.mkdir(exist_ok=True)
         second.screenshot(path=str(ARTIFACTS / "screenshot-render.png"))
 
@@ -176,7 +189,7 @@ def test_progress_changes_while_an_external_worker_runs_the_job(browser_page, tm
         main = page.locator("[data-testid='stMain']")
         main.get_by_text("Queued: position 1 in the queue").wait_for()
         assert main.get_by_text("No worker is running here").is_visible()
-        queued = page.evaluate(PAGE_STATE_JS)["progress"]
+        queued = page.evaluate(PAGE_STATE_JS, "job_result")["progress"]
         assert queued.startswith("0%")
         worker = subprocess.Popen([sys.executable, "-m", "jobs_core", "worker", "--drain"], cwd=ROOT,
                                   env={**os.environ, "JOBS_DIR": str(jobs_dir)},
@@ -188,6 +201,6 @@ def test_progress_changes_while_an_external_worker_runs_the_job(browser_page, tm
             if worker.poll() is None:
                 worker.kill()
         page.wait_for_selector(IDLE)
-        assert not main.get_by_text("Queued: position 1 in the queue").is_visible()
-        assert main.get_by_role("button", name="Download PNG").is_visible()
+        main.get_by_role("button", name="Download PNG").wait_for()
+        main.get_by_text("Queued: position 1 in the queue").wait_for(state="detached")
         page.screenshot(path=str(ARTIFACTS / "screenshot-render-external-worker.png"), full_page=True)
