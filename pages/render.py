@@ -134,6 +134,8 @@ def on_example_chosen() -> None:
 def on_render() -> None:
     """Validate the form; with the job pattern, create the job now (milliseconds) and watch it."""
     state = st.session_state
+    if state.field_project.strip() != state.project:  # typed, then Render pressed before on_change ran
+        on_project_change()
     state.saved_brief = {name: state[f"field_{name}"] for name in ALL_FIELDS}
     state.render_type = state.field_render_type
     state.use_jobs = state.field_use_jobs
@@ -150,7 +152,7 @@ def on_render() -> None:
     except InvalidInput as error:
         state.problems = {"renderType" if "renderType" in str(error) else "form": str(error)}
         return
-    except JobsError as error:
+    except (JobsError, OSError) as error:  # e.g. the disk is full: nothing was queued, say so
         state.problems = {"form": f"The job could not be created: {error}"}
         return
     state.created_message = f"Job {job.job_id} created in {(time.perf_counter() - started) * 1000:.0f} ms."
