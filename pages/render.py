@@ -285,6 +285,21 @@ def job_panel(job_id: str, project_id: str) -> None:
         retry_button(job)
     else:
         show_running(job)
+    if job.status.is_final:
+        show_history(job)
+
+
+def show_history(job: Job) -> None:
+    """The job's event log: every attempt, retry and cancel, oldest first."""
+    try:
+        events = service.events(job.job_id, job.project_id)
+    except JobsError as error:
+        st.caption(f"The history of job {job.job_id} cannot be read: {error}")
+        return
+    with st.expander(f"History ({len(events)} events)"):
+        st.dataframe([{"when": f"{event.at:%Y-%m-%d %H:%M:%S}", "what": event.type, "status": event.status.value,
+                       "attempt": event.attempt, "note": event.message or ""} for event in events],
+                     hide_index=True, width="stretch")
 
 
 def show_running(job: Job) -> None:

@@ -244,6 +244,9 @@ def test_a_failure_shows_the_jobs_error_and_retry_lets_a_worker_finish_it(servic
     app.run()
     assert not app.exception
     assert "The render failed: The provider refused the prompt." in [e.value for e in app.error]
+    history = app.dataframe[0].value
+    assert list(history["what"]) == ["created", "claimed", "failed"]
+    assert history["note"].iloc[-1] == "The provider refused the prompt."
     app.button(key=f"retry_{job_id}").click().run()
     assert service.get(job_id).status is JobStatus.PENDING
     worker = Worker(service, 1, poll_seconds=0.05).start()
