@@ -203,6 +203,16 @@ def render_types(service: JobService) -> list[str]:
 
 
 # -- words for people ---------------------------------------------------------------------------
+def brief_summary(inputs: Mapping[str, Any]) -> str:
+    """One line describing a brief ("U 42 x 30 m, 5 floors, gable roof, timber"); "" if unreadable."""
+    try:
+        brief = ConceptInputs.model_validate(dict(inputs))
+    except ValidationError:
+        return ""
+    return (f"{brief.footprint} {brief.width:g} × {brief.depth:g} m, {brief.floors} floors, "
+            f"{brief.roof} roof, {brief.material}")
+
+
 def duration_text(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 60:

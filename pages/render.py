@@ -19,6 +19,7 @@ from jobs_core.embedded import (
     app_max_wait_seconds,
     app_poll_seconds,
     brief_problems,
+    brief_summary,
     duration_text,
     elapsed_seconds,
     field_bounds,
@@ -354,10 +355,8 @@ def show_completed(job: Job) -> None:
         st.image(png, width="stretch", caption=job.concept_inputs.get("description") or None)
     details, actions = st.columns([3, 2])
     with details:
-        brief = job.concept_inputs
         st.markdown(f":green-badge[:material/check_circle: completed] in {duration_text(elapsed_seconds(job))}  \n"
-                    f"**Brief** {brief.get('footprint')} {brief.get('width'):g} × {brief.get('depth'):g} m, "
-                    f"{brief.get('floors')} floors, {brief.get('roof')} roof, {brief.get('material')}  \n"
+                    f"**Brief** {brief_summary(job.concept_inputs)}  \n"
                     f"**Job** `{job.job_id}`  \n**Concept** `{job.concept_id}` · renderer {job.renderer}")
     with actions:
         st.download_button("Download PNG", png, file_name=f"{job.project_id}-{job.job_id}.png",

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from jobs_core import Job, JobService, JobStatus, Worker
 from jobs_core.embedded import EXAMPLE_BRIEFS
+from jobs_core.ids import new_job_id
 from jobs_core.lifecycle import Lease
 from jobs_core.renderers import RenderTask, get_renderer
 
@@ -93,10 +94,20 @@ def jobs_in_every_state(service: JobService, project: str = "demo") -> dict[JobS
 
 
 # -- every page, on a store with jobs in every state and a corrupt file ----------------------------
+def foreign_completed_job(service: JobService, project: str = "demo") -> Job:
+    """A completed job whose brief another client wrote oddly (the job document allows any dict)."""
+    job = Job(job_id=new_job_id(), concept_id="cpt_foreign", project_id=project, render_type="axonometric",
+              concept_inputs={"width": "wide", "title": 7})
+    service.store.create(job, None)
+    lease = claim(service, job)
+    return service.complete(lease, get_renderer("noop").render(None, lambda *_: None).png)
+
+
 def test_every_page_runs_without_exception_on_every_job_state_and_a_corrupt_file(service, jobs_dir):
     jobs = jobs_in_every_state(service)
+    odd = foreign_completed_job(service)
     (jobs_dir / "jobs" / "demo" / "job_corrupt.json").write_text("{ this is not json")
-    for job_id in [None, *(job.job_id for job in jobs.values())]:
+    for job_id in [None, odd.job_id, *(job.job_id for job in jobs.values())]:
         app = run_app("demo", job_id)
         assert not app.exception, (job_id, app.exception)
         for page in PAGES:

@@ -18,6 +18,7 @@ from jobs_core.embedded import (
     EXAMPLE_BRIEFS,
     PROVIDER_KEYS,
     brief_problems,
+    brief_summary,
     copy_provider_keys,
     duration_text,
     field_bounds,
@@ -207,3 +208,8 @@ def test_a_process_that_exits_hands_its_running_jobs_back_to_the_queue(tmp_path)
     job = service.get(out.stdout.strip())
     assert job.status is JobStatus.PENDING and job.attempts == 0 and job.worker_id is None
     assert [event.type for event in service.events(job.job_id)][-1] == "released"
+
+
+def test_brief_summary_describes_a_brief_and_tolerates_a_foreign_one():
+    assert brief_summary(EXAMPLE_BRIEFS["Timber housing block"]) == "U 42 × 30 m, 5 floors, gable roof, timber"
+    assert brief_summary({"width": "wide"}) == ""
