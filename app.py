@@ -2,6 +2,7 @@
 import streamlit as st
 
 from jobs_core import JobsError
+from jobs_core.config import load_settings
 from jobs_core.embedded import (
     EmbeddedRuntime,
     app_worker_count,
@@ -10,6 +11,7 @@ from jobs_core.embedded import (
     start_runtime,
     store_location,
 )
+from jobs_core.renderers import get_renderer
 
 st.set_page_config(page_title="Concept render jobs", page_icon=":material/apartment:", layout="wide")
 
@@ -57,6 +59,7 @@ def show_runtime_status(runtime: EmbeddedRuntime) -> None:
 
 try:
     copy_secrets_to_environment()
+    get_renderer(load_settings().renderer)  # JOBS_RENDERER must name a known renderer
     runtime = embedded_runtime(store_location(), app_worker_count())
 except (JobsError, OSError) as error:  # a bad JOBS_* setting or an unusable store: say so, no traceback
     st.error(f"The app cannot start: {error}")

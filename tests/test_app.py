@@ -144,6 +144,12 @@ def test_a_bad_setting_is_explained_instead_of_a_traceback(jobs_dir, monkeypatch
     app = run_app()
     assert not app.exception
     assert "The app cannot start: JOBS_LEASE_SECONDS='soon' is not a number." in [e.value for e in app.error]
+    monkeypatch.delenv("JOBS_LEASE_SECONDS")
+    monkeypatch.setenv("JOBS_RENDERER", "crayons")
+    app = run_app()
+    assert not app.exception
+    [error] = [e.value for e in app.error]  # other renderers may be registered: only the start is fixed
+    assert error.startswith("The app cannot start: Unknown renderer 'crayons'; choose one of: axonometric")
 
 
 # -- the form -----------------------------------------------------------------------------------
