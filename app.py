@@ -41,10 +41,14 @@ def show_runtime_status(runtime: EmbeddedRuntime) -> None:
         if runtime.workers_running:
             worker = runtime.worker
             busy = len(worker.running_jobs())
-            st.success(f"This app runs {worker.concurrency} worker thread(s), {busy} busy.", icon=":material/settings:")
-        else:
+            st.success(f"This app runs {worker.concurrency} worker thread(s), {busy} busy.",
+                       icon=":material/settings:")
+        elif runtime.worker is None:
             st.warning("This app runs no worker (JOBS_APP_WORKERS=0): jobs wait for an external "
                        "`python -m jobs_core worker`.", icon=":material/pause_circle:")
+        else:
+            st.error("This app's workers have stopped; restart the app or run `python -m jobs_core worker`.",
+                     icon=":material/error:")
         try:
             own = runtime.worker.worker_id if runtime.worker else None
             others = [worker_id for worker_id in live_workers(service) if worker_id != own]
