@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--drain", action="store_true", help="exit once no job is pending or reclaimable")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new work")
     worker.set_defaults(handler=cmd_worker)
+
+    from .api.serve import add_serve_command  # the HTTP API (issue 6)
+    add_serve_command(commands, common)
     return parser
 
 

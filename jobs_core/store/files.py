@@ -7,6 +7,7 @@
     {root}/.state/ready/{availableAtMs}.{jobId}.{projectId}   queue index of pending jobs
     {root}/.state/running/{jobId}.{projectId}                index of processing jobs
     {root}/.state/locks/NNN.lock                              striped flock files
+    {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
 
 The .state markers let workers find work without reading finished jobs: sorted(listdir(ready))
 is the queue order (huey's trick). They are written before the job file and removed after it,
@@ -14,6 +15,7 @@ so a crash leaves at worst a stale marker, which the next reader recognises and 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..errors import JobNotFound, TransitionConflict, UnreadableJob
+from ..errors import InvalidInput, JobNotFound, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
 from .atomic import StripedLocks, atomic_write, is_temp_name, touch_durable, unlink_quietly
@@ -68,6 +70,9 @@ class FileJobStore(JobStore):
                           self.root / "events", self.ready_dir, self.running_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.locks = StripedLocks(self.state_dir / "locks")
+        # Separate lock files: a key lock is held while the job lock is taken, and two flocks on
+        # one file from one process would deadlock.
+        self.key_locks = StripedLocks(self.state_dir / "key-locks", stripes=64)
         self._made: set[Path] = set()
         self._project_of: dict[str, str] = {}
 
@@ -134,6 +139,34 @@ class FileJobStore(JobStore):
             os.close(fd)
 
     def create(self, job: Job, event: Event | None) -> None:
+        if job.idempotency_key is None:
+            return self._create(job, event)
+        marker = self._key_marker(job.project_id, job.idempotency_key)
+        with self.key_locks.hold(marker.name):
+            existing = self.find_by_idempotency_key(job.project_id, job.idempotency_key)
+            if existing is not None:
+                raise TransitionConflict(
+                    f"Idempotency-Key already used by job {existing.job_id} in project {job.project_id}.")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            # Marker first: a crash before the job is written leaves a marker naming a missing
+            # job, which find_by_idempotency_key treats as unused.
+            atomic_write(marker, job.job_id.encode())
+            self._create(job, event)
+
+    def _key_marker(self, project_id: str, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.state_dir / "idempotency" / validate_id(project_id, "projectId") / digest
+
+    def find_by_idempotency_key(self, project_id: str, key: str) -> Job | None:
+        """O(1): the marker names the job; a marker whose job is gone (deleted, crash) is unused."""
+        try:
+            job_id = self._key_marker(project_id, key).read_text()
+            job = self.get(job_id, project_id)
+        except (FileNotFoundError, InvalidInput, JobNotFound, UnreadableJob):
+            return None
+        return job if job.idempotency_key == key else None
+
+    def _create(self, job: Job, event: Event | None) -> None:
         path = self.job_path(job.project_id, job.job_id)
         with self.locks.hold(job.job_id):
             if path.exists():
