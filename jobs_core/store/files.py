@@ -80,21 +80,22 @@ class FileJobStore(JobStore):
         return f"files in {self.root.resolve()}"
 
     # -- paths (ids are validated before any path is built) ------------------------------------
-    def _dir(self, kind: str, project_id: str) -> Path:
+    def _dir(self, kind: str, project_id: str, create: bool = False) -> Path:
+        # Only writes create a project's folders: a read of an unknown project leaves no trace.
         directory = self.root / kind / validate_id(project_id, "projectId")
-        if directory not in self._made:
+        if create and directory not in self._made:
             directory.mkdir(parents=True, exist_ok=True)
             self._made.add(directory)
         return directory
 
-    def job_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("jobs", project_id) / f"{validate_id(job_id, 'jobId')}.json"
+    def job_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
+        return self._dir("jobs", project_id, create) / f"{validate_id(job_id, 'jobId')}.json"
 
-    def image_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("renders", project_id) / f"{validate_id(job_id, 'jobId')}.png"
+    def image_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
+        return self._dir("renders", project_id, create) / f"{validate_id(job_id, 'jobId')}.png"
 
-    def _event_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("events", project_id) / f"{validate_id(job_id, 'jobId')}.jsonl"
+    def _event_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
+        return self._dir("events", project_id, create) / f"{validate_id(job_id, 'jobId')}.jsonl"
 
     def _markers(self, job: Job) -> set[Path]:
         if job.status is JobStatus.PENDING:
@@ -121,7 +122,7 @@ class FileJobStore(JobStore):
         after = self._markers(new)
         for marker in after - before:
             touch_durable(marker)  # index first: a crash now leaves a stale marker, never a lost job
-        atomic_write(self.job_path(new.project_id, new.job_id), new.to_json().encode())
+        atomic_write(self.job_path(new.project_id, new.job_id, create=True), new.to_json().encode())
         for marker in before - after:
             unlink_quietly(marker)
         if event is not None:
@@ -132,7 +133,8 @@ class FileJobStore(JobStore):
     def _append_event(self, project_id: str, event: Event) -> None:
         line = event.model_dump_json() + "\n"
         # One write() with O_APPEND: lines from concurrent writers never interleave.
-        fd = os.open(self._event_path(project_id, event.job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self._event_path(project_id, event.job_id, create=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line.encode())
         finally:
@@ -316,7 +318,8 @@ class FileJobStore(JobStore):
 
     # -- concepts, images, events --------------------------------------------------------------
     def save_concept(self, concept: Concept) -> None:
-        path = self._dir("concepts", concept.project_id) / f"{validate_id(concept.concept_id, 'conceptId')}.json"
+        directory = self._dir("concepts", concept.project_id, create=True)
+        path = directory / f"{validate_id(concept.concept_id, 'conceptId')}.json"
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy.
         atomic_write(path, concept.model_dump_json(indent=2).encode(), durable=False)
 
@@ -330,7 +333,7 @@ class FileJobStore(JobStore):
             raise UnreadableJob(f"{path}: not a concept document.") from None
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
-        atomic_write(self.image_path(project_id, job_id), png)
+        atomic_write(self.image_path(project_id, job_id, create=True), png)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:
