@@ -186,7 +186,8 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
         project_id = _check_project(project_id) or (body.project_id if body else None)
         job = await run_in_threadpool(service.get, validate_id(job_id, "jobId"), project_id)
         if job.status is JobStatus.PENDING:
-            await run_in_threadpool(context.runner.start, job)
+            claimed = await run_in_threadpool(context.runner.start, job)
+            job = claimed or await run_in_threadpool(service.get, job.job_id, job.project_id)
         wait = requested_wait(prefer, settings.max_wait_seconds)
         job = await handlers.wait_until_final(job, settings.process_wait_seconds if wait is None else wait)
         return handlers.job_response(job, 200 if job.status.is_final else 202)

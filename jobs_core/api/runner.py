@@ -24,21 +24,21 @@ class InlineRunner:
         self._slots = threading.BoundedSemaphore(max_running)
         self._closed = threading.Event()
 
-    def start(self, job: Job) -> bool:
-        """Claim `job` and start rendering it. False when it is not ours to run: not pending,
-        claimed by someone else first, backing off, every slot busy, or the server is stopping."""
+    def start(self, job: Job) -> Job | None:
+        """Claim `job` and start rendering it: the claimed job, or None when it is not ours to run
+        (not pending, claimed elsewhere first, backing off, every slot busy, or stopping)."""
         if job.status is not JobStatus.PENDING or self._closed.is_set():
-            return False
+            return None
         if not self._slots.acquire(blocking=False):
-            return False  # busy: the job stays pending for a worker or a later /process
+            return None  # busy: the job stays pending for a worker or a later /process
         try:
             claimed = self.service.claim(job.job_id, self.worker.worker_id, job.project_id)
         except TransitionConflict:
             self._slots.release()
-            return False
+            return None
         threading.Thread(target=self._run, args=(claimed,), name=f"jobs-process-{job.job_id}",
                          daemon=True).start()
-        return True
+        return claimed
 
     def _run(self, job: Job) -> None:
         try:
