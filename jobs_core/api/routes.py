@@ -73,11 +73,26 @@ class Handlers:
                 data["queuePosition"] = position
         return data
 
-    def job_response(self, job: Job, status: int = 200, extra: dict[str, str] | None = None) -> JSONResponse:
+    def job_body(self, job: Job) -> bytes:
+        """`{"job": ...}` serialized by pydantic-core directly (the poll path's main cost)."""
+        document = job.model_dump_json()
+        position = self.service.queue_position(job) if job.status is JobStatus.PENDING else None
+        if position is not None:
+            document = f'{document[:-1]},"queuePosition":{position}}}'
+        return f'{{"job":{document}}}'.encode()
+
+    def read_body(self, job_id: str, project_id: str | None) -> tuple[Job, bytes]:
+        """Read and serialize in one trip to the thread pool."""
+        job = self.service.get(job_id, project_id)
+        return job, self.job_body(job)
+
+    def job_response(self, job: Job, status: int = 200, extra: dict[str, str] | None = None,
+                     body: bytes | None = None) -> Response:
         headers = dict(extra or {})
         if not job.status.is_final:
             headers["Retry-After"] = RETRY_AFTER_SECONDS
-        return JSONResponse({"job": self.job_json(job)}, status_code=status, headers=headers)
+        return Response(body or self.job_body(job), status_code=status, headers=headers,
+                        media_type="application/json")
 
     async def wait_until_final(self, job: Job, seconds: float) -> Job:
         deadline = time.monotonic() + seconds
@@ -170,12 +185,13 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
     async def get_job(job_id: str = JobIdPath, project_id: str | None = ProjectQuery,
                       prefer: str | None = PreferHeader) -> Response:
         project_id = _check_project(project_id)
-        job = await run_in_threadpool(service.get, validate_id(job_id, "jobId"), project_id)
+        job, body = await run_in_threadpool(handlers.read_body, validate_id(job_id, "jobId"), project_id)
         wait = requested_wait(prefer, settings.max_wait_seconds)
         if wait is None:
-            return handlers.job_response(job)
+            return handlers.job_response(job, body=body)
         job = await handlers.wait_until_final(job, wait)
-        return handlers.job_response(job, extra={"Preference-Applied": f"wait={wait:g}"})
+        body = await run_in_threadpool(handlers.job_body, job)
+        return handlers.job_response(job, extra={"Preference-Applied": f"wait={wait:g}"}, body=body)
 
     @app.post("/api/jobs/{jobId}/process", response_model=JobEnvelope, tags=["jobs"],
               summary="Run a pending job here and wait for it (idempotent)",
@@ -190,7 +206,8 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
             job = claimed or await run_in_threadpool(service.get, job.job_id, job.project_id)
         wait = requested_wait(prefer, settings.max_wait_seconds)
         job = await handlers.wait_until_final(job, settings.process_wait_seconds if wait is None else wait)
-        return handlers.job_response(job, 200 if job.status.is_final else 202)
+        body = await run_in_threadpool(handlers.job_body, job)
+        return handlers.job_response(job, 200 if job.status.is_final else 202, body=body)
 
     @app.get("/api/jobs", response_model=JobList, tags=["jobs"], summary="List jobs, newest first",
              responses=_errors())
