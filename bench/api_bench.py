@@ -1,13 +1,14 @@
 """HTTP API latency and throughput, beside a bare FastAPI endpoint, with the same load generator.
 
-    python3 -m bench.api_bench [--duration 3] [--rounds 1]
+    python3 -m bench.api_bench [--duration 2] [--rounds 3] [--connections 1 16]
 
 Two uvicorn processes, started the same way (uvloop/httptools when installed, no access log):
   ours: `python -m jobs_core serve --workers 0` on a fresh store (create and poll only, the seed's
         hybrid set-up; nothing renders while we measure)
   bare: a FastAPI app whose POST does only one fsynced file write and whose GET does one file read
-wrk (compiled, so the load generator does not eat the two cores) drives each case for a few
-seconds at 1 and 16 connections; rows print side by side with the ratios the issue targets:
+wrk (compiled, so the load generator does not eat the two cores) drives each case at 1 and 16
+connections, alternating bare and ours for a few rounds (the machine is shared: both sides then see
+the same background load); rows print side by side with the ratios the issue targets:
 create and poll p50 <= 1.5x bare, p99 <= 2x bare, and the seed's promise of < 1 s.
 """
 from __future__ import annotations
@@ -117,6 +118,24 @@ def wrk(url: str, connections: int, seconds: float, post_body: str | None, workd
     return Figures(_ms(p50), _ms(p99), rps, errors)
 
 
+def paired(bare_url: str, ours_url: str, connections: int, seconds: float, rounds: int, post_body: str | None,
+           workdir: Path) -> tuple[Figures, Figures]:
+    """Alternate bare and ours `rounds` times, so both see the same background load (the machine
+    is shared), and keep the median of each figure."""
+    bare_runs, ours_runs = [], []
+    for _ in range(rounds):
+        bare_runs.append(wrk(bare_url, connections, seconds, post_body, workdir))
+        ours_runs.append(wrk(ours_url, connections, seconds, post_body, workdir))
+    return _median(bare_runs), _median(ours_runs)
+
+
+def _median(runs: list[Figures]) -> Figures:
+    def mid(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+    return Figures(mid([r.p50_ms for r in runs]), mid([r.p99_ms for r in runs]), mid([r.rps for r in runs]),
+                   sum(r.errors for r in runs))
+
+
 def _row(label: str, figures: Figures) -> str:
     return (f"  {label:<34} p50 {figures.p50_ms:7.2f} ms   p99 {figures.p99_ms:7.2f} ms   "
             f"{figures.rps:8.0f} req/s   errors {figures.errors}")
@@ -156,7 +175,8 @@ def store_floor(work: Path, seconds: float) -> tuple[Figures, Figures]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per case")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/ours runs per case (median kept)")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     args = parser.parse_args(argv)
     if not os.access(WRK, os.X_OK):
@@ -174,17 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         httpx.post(f"{ours}/api/jobs/{done}/process", headers={"Prefer": "wait=30"}, timeout=60)
         sample = httpx.get(f"{ours}/api/jobs/{done}?projectId=bench").content
         bare_id = httpx.post(f"{bare}/bare/write", content=sample).json()["id"]
-        print(f"API benchmark: {args.duration:g} s per case, wrk, {os.cpu_count()} cores, "
+        print(f"API benchmark: wrk, {args.rounds} alternating rounds of {args.duration:g} s per case (medians), "
+              f"{os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f} at start")
         for connections in args.connections:
             print(f"\n{connections} concurrent client(s)")
-            create_bare = wrk(f"{bare}/bare/write", connections, args.duration, CREATE_BODY, work)
-            create_ours = wrk(f"{ours}/api/jobs/render", connections, args.duration, CREATE_BODY, work)
+            create_bare, create_ours = paired(f"{bare}/bare/write", f"{ours}/api/jobs/render", connections,
+                                              args.duration, args.rounds, CREATE_BODY, work)
             print(_row("bare: one fsynced file write", create_bare))
             print(_row("create POST /api/jobs/render", create_ours))
             print(_verdict(create_ours, create_bare))
-            poll_bare = wrk(f"{bare}/bare/read/{bare_id}", connections, args.duration, None, work)
-            poll_ours = wrk(f"{ours}/api/jobs/{done}?projectId=bench", connections, args.duration, None, work)
+            poll_bare, poll_ours = paired(f"{bare}/bare/read/{bare_id}", f"{ours}/api/jobs/{done}?projectId=bench",
+                                          connections, args.duration, args.rounds, None, work)
             print(_row("bare: one file read", poll_bare))
             print(_row("poll GET /api/jobs/{id} (completed)", poll_ours))
             print(_verdict(poll_ours, poll_bare))
