@@ -151,6 +151,18 @@ def test_processing_goes_on_when_the_client_disconnects(gated):
     assert gated.http.get(job["imageUrl"]).content.startswith(PNG_MAGIC)
 
 
+def test_process_calls_beyond_the_inline_limit_queue_and_still_run_here(make_api):
+    api = make_api(renderer="test-gated", max_inline_renders=1, process_wait_seconds=0.1)
+    ids = [api.create()["jobId"] for _ in range(3)]
+    answers = [api.http.post(f"/api/jobs/{job_id}/process") for job_id in ids]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    assert [a.json()["job"]["status"] for a in answers] == ["processing", "pending", "pending"]
+    GATE.opened.set()  # no worker threads and no further /process call: the queue drains itself
+    for job_id in ids:
+        assert api.wait_until(job_id, lambda j: j["status"] == "completed")["attempts"] == 1
+    assert [GATE.renders_of(job_id) for job_id in ids] == [1, 1, 1]
+
+
 def test_embedded_workers_render_without_a_process_call(make_api):
     api = make_api(workers=2)
     job_id = api.create(floors=2)["jobId"]
