@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Body, FastAPI, Header, Path, Query
+from fastapi import Body, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -94,11 +94,12 @@ class Handlers:
         return Response(body or self.job_body(job), status_code=status, headers=headers,
                         media_type="application/json")
 
-    async def wait_until_final(self, job: Job, seconds: float) -> Job:
+    async def wait_until_final(self, job: Job, seconds: float, request: Request) -> Job:
+        """Re-read the job until it is final, `seconds` pass, or the client goes away."""
         deadline = time.monotonic() + seconds
         while not job.status.is_final:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or await request.is_disconnected():
                 break
             await asyncio.sleep(min(self.settings.wait_poll_seconds, remaining))
             job = await run_in_threadpool(self.service.get, job.job_id, job.project_id)
@@ -182,14 +183,14 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
 
     @app.get("/api/jobs/{jobId}", response_model=JobEnvelope, tags=["jobs"], summary="Read a job (poll)",
              responses=_errors(404))
-    async def get_job(job_id: str = JobIdPath, project_id: str | None = ProjectQuery,
+    async def get_job(request: Request, job_id: str = JobIdPath, project_id: str | None = ProjectQuery,
                       prefer: str | None = PreferHeader) -> Response:
         project_id = _check_project(project_id)
         job, body = await run_in_threadpool(handlers.read_body, validate_id(job_id, "jobId"), project_id)
         wait = requested_wait(prefer, settings.max_wait_seconds)
         if wait is None:
             return handlers.job_response(job, body=body)
-        job = await handlers.wait_until_final(job, wait)
+        job = await handlers.wait_until_final(job, wait, request)
         body = await run_in_threadpool(handlers.job_body, job)
         return handlers.job_response(job, extra={"Preference-Applied": f"wait={wait:g}"}, body=body)
 
@@ -197,7 +198,7 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
               summary="Run a pending job here and wait for it (idempotent)",
               responses={202: {"model": JobEnvelope, "description": "still running; poll for the result"},
                          **_errors(404, 422)})
-    async def process_job(job_id: str = JobIdPath, project_id: str | None = ProjectQuery,
+    async def process_job(request: Request, job_id: str = JobIdPath, project_id: str | None = ProjectQuery,
                           body: ProcessRequest | None = Body(None), prefer: str | None = PreferHeader) -> Response:
         project_id = _check_project(project_id) or (body.project_id if body else None)
         job = await run_in_threadpool(service.get, validate_id(job_id, "jobId"), project_id)
@@ -205,7 +206,7 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
             claimed = await run_in_threadpool(context.runner.start, job)
             job = claimed or await run_in_threadpool(service.get, job.job_id, job.project_id)
         wait = requested_wait(prefer, settings.max_wait_seconds)
-        job = await handlers.wait_until_final(job, settings.process_wait_seconds if wait is None else wait)
+        job = await handlers.wait_until_final(job, settings.process_wait_seconds if wait is None else wait, request)
         body = await run_in_threadpool(handlers.job_body, job)
         return handlers.job_response(job, 200 if job.status.is_final else 202, body=body)
 
