@@ -371,3 +371,14 @@ def test_stopping_the_server_hands_a_running_job_back_to_the_queue(store, settin
         assert job.status is JobStatus.PENDING and job.attempts == 0 and job.worker_id is None
     finally:
         GATE.opened.set()
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, None), ("", None), ("wait=5", 5.0), ("respond-async, wait=2.5", 2.5), ('wait="3"', 3.0),
+    ("WAIT=4", 4.0), ("wait=999", 60.0), ("wait=-1", None), ("wait=nan", None), ("wait=soon", None),
+    ("return=minimal", None),
+])
+def test_prefer_wait_parsing_follows_rfc_7240(header, expected):
+    from jobs_core.api.routes import requested_wait
+
+    assert requested_wait(header, cap=60.0) == expected
