@@ -11,8 +11,10 @@ import httpx
 import pytest
 
 from jobs_core.api import ApiSettings, create_app
+from jobs_core.errors import InvalidInput
 from jobs_core.models import JobStatus
 from jobs_core.service import JobService
+from jobs_core.worker import Worker
 from tests.api_server import GATE, serve_in_thread
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -161,6 +163,19 @@ def test_process_calls_beyond_the_inline_limit_queue_and_still_run_here(make_api
     for job_id in ids:
         assert api.wait_until(job_id, lambda j: j["status"] == "completed")["attempts"] == 1
     assert [GATE.renders_of(job_id) for job_id in ids] == [1, 1, 1]
+
+
+def test_with_inline_renders_off_process_only_waits_for_separate_workers(make_api):
+    api = make_api(max_inline_renders=0, process_wait_seconds=0.2)
+    job_id = api.create()["jobId"]
+    waiting = api.http.post(f"/api/jobs/{job_id}/process")
+    assert waiting.status_code == 202 and waiting.json()["job"]["status"] == "pending"
+    worker = Worker(api.service, concurrency=1, poll_seconds=0.05, render_size=64).start()  # "another host"
+    try:
+        done = api.http.post(f"/api/jobs/{job_id}/process", headers={"Prefer": "wait=30"})
+    finally:
+        worker.stop()
+    assert done.status_code == 200 and done.json()["job"]["workerId"] == worker.worker_id
 
 
 def test_embedded_workers_render_without_a_process_call(make_api):
@@ -382,3 +397,19 @@ def test_prefer_wait_parsing_follows_rfc_7240(header, expected):
     from jobs_core.api.routes import requested_wait
 
     assert requested_wait(header, cap=60.0) == expected
+
+
+def test_api_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("JOBS_API_TOKEN", "abc")
+    monkeypatch.setenv("JOBS_API_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("JOBS_API_MAX_INLINE_RENDERS", "0")
+    monkeypatch.setenv("JOBS_API_MAX_BODY_BYTES", "1000")
+    loaded = ApiSettings.from_env()
+    assert loaded.token == "abc" and loaded.cors_origins == ("https://a.example", "https://b.example")
+    assert loaded.max_inline_renders == 0 and loaded.max_body_bytes == 1000
+    monkeypatch.setenv("JOBS_API_MAX_BODY_BYTES", "0")
+    with pytest.raises(InvalidInput, match="JOBS_API_MAX_BODY_BYTES='0' must be more than 0"):
+        ApiSettings.from_env()
+    monkeypatch.setenv("JOBS_API_MAX_BODY_BYTES", "lots")
+    with pytest.raises(InvalidInput, match="is not a number"):
+        ApiSettings.from_env()

@@ -34,7 +34,7 @@ class InlineRunner:
     def start(self, job: Job) -> Job | None:
         """Claim `job` and start rendering it: the claimed job, or None when it is not started now
         (not pending, claimed elsewhere first, backing off, queued behind busy slots, or stopping)."""
-        if job.status is not JobStatus.PENDING:
+        if job.status is not JobStatus.PENDING or self.max_running == 0:
             return None
         with self._lock:
             if self._closed:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from ..errors import InvalidInput
 
 
-def _positive(name: str, default: float) -> float:
+def _number(name: str, default: float, minimum: float = 0.0, strict: bool = True) -> float:
+    """A number from the environment: more than `minimum` (or at least it, when not strict)."""
     raw = os.environ.get(name, "")
     if raw == "":
         return default
@@ -15,8 +16,8 @@ def _positive(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise InvalidInput(f"{name}={raw!r} is not a number.") from None
-    if value <= 0:
-        raise InvalidInput(f"{name}={raw!r} must be more than 0.")
+    if value < minimum or (strict and value == minimum):
+        raise InvalidInput(f"{name}={raw!r} must be {'more than' if strict else 'at least'} {minimum:g}.")
     return value
 
 
@@ -32,7 +33,8 @@ class ApiSettings:
     process_wait_seconds: float = 8.0
     #: the cap on `Prefer: wait=N`
     max_wait_seconds: float = 60.0
-    #: renders POST /process may run at once in this process; further calls answer 202 at once
+    #: renders POST /process may run at once in this process (more wait in a queue); 0: /process
+    #: never renders here, it only waits for the separate workers (strict create/poll front end)
     max_inline_renders: int = 4
     #: seconds between store reads while a request waits for a job to finish
     wait_poll_seconds: float = 0.1
@@ -43,8 +45,8 @@ class ApiSettings:
         return cls(
             token=os.environ.get("JOBS_API_TOKEN") or None,
             cors_origins=origins,
-            max_body_bytes=int(_positive("JOBS_API_MAX_BODY_BYTES", cls.max_body_bytes)),
-            process_wait_seconds=_positive("JOBS_API_PROCESS_WAIT_SECONDS", cls.process_wait_seconds),
-            max_wait_seconds=_positive("JOBS_API_MAX_WAIT_SECONDS", cls.max_wait_seconds),
-            max_inline_renders=int(_positive("JOBS_API_MAX_INLINE_RENDERS", cls.max_inline_renders)),
+            max_body_bytes=int(_number("JOBS_API_MAX_BODY_BYTES", cls.max_body_bytes)),
+            process_wait_seconds=_number("JOBS_API_PROCESS_WAIT_SECONDS", cls.process_wait_seconds, strict=False),
+            max_wait_seconds=_number("JOBS_API_MAX_WAIT_SECONDS", cls.max_wait_seconds, strict=False),
+            max_inline_renders=int(_number("JOBS_API_MAX_INLINE_RENDERS", cls.max_inline_renders, strict=False)),
         )
