@@ -413,3 +413,17 @@ def test_api_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("JOBS_API_MAX_BODY_BYTES", "lots")
     with pytest.raises(InvalidInput, match="is not a number"):
         ApiSettings.from_env()
+
+
+def test_queue_positions_from_one_listing_stay_right_as_the_queue_changes(service):
+    from jobs_core.api.positions import QueuePositions
+
+    positions = QueuePositions(service.store, ttl=60)  # only changes to the jobs themselves refresh it
+    first = service.submit({"projectId": "q"})
+    assert positions.of(first) == 1
+    second = service.submit({"projectId": "q"})  # created after the listing: triggers a new one
+    assert positions.of(second) == 2 and positions.of_many([first, second]) == {first.job_id: 1, second.job_id: 2}
+    canceled = service.cancel(first.job_id)
+    assert positions.of(canceled) is None
+    third = service.submit({"projectId": "q"})
+    assert positions.of_many([second, third]) == {second.job_id: 1, third.job_id: 2}

@@ -17,6 +17,7 @@ from ..ids import validate_id
 from ..models import Job, JobStatus, RenderRequest
 from ..service import JobService
 from .errors import BadRequestBody
+from .positions import QueuePositions
 from .runner import InlineRunner
 from .schemas import CreatedJob, ErrorBody, EventList, Health, JobEnvelope, JobList, ProcessRequest
 from .settings import ApiSettings
@@ -64,19 +65,18 @@ class Handlers:
         self.context = context
         self.service = context.service
         self.settings = context.settings
+        self.positions = QueuePositions(context.service.store)
 
-    def job_json(self, job: Job, positions: dict[str, int] | None = None) -> dict[str, Any]:
+    def job_json(self, job: Job, positions: dict[str, int]) -> dict[str, Any]:
         data = job.public()
-        if job.status is JobStatus.PENDING:
-            position = positions.get(job.job_id) if positions is not None else self.service.queue_position(job)
-            if position is not None:
-                data["queuePosition"] = position
+        if job.status is JobStatus.PENDING and job.job_id in positions:
+            data["queuePosition"] = positions[job.job_id]
         return data
 
     def job_body(self, job: Job) -> bytes:
         """`{"job": ...}` serialized by pydantic-core directly (the poll path's main cost)."""
         document = job.model_dump_json()
-        position = self.service.queue_position(job) if job.status is JobStatus.PENDING else None
+        position = self.positions.of(job)
         if position is not None:
             document = f'{document[:-1]},"queuePosition":{position}}}'
         return f'{{"job":{document}}}'.encode()
@@ -131,9 +131,7 @@ class Handlers:
     def list_page(self, project_id: str | None, status: JobStatus | None, limit: int,
                   cursor: str | None) -> dict[str, Any]:
         page = self.service.list(project_id, status, limit, cursor)
-        positions = None
-        if any(job.status is JobStatus.PENDING for job in page.jobs):
-            positions = {job_id: index + 1 for index, (_, job_id) in enumerate(self.service.store.pending())}
+        positions = self.positions.of_many(page.jobs)
         return {"jobs": [self.job_json(job, positions) for job in page.jobs], "nextCursor": page.next_cursor}
 
     def image(self, project_id: str, filename: str) -> bytes:
