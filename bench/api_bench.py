@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         pending = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
                              headers={"content-type": "application/json"}).json()["jobId"]
         poll_pending = wrk(f"{ours}/api/jobs/{pending}?projectId=bench", 1, args.duration, None, work)
-        print(f"\nextra: poll of a pending job behind {queued} queued jobs (queuePosition lists the queue)")
+        print(f"\nextra: poll of a pending job behind {queued} queued jobs (queuePosition: shared listing)")
         print(_row("poll GET /api/jobs/{id} (pending)", poll_pending))
     finally:
         for process in (ours_proc, bare_proc):
