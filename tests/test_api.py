@@ -14,6 +14,7 @@ from jobs_core.api import ApiSettings, create_app
 from jobs_core.errors import InvalidInput
 from jobs_core.models import JobStatus
 from jobs_core.service import JobService
+from jobs_core.store import FileJobStore
 from jobs_core.worker import Worker
 from tests.api_server import GATE, serve_in_thread
 
@@ -427,3 +428,15 @@ def test_queue_positions_from_one_listing_stay_right_as_the_queue_changes(servic
     assert positions.of(canceled) is None
     third = service.submit({"projectId": "q"})
     assert positions.of_many([second, third]) == {second.job_id: 1, third.job_id: 2}
+
+
+def test_a_corrupt_job_file_is_a_json_500_without_the_servers_paths(make_api, tmp_path):
+    api = make_api()
+    job_id = api.create("broken")["jobId"]
+    if not isinstance(api.service.store, FileJobStore):
+        pytest.skip("corrupts a file of the file store")
+    api.service.store.job_path("broken", job_id).write_text('{"jobId": "half a doc')
+    message = _is_error(api.http.get(f"/api/jobs/{job_id}", params={"projectId": "broken"}), 500)
+    assert "unreadable" in message and str(tmp_path) not in message
+    listed = api.http.get("/api/jobs", params={"projectId": "broken"})
+    assert listed.status_code == 200 and listed.json()["jobs"] == []  # the listing skips it

@@ -4,14 +4,17 @@ events and health. FastAPI is imported only when the app is built, so `jobs_core
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .settings import ApiSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["ApiSettings", "create_app"]
 
 
-def create_app(*args: Any, **kwargs: Any):  # noqa: ANN201 (a FastAPI app; typed in .app)
+def create_app(*args: Any, **kwargs: Any) -> FastAPI:
     """See `jobs_core.api.app.create_app`."""
     from .app import create_app as build
 
