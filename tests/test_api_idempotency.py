@@ -5,11 +5,14 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
+from jobs_core.api import ApiSettings, create_app
 from jobs_core.errors import TransitionConflict
 from jobs_core.service import JobService
-from jobs_core.store import FileJobStore
+from jobs_core.store import FileJobStore, JobStore
+from tests.api_server import serve_in_thread
 
 
 def _submit(service: JobService, project: str = "p1", key: str | None = None, floors: int = 3):
@@ -77,3 +80,29 @@ def test_file_store_processes_racing_with_one_key_create_one_job(tmp_path):
         process.join(30)
     assert outcomes.count("refused") == 3  # exactly one process created the job
     assert len(JobService(FileJobStore(root)).list("p1").jobs) == 1
+
+
+class DefaultLookupStore(FileJobStore):
+    """A store that keeps the contract's default lookup (a scan) and no create-time refusal, as a
+    new backend does before it adds its own index."""
+
+    find_by_idempotency_key = JobStore.find_by_idempotency_key
+
+    def create(self, job, event) -> None:
+        self._create(job, event)
+
+
+def test_the_default_lookup_scans_and_one_api_server_still_makes_one_job(tmp_path):
+    service = JobService(DefaultLookupStore(tmp_path / "store"))
+    for floors in range(1, 4):
+        _submit(service, key=None, floors=floors)
+    keyed = _submit(service, key="scan-me")
+    assert service.store.find_by_idempotency_key("p1", "scan-me").job_id == keyed.job_id
+    assert service.store.find_by_idempotency_key("p1", "absent") is None
+    body = {"projectId": "race", "conceptInputs": {"floors": 2}}
+    with serve_in_thread(create_app(service, settings=ApiSettings())) as base, httpx.Client(base_url=base) as http:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: http.post("/api/jobs/render", json=body,
+                                                        headers={"Idempotency-Key": "k"}), range(8)))
+    assert {a.status_code for a in answers} == {201} and len({a.json()["jobId"] for a in answers}) == 1
+    assert len(service.list("race").jobs) == 1

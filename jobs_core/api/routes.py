@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,9 @@ class Handlers:
         self.service = context.service
         self.settings = context.settings
         self.positions = QueuePositions(context.service.store)
+        # Creates with one Idempotency-Key are serialised in this process whatever the store;
+        # across processes, the store's create refuses the duplicate (FileJobStore does).
+        self._key_locks = [threading.Lock() for _ in range(64)]
 
     def job_json(self, job: Job, positions: dict[str, int]) -> dict[str, Any]:
         data = job.public()
@@ -109,6 +113,10 @@ class Handlers:
         """(job, replayed): a new job, or the one an earlier request with this key created."""
         if key is None:
             return self._submit(request, None), False
+        with self._key_locks[hash((request.project_id, key)) % len(self._key_locks)]:
+            return self._create_once(request, key)
+
+    def _create_once(self, request: RenderRequest, key: str) -> tuple[Job, bool]:
         existing = self.service.store.find_by_idempotency_key(request.project_id, key)
         if existing is None:
             try:
