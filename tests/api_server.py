@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from jobs_core.errors import RenderError
 from jobs_core.renderers import ProgressFn, Renderer, RenderResult, RenderTask, register, renderer_names
 from jobs_core.renderers.axonometric import RENDER_TYPES
 from jobs_core.renderers.noop import _tiny_png
@@ -85,5 +86,21 @@ class GatedRenderer(Renderer):
         return RenderResult(png=_tiny_png())
 
 
+class FlakyRenderer(Renderer):
+    """Fails its first attempt at each job with a retryable error, then renders."""
+
+    name = "test-flaky"
+    render_types = RENDER_TYPES
+    attempts: dict[str, int] = {}
+
+    def render(self, task: RenderTask, progress: ProgressFn) -> RenderResult:
+        seen = self.attempts[task.job_id] = self.attempts.get(task.job_id, 0) + 1
+        progress(20, "calling the provider")
+        if seen == 1:
+            raise RenderError("The provider is busy (HTTP 503); trying again.", retryable=True)
+        return RenderResult(png=_tiny_png())
+
+
 renderer_names()  # load the built-in renderers first: registering before would hide them
 register(GatedRenderer.name, GatedRenderer)
+register(FlakyRenderer.name, FlakyRenderer)

@@ -179,6 +179,16 @@ def test_with_inline_renders_off_process_only_waits_for_separate_workers(make_ap
     assert done.status_code == 200 and done.json()["job"]["workerId"] == worker.worker_id
 
 
+def test_a_retryable_failure_is_retried_here_without_workers(make_api):
+    api = make_api(renderer="test-flaky", process_wait_seconds=0.1)  # backoff is 0 s in these tests
+    job_id = api.create()["jobId"]
+    api.http.post(f"/api/jobs/{job_id}/process")
+    job = api.wait_until(job_id, lambda j: j["status"] == "completed")
+    assert job["attempts"] == 2 and job["error"] is None
+    types = [e["type"] for e in api.http.get(f"/api/jobs/{job_id}/events").json()["events"]]
+    assert types == ["created", "claimed", "progress", "requeued", "claimed", "progress", "completed"]
+
+
 def test_embedded_workers_render_without_a_process_call(make_api):
     api = make_api(workers=2)
     job_id = api.create(floors=2)["jobId"]

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 
 from ..errors import JobsError
-from ..models import Job, JobStatus
+from ..models import Job, JobStatus, utcnow
 from ..service import JobService
 from ..worker import Worker
 
@@ -68,10 +68,20 @@ class InlineRunner:
     def _run(self, job: Job | None) -> None:
         while job is not None:
             try:
-                self.worker.run(job)
+                self._retry_later(self.worker.run(job))
             except Exception:  # Worker.run turns render errors into a failed job; this is a bug
                 log.exception("inline run of job %s crashed", job.job_id)
             job = self._take_next()
+
+    def _retry_later(self, job: Job | None) -> None:
+        """A retryable failure put the job back to pending with a backoff: run it here again once
+        it is due, so a /process caller with no workers behind the API still gets its attempts."""
+        if job is None or job.status is not JobStatus.PENDING:
+            return
+        delay = max(0.0, (job.available_at - utcnow()).total_seconds())
+        timer = threading.Timer(delay, self.start, args=(job,))
+        timer.daemon = True
+        timer.start()
 
     def _take_next(self) -> Job | None:
         """Claim the next queued job for the slot the caller holds; else free the slot (None)."""
