@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     renderers = commands.add_parser("renderers", parents=[common], help="list renderers, render types, configuration")
     renderers.add_argument("--json", action="store_true", help="one JSON object per renderer")
     renderers.set_defaults(handler=cmd_renderers)
+
+    from .api.serve import add_serve_command  # the HTTP API (issue 6)
+    add_serve_command(commands, common)
     return parser
 
 
