@@ -37,19 +37,19 @@ EXAMPLE_BRIEFS: dict[str, dict[str, Any]] = {
         "title": "Timber housing block", "description": "Five storeys of cross-laminated timber flats "
         "around a shared garden.", "buildingType": "housing", "footprint": "U", "width": 42.0,
         "depth": 30.0, "floors": 5, "floorHeight": 3.1, "roof": "gable", "material": "timber",
-        "palette": "earth"},
+        "palette": "earth", "windowRatio": 0.35},
     "Brick school": {
         "title": "Brick primary school", "description": "Two-storey school with a courtyard playground.",
         "buildingType": "school", "footprint": "courtyard", "width": 60.0, "depth": 48.0, "floors": 2,
-        "floorHeight": 4.0, "roof": "flat", "material": "brick", "palette": "warm"},
+        "floorHeight": 4.0, "roof": "flat", "material": "brick", "palette": "warm", "windowRatio": 0.3},
     "Glass office tower": {
         "title": "Harbour office tower", "description": "Slender office tower on a compact plot.",
         "buildingType": "office", "footprint": "tower", "width": 40.0, "depth": 40.0, "floors": 24,
-        "floorHeight": 3.8, "roof": "flat", "material": "glass", "palette": "cool"},
+        "floorHeight": 3.8, "roof": "flat", "material": "glass", "palette": "cool", "windowRatio": 0.8},
     "Concrete workshop": {
         "title": "Makers' workshop", "description": "Long single-storey workshop with north lights.",
         "buildingType": "industrial", "footprint": "bar", "width": 54.0, "depth": 20.0, "floors": 1,
-        "floorHeight": 6.0, "roof": "sawtooth", "material": "concrete", "palette": "monochrome"},
+        "floorHeight": 6.0, "roof": "sawtooth", "material": "concrete", "palette": "monochrome", "windowRatio": 0.25},
 }
 
 STATUS_COLOURS = {JobStatus.PENDING: "blue", JobStatus.PROCESSING: "orange", JobStatus.COMPLETED: "green",

@@ -58,6 +58,7 @@ NUMBER_FIELDS = [
     ("depth", "depth", "Depth (m)", "Size of the site front to back, in metres.", 1.0),
     ("floors", "floors", "Floors", "Number of storeys above ground.", 1),
     ("floorHeight", "floor_height", "Floor height (m)", "Floor to floor height, in metres.", 0.1),
+    ("windowRatio", "window_ratio", "Glazing (share of facade)", "0.1 is mostly wall, 0.9 is mostly glass.", 0.05),
 ]
 ALL_FIELDS = [f[0] for f in TEXT_FIELDS + CHOICE_FIELDS + NUMBER_FIELDS]
 

@@ -55,7 +55,7 @@ def make_api(store, settings) -> Iterator:
 
     def make(workers: int = 0, renderer: str = "axonometric", **api_settings) -> Api:
         service = JobService(store, replace(settings, renderer=renderer))
-        app = create_app(service, workers=workers, settings=ApiSettings(**api_settings), render_size=96)
+        app = create_app(service, workers=workers, settings=ApiSettings(**api_settings), render_size=128)
         base = stack.enter_context(serve_in_thread(app))
         http = stack.enter_context(httpx.Client(base_url=base, timeout=30))
         return Api(http, service)
@@ -171,7 +171,7 @@ def test_with_inline_renders_off_process_only_waits_for_separate_workers(make_ap
     job_id = api.create()["jobId"]
     waiting = api.http.post(f"/api/jobs/{job_id}/process")
     assert waiting.status_code == 202 and waiting.json()["job"]["status"] == "pending"
-    worker = Worker(api.service, concurrency=1, poll_seconds=0.05, render_size=64).start()  # "another host"
+    worker = Worker(api.service, concurrency=1, poll_seconds=0.05, render_size=128).start()  # "another host"
     try:
         done = api.http.post(f"/api/jobs/{job_id}/process", headers={"Prefer": "wait=30"})
     finally:

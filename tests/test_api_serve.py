@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env(jobs_dir: Path) -> dict[str, str]:
-    return {**os.environ, "JOBS_DIR": str(jobs_dir), "JOBS_RENDER_SIZE": "96", "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "JOBS_DIR": str(jobs_dir), "JOBS_RENDER_SIZE": "128", "PYTHONPATH": str(ROOT)}
 
 
 def _start(jobs_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:

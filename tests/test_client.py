@@ -34,7 +34,7 @@ def make_client(store, settings) -> Iterator:
         service = JobService(store, replace(settings, renderer=renderer))
         app = create_app(service, workers=workers,
                          settings=ApiSettings(token=server_token, process_wait_seconds=0.3),
-                         render_size=96)
+                         render_size=128)
         base = stack.enter_context(serve_in_thread(app))
         return stack.enter_context(JobsClient(base, **client_kw))
 

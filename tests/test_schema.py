@@ -35,7 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("schema-store")
     service = JobService(FileJobStore(root), replace(load_settings(root), renderer="axonometric"))
     # Short waits: generated `Prefer: wait=N` and /process calls must not stall the run.
-    app = create_app(service, workers=1, render_size=64,
+    app = create_app(service, workers=1, render_size=128,
                      settings=ApiSettings(process_wait_seconds=0.2, max_wait_seconds=0.2, max_body_bytes=16384))
     with serve_in_thread(app) as base:
         yield base
