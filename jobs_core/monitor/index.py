@@ -19,7 +19,7 @@ import pandas as pd
 from ..models import utcnow
 from ..store import FileJobStore, JobStore
 from ..store.base import Unreadable
-from .frame import Columns, empty_frame
+from .frame import Columns, RowStore, empty_rows
 from .sources import FileJobSource, JobsWatcher, Read, Signature, SignaturePoller, StoreFeedSource
 
 WATCHING = "watching"
@@ -41,7 +41,7 @@ class JobIndex:
         self.version = 0
         self.built_at: datetime | None = None
         self.build_seconds = 0.0
-        self._frame = empty_frame()
+        self._rows = empty_rows()
         self._unreadable: dict[str, Unreadable] = {}
         self._signatures: dict[str, Signature] = {}
         self._dirty: set[str] = set()
@@ -123,9 +123,9 @@ class JobIndex:
                 columns.add(key, found.doc)
             elif found.problem is not None:
                 unreadable[key] = Unreadable(self.source.location(key), found.problem)
-        frame = columns.frame()
+        rows = RowStore(columns)
         with self._lock:
-            self._frame, self._unreadable, self._signatures = frame, unreadable, signatures
+            self._rows, self._unreadable, self._signatures = rows, unreadable, signatures
             self.files_read += read
             self.version += 1
             self.built_at = utcnow()
@@ -183,16 +183,22 @@ class JobIndex:
                 self._unreadable.pop(key, None)
             if found.doc is not None:
                 columns.add(key, found.doc)
-        # Copy-on-write: a new frame replaces the old one, which readers may still hold.
-        kept = self._frame.drop(index=list(updates), errors="ignore")
-        self._frame = pd.concat([kept, columns.frame()]) if len(columns) else kept
+        removed = {key for key, found in updates.items() if found.doc is None}
+        self._rows.apply(columns, removed)
         self.version += 1
 
     # -- reading ---------------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
         """Every readable job, one row each, current as of now. Do not modify it."""
         self.refresh()
-        return self._frame
+        with self._lock:
+            return self._rows.frame()
+
+    def rows(self, keys: list[str]) -> pd.DataFrame:
+        """The current rows of `keys`, in that order, without a lookup over the whole frame."""
+        self.refresh()
+        with self._lock:
+            return self._rows.rows(keys)
 
     def unreadable(self) -> list[Unreadable]:
         """Files (or rows) in the store that are not readable jobs, and why."""
