@@ -201,7 +201,8 @@ class JobIndex:
             return self._rows.rows(keys)
 
     def unreadable(self) -> list[Unreadable]:
-        """Files (or rows) in the store that are not readable jobs, and why."""
+        """Files (or rows) in the store that are not readable jobs, and why (current as of now)."""
+        self.refresh()
         with self._lock:
             return sorted(self._unreadable.values(), key=lambda bad: bad.location)
 
