@@ -187,14 +187,14 @@ def show_actions(service: JobService, index: JobIndex, chosen: list[JobRef]) -> 
                 act(service, index, "delete", pending_delete)
             if no.button("Keep them", key="monitor_keep"):
                 st.session_state.pop("monitor_confirm_delete", None)
-                st.rerun(scope="fragment")
+                st.rerun()
 
 
 def act(service: JobService, index: JobIndex, action: str, chosen: list[JobRef]) -> None:
     report = run_action(service, action, chosen, index)
     st.session_state["monitor_report"] = report
     st.session_state["monitor_generation"] = st.session_state.get("monitor_generation", 0) + 1
-    st.rerun(scope="fragment")
+    st.rerun()
 
 
 def show_report() -> None:
