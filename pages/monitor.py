@@ -19,8 +19,6 @@ from jobs_core.monitor.actions import JobRef, run_action
 
 REFRESH_SECONDS = 3
 PAGE_SIZES = (25, 50, 100, 200)
-STATUS_ICONS = {"pending": "⏳ pending", "processing": "⚙️ processing", "completed": "✅ completed",
-                "failed": "❌ failed", "canceled": "🚫 canceled"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -49,15 +47,17 @@ def percent(value: float | None) -> str:
 
 
 # -- filters (a change reruns the page; the live part below reruns on its own) -------------------
-def read_filters(frame: pd.DataFrame) -> stats.JobFilter:
+def read_filters(index: JobIndex) -> stats.JobFilter:
+    projects_known = index.memo("projects", lambda frame: sorted(frame["project"].unique()))
+    render_types_known = index.memo("render_types", lambda frame: sorted(frame["render_type"].unique()))
     with st.container(border=True):
         cols = st.columns([3, 2, 2, 2, 2])
-        projects = cols[0].multiselect("Project", sorted(frame["project"].unique()), key="filter_projects",
+        projects = cols[0].multiselect("Project", projects_known, key="filter_projects",
                                        placeholder="all projects")
         statuses = cols[1].multiselect("Status", stats.STATUS_ORDER + [stats.STUCK], key="filter_statuses",
                                        placeholder="all statuses",
                                        help="stuck: processing, with a heartbeat older than the lease")
-        render_types = cols[2].multiselect("Render type", sorted(frame["render_type"].unique()),
+        render_types = cols[2].multiselect("Render type", render_types_known,
                                            key="filter_render_types", placeholder="all render types")
         period = cols[3].date_input("Created between", value=(), key="filter_period", format="YYYY-MM-DD")
         error_text = cols[4].text_input("Error contains", key="filter_error", placeholder="e.g. timed out")
@@ -122,7 +122,6 @@ def display_table(rows: pd.DataFrame, now: datetime, lease_seconds: float) -> pd
                                          "attempts", "created", "started", "finished", "run_time",
                                          "queue_wait", "error", "worker", "image_url"]].copy()
     table.insert(4, "stuck", stats.stuck_mask(rows, now, lease_seconds).to_numpy())
-    table["status"] = table["status"].map(STATUS_ICONS).fillna(table["status"])
     return table
 
 
@@ -319,5 +318,5 @@ header = st.columns([4, 1])
 header[0].caption(f"Every project's jobs in {service.store.describe()}.")
 live_updates = header[1].toggle("Live", value=True, key="monitor_live",
                                 help=f"refresh every {REFRESH_SECONDS} s from the index")
-view_filter = read_filters(index.frame())
+view_filter = read_filters(index)
 st.fragment(live, run_every=REFRESH_SECONDS if live_updates else None)(service, index, view_filter)

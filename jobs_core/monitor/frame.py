@@ -17,7 +17,11 @@ from ..models import JobStatus
 
 STATUSES = frozenset(status.value for status in JobStatus)
 TIME_COLUMNS = ("created", "started", "finished", "updated", "heartbeat")
-TEXT_COLUMNS = ("project", "job", "render_type", "status", "stage", "error", "worker", "image_url")
+TEXT_COLUMNS = ("project", "job", "render_type", "stage", "error", "worker", "image_url")
+# status is a pandas Categorical over the five states (stored as int8 codes): the monitor compares
+# and counts statuses on every refresh, and codes make that ten times cheaper than text.
+STATUS_DTYPE = pd.CategoricalDtype([status.value for status in JobStatus])
+_STATUS_CODE = {name: code for code, name in enumerate(STATUS_DTYPE.categories)}
 INT_COLUMNS = ("progress", "attempts")
 # (column, document field): the row schema of the index.
 FIELDS = (("project", "projectId"), ("job", "jobId"), ("render_type", "renderType"), ("status", "status"),
@@ -75,6 +79,8 @@ class Columns:
             arrays[column] = _objects(lists[column])
         for column in INT_COLUMNS:
             arrays[column] = np.array([v if v.__class__ is int else 0 for v in lists[column]], dtype=np.int64)
+        code = _STATUS_CODE.get
+        arrays["status"] = np.array([code(v, -1) for v in lists["status"]], dtype=np.int8)
         for column in TIME_COLUMNS:
             parsed = pd.to_datetime(_objects(lists[column]), format="ISO8601", utc=True, errors="coerce")
             arrays[column] = parsed.as_unit("us").asi8.view("M8[us]")
@@ -132,6 +138,8 @@ class RowStore:
                 array = self.arrays[column]
                 if column in TIME_COLUMNS:
                     data[column] = pd.Series(pd.DatetimeIndex(array).tz_localize("UTC"), copy=False)
+                elif column == "status":
+                    data[column] = pd.Series(pd.Categorical.from_codes(array, dtype=STATUS_DTYPE, validate=False))
                 else:
                     data[column] = pd.Series(array, dtype=array.dtype, copy=False)
             frame = pd.DataFrame(data, copy=False)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import TypeVar
 
 import pandas as pd
 
@@ -22,6 +23,7 @@ from ..store.base import Unreadable
 from .frame import Columns, RowStore, empty_rows
 from .sources import FileJobSource, JobsWatcher, Read, Signature, SignaturePoller, StoreFeedSource
 
+T = TypeVar("T")
 WATCHING = "watching"
 POLLING = "polling"
 FEED = "store feed"
@@ -50,6 +52,7 @@ class JobIndex:
         self._watcher: JobsWatcher | None = None
         self._poller: SignaturePoller | None = None
         self._last_feed = 0.0
+        self._memo: dict[str, tuple[int, object]] = {}
 
     # -- making one ------------------------------------------------------------------------------
     @classmethod
@@ -199,6 +202,18 @@ class JobIndex:
         self.refresh()
         with self._lock:
             return self._rows.rows(keys)
+
+    def memo(self, name: str, compute: Callable[[pd.DataFrame], T]) -> T:
+        """`compute(frame)`, remembered until the rows change (for lists like the filter options)."""
+        frame = self.frame()
+        with self._lock:
+            found = self._memo.get(name)
+            if found is not None and found[0] == self.version:
+                return found[1]
+        value = compute(frame)
+        with self._lock:
+            self._memo[name] = (self.version, value)
+        return value
 
     def unreadable(self) -> list[Unreadable]:
         """Files (or rows) in the store that are not readable jobs, and why (current as of now)."""

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..models import JobStatus
+from .frame import STATUS_DTYPE
 
 STATUS_ORDER = [status.value for status in JobStatus]
 FINISHED = ["completed", "failed", "canceled"]
@@ -105,23 +106,37 @@ def headline(frame: pd.DataFrame, now: datetime, lease_seconds: float) -> Headli
         queue_wait_p50=_quantile(waits, 0.5), queue_wait_p95=_quantile(waits, 0.95))
 
 
+def _status_codes(statuses: pd.Series) -> np.ndarray:
+    """Position of each row's status in STATUS_ORDER (-1 if unknown)."""
+    return pd.Categorical(statuses, dtype=STATUS_DTYPE).codes.astype(np.int64)
+
+
 def by_group(frame: pd.DataFrame, column: str, now: datetime, lease_seconds: float) -> pd.DataFrame:
     """One row per value of `column` (project, render_type): jobs by status, completion rate,
-    failures, stuck jobs, median run time and last activity; busiest first."""
-    counts = frame.groupby([column, "status"], observed=True).size().unstack(fill_value=0)
-    counts = counts.reindex(columns=STATUS_ORDER, fill_value=0)
-    table = pd.DataFrame({"total": counts.sum(axis=1)})
-    for status in STATUS_ORDER:
-        table[status] = counts[status]
-    finished = counts[FINISHED].sum(axis=1)
-    table["completion_rate"] = (counts["completed"] / finished).where(finished > 0)
-    table["failure_rate"] = (counts["failed"] / finished).where(finished > 0)
-    stuck = stuck_mask(frame, now, lease_seconds)
-    table["stuck"] = stuck.groupby(frame[column]).sum().reindex(table.index, fill_value=0).astype(int)
-    completed = frame[frame["status"] == "completed"]
-    table["run_time_p50"] = completed.groupby(column)["run_time"].median().reindex(table.index)
-    table["last_activity"] = frame.groupby(column)["updated"].max().reindex(table.index)
-    table.index.name = column
+    failures, stuck jobs, median run time and last activity; busiest first.
+
+    Counted with integer codes and numpy.bincount: a pandas groupby over two text columns of
+    100,000 rows takes ten times longer, and this runs on every live refresh.
+    """
+    groups, names = pd.factorize(frame[column], sort=True)
+    width = len(names)
+    status_code = _status_codes(frame["status"])
+    known = status_code >= 0
+    counts = np.bincount(groups[known] * len(STATUS_ORDER) + status_code[known],
+                         minlength=width * len(STATUS_ORDER)).reshape(width, len(STATUS_ORDER))
+    table = pd.DataFrame(counts, columns=STATUS_ORDER, index=pd.Index(names, name=column))
+    table.insert(0, "total", np.bincount(groups, minlength=width))
+    finished = table[FINISHED].sum(axis=1)
+    table["completion_rate"] = (table["completed"] / finished).where(finished > 0)
+    table["failure_rate"] = (table["failed"] / finished).where(finished > 0)
+    stuck = stuck_mask(frame, now, lease_seconds).to_numpy()
+    table["stuck"] = np.bincount(groups, weights=stuck, minlength=width).astype(int)
+    completed = (frame["status"] == "completed").to_numpy()
+    run_times = pd.Series(frame["run_time"].to_numpy()[completed])
+    table["run_time_p50"] = run_times.groupby(groups[completed]).median().reindex(range(width)).to_numpy()
+    updated = pd.Series(frame["updated"].to_numpy(dtype="datetime64[us]"))
+    latest = updated.groupby(groups).max().reindex(range(width)).to_numpy()
+    table["last_activity"] = pd.DatetimeIndex(latest).tz_localize("UTC")
     return table.sort_values(["total", "last_activity"], ascending=False)
 
 
@@ -174,11 +189,26 @@ def run_time_histogram(frame: pd.DataFrame, bins: int = 30) -> pd.DataFrame:
 
 
 def page_of(frame: pd.DataFrame, page: int, size: int, sort: str = "newest first") -> pd.DataFrame:
-    """Rows of page `page` (1-based) of `size` rows, in the named order."""
+    """Rows of page `page` (1-based) of `size` rows, in the named order (missing values last)."""
     column, ascending = SORTS[sort]
     start = (max(page, 1) - 1) * size
-    ordered = frame.sort_values(column, ascending=ascending, na_position="last", kind="stable")
-    return ordered.iloc[start:start + size]
+    if column in ("created", "updated", "started", "finished"):
+        # as integers: .to_numpy() of a tz-aware column would make 100,000 Timestamp objects
+        values = frame[column].to_numpy(dtype="datetime64[us]").view(np.int64).astype(np.float64)
+        values[values == np.iinfo(np.int64).min] = np.nan
+    else:
+        values = frame[column].to_numpy(dtype=np.float64)
+    order_key = np.where(np.isnan(values), np.inf, values if ascending else -values)
+    end = min(start + size, len(frame))
+    if start >= end:
+        return frame.iloc[0:0]
+    if end < len(frame) // 4:
+        # the first pages (the usual case): partition out the top `end` rows, sort only those
+        top = np.argpartition(order_key, end - 1)[:end]
+        positions = top[np.argsort(order_key[top], kind="stable")][start:end]
+    else:
+        positions = np.argsort(order_key, kind="stable")[start:end]
+    return frame.iloc[positions]
 
 
 def page_count(rows: int, size: int) -> int:
