@@ -16,6 +16,7 @@ from jobs_core.config import load_settings
 from jobs_core.models import utcnow
 from jobs_core.monitor import JobIndex, stats
 from jobs_core.monitor.actions import JobRef, run_action
+from jobs_core.monitor.index import FEED, WATCHING
 
 REFRESH_SECONDS = 3
 PAGE_SIZES = (25, 50, 100, 200)
@@ -280,6 +281,11 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
     frame = index.frame()
     now = utcnow()
     view = view_filter.apply(frame, now, index.lease_seconds)
+    if index.mode not in (WATCHING, FEED):
+        st.info(index.describe_mode(), icon=":material/sync_problem:")
+    if frame.empty:
+        st.info("No jobs in the store yet. Jobs created on the Render page, through the API or with "
+                "`python -m jobs_core submit` appear here within a few seconds.")
     show_headline(stats.headline(view, now, index.lease_seconds))
     unreadable = index.unreadable()
     if unreadable:

@@ -153,3 +153,26 @@ def test_a_corrupt_file_is_listed_while_everything_else_works(store_dir: Path) -
     unreadable = [frame.value for frame in app.dataframe if "reason" in frame.value.columns][0]
     assert unreadable["file"].tolist() == [str(path)]
     assert "not valid JSON" in unreadable["reason"].iloc[0]
+
+
+def test_an_empty_store_shows_a_hint_and_zeroes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBS_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("JOBS_STORE_URL", raising=False)
+    try:
+        app = run_page()
+        assert metric(app, "Jobs") == "0" and metric(app, "Completion rate") == "–"
+        assert any("No jobs in the store yet" in info.value for info in app.info)
+    finally:
+        st.cache_resource.clear()
+
+
+def test_the_page_says_when_it_polls_instead_of_watching(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs_core.monitor import index as index_module
+
+    def refuse(self) -> None:  # inotify limits cannot be exhausted safely on a shared machine
+        raise OSError(24, "too many open files")
+
+    monkeypatch.setattr(index_module.JobsWatcher, "start", refuse)
+    app = run_page()
+    assert any("Polling: the file watcher could not start (too many open files)" in info.value for info in app.info)
+    assert metric(app, "Jobs") == "400"
