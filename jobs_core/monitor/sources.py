@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -38,6 +40,8 @@ from .frame import STATUSES, problem
 
 Signature = tuple[int, int, int]  # (inode, mtime_ns, size): an atomic replace changes the inode
 _loads = json.JSONDecoder().decode  # json.loads minus its argument checks
+READ_BATCH = 256  # files per hand-over from the reader thread
+READ_AHEAD = 4  # batches read ahead of the parser
 OnChange = Callable[[set[str]], None]
 
 
@@ -100,14 +104,30 @@ class FileJobSource:
         return f"{self.jobs_dir}/{key}"
 
     def initial(self) -> Iterator[tuple[str, Read]]:
-        for key in self.keys():
-            yield key, self.read(key)
+        """Every file, read and parsed. A helper thread does the file system calls (which release
+        the GIL) a batch ahead, while this thread parses: reading overlaps with parsing."""
+        keys = list(self.keys())
+        batches = [keys[start:start + READ_BATCH] for start in range(0, len(keys), READ_BATCH)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-index-reader") as reader:
+            ahead = deque(reader.submit(self._load_batch, batch) for batch in batches[:READ_AHEAD])
+            for next_batch in range(READ_AHEAD, len(batches) + READ_AHEAD):
+                loaded = ahead.popleft().result()
+                if next_batch < len(batches):  # bounded: at most READ_AHEAD batches of bytes in memory
+                    ahead.append(reader.submit(self._load_batch, batches[next_batch]))
+                for key, found in loaded:
+                    yield key, found if found.__class__ is Read else self._parse(key, *found)
 
     def read(self, key: str) -> Read:
-        """Read and parse one file as it is now (atomic writes: never half-written).
+        """Read and parse one file as it is now (atomic writes: never half-written)."""
+        found = self._load(key)
+        return found if found.__class__ is Read else self._parse(key, *found)
 
-        This is the hot loop of a build (100,000 calls): the common case is kept to a few lines.
-        """
+    def _load_batch(self, keys: list[str]) -> list[tuple[str, Read | tuple[bytes, Signature | None, str | None]]]:
+        load = self._load
+        return [(key, load(key)) for key in keys]
+
+    def _load(self, key: str) -> Read | tuple[bytes, Signature | None, str | None]:
+        """The file's bytes (and signature), or a Read when there is nothing to parse."""
         bad_name = _job_file_problem(key)
         try:
             fd = os.open(f"{self.jobs_dir}/{key}", os.O_RDONLY)
@@ -129,6 +149,10 @@ class FileJobSource:
             return Read(problem=f"cannot be read ({error.strerror})", signature=(0, 0, 0))
         finally:
             os.close(fd)
+        return data, signature, bad_name
+
+    @staticmethod
+    def _parse(key: str, data: bytes, signature: Signature | None, bad_name: str | None) -> Read:
         try:
             doc = _loads(data.decode())
         except ValueError:
