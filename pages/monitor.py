@@ -19,6 +19,7 @@ from jobs_core.monitor.actions import JobRef, run_action
 from jobs_core.monitor.index import FEED, WATCHING
 
 REFRESH_SECONDS = 3
+REPORT_SECONDS = 30  # how long the outcome of an action stays on screen
 PAGE_SIZES = (25, 50, 100, 200)
 
 
@@ -112,7 +113,13 @@ def page_rows(index: JobIndex, view: pd.DataFrame, key: str, sort: str, size: in
     state = st.session_state.get(key)
     shown = st.session_state.get("monitor_shown", {}).get(key)
     if state is not None and state["selection"]["rows"] and shown:
-        return index.rows(shown)
+        rows = index.rows(shown)
+        if len(rows) == len(shown):
+            return rows
+        # A job on this page was deleted elsewhere: positions no longer match, start afresh.
+        st.session_state["monitor_generation"] = st.session_state.get("monitor_generation", 0) + 1
+        st.session_state["monitor_notice"] = "A job on this page was deleted elsewhere; the selection was cleared."
+        st.rerun()
     rows = stats.page_of(view, page, size, sort)
     st.session_state["monitor_shown"] = {key: list(rows.index)}
     return rows
@@ -192,14 +199,17 @@ def show_actions(service: JobService, index: JobIndex, chosen: list[JobRef]) -> 
 
 def act(service: JobService, index: JobIndex, action: str, chosen: list[JobRef]) -> None:
     report = run_action(service, action, chosen, index)
-    st.session_state["monitor_report"] = report
+    st.session_state["monitor_report"] = (report, datetime.now())
     st.session_state["monitor_generation"] = st.session_state.get("monitor_generation", 0) + 1
     st.rerun()
 
 
 def show_report() -> None:
-    report = st.session_state.get("monitor_report")
-    if report is None:
+    notice = st.session_state.pop("monitor_notice", None)
+    if notice:
+        st.info(notice)
+    report, when = st.session_state.get("monitor_report", (None, None))
+    if report is None or datetime.now() - when > timedelta(seconds=REPORT_SECONDS):
         return
     (st.success if not report.refused else st.warning)(report.summary())
     for job, reason in report.refused[:20]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bench.generate_store import Plan, generate
-from jobs_core import FileJobStore
+from jobs_core import FileJobStore, JobService
 from jobs_core.models import JobStatus
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "monitor.py")
@@ -176,3 +177,19 @@ def test_the_page_says_when_it_polls_instead_of_watching(store_dir: Path, monkey
     app = run_page()
     assert any("Polling: the file watcher could not start (too many open files)" in info.value for info in app.info)
     assert metric(app, "Jobs") == "400"
+
+
+def test_a_selection_stays_on_its_jobs_while_new_jobs_arrive(store_dir: Path) -> None:
+    app = run_page()
+    newest = jobs_table(app).value.iloc[0]["job"]
+    select_rows(app, [0])
+    arrived = JobService(FileJobStore(store_dir)).submit({"projectId": "late-arrival"})
+    deadline = time.monotonic() + 10
+    while metric(app, "Jobs") != "401":  # the watcher has to see the new file first (bounded)
+        assert time.monotonic() < deadline, "the new job never reached the page"
+        time.sleep(0.1)
+        app.run()
+    assert jobs_table(app).value.iloc[0]["job"] == newest  # not shifted under the selection
+    assert [b.label for b in app.button if b.label.startswith("Cancel")] == ["Cancel 1"]
+    select_rows(app, [])
+    assert jobs_table(app).value.iloc[0]["job"] == arrived.job_id  # unselected: the live order again

@@ -18,6 +18,7 @@ from typing import TypeVar
 import pandas as pd
 
 from ..models import utcnow
+from ..service import JobService
 from ..store import FileJobStore, JobStore
 from ..store.base import Unreadable
 from .frame import Columns, RowStore, empty_rows
@@ -72,7 +73,8 @@ class JobIndex:
         return index
 
     @classmethod
-    def open(cls, service, watch: str = "auto") -> JobIndex:  # service: JobService (no import cycle)
+    def open(cls, service: JobService, watch: str = "auto") -> JobIndex:
+        """The index of the service's store, with the service's lease for "stuck"."""
         return cls.for_store(service.store, lease_seconds=service.settings.lease_seconds, watch=watch)
 
     def start(self, watch: str = "auto") -> None:
