@@ -1,7 +1,8 @@
 """The monitor in a real browser: `streamlit run app.py` on a generated store, Chromium headless.
 
-A job submitted by another process (the CLI) appears on the open page without a reload: the
-file watcher updates the index and the live fragment re-reads it.
+A job submitted by another process (the CLI) appears on the open page without a reload (the
+file watcher updates the index and the live fragment re-reads it); selecting its row in the grid
+and pressing Cancel cancels it in the store.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from bench.generate_store import Plan, generate
+from jobs_core import FileJobStore, JobStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -85,5 +87,16 @@ def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, 
             # No reload, no click: the live fragment (every 3 s) shows the new job.
             expect(jobs).to_have_text("301", timeout=30_000)
             expect(pending).to_have_text(str(pending_before + 1))
+
+            # Select the newest row (the job just submitted) in the grid and cancel it.
+            job_id = submitted.stdout.split()[0]
+            grid = page.locator("[data-testid='stDataFrame']").first
+            box = grid.bounding_box()
+            page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # row-marker checkbox of row 1
+            cancel = page.get_by_role("button", name="Cancel 1")
+            expect(cancel).to_be_visible(timeout=30_000)
+            cancel.click()
+            expect(page.get_by_text("Canceled 1 job.")).to_be_visible(timeout=30_000)
+            assert FileJobStore(store).get(job_id, "from-the-cli").status is JobStatus.CANCELED
         finally:
             browser.close()
