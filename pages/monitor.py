@@ -329,7 +329,11 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
 st.title("Monitor")
 location = load_settings().store_location
 service = job_service(location)
-index = job_index(location)
+try:
+    index = job_index(location)
+except JobsError as error:
+    st.error(str(error))
+    st.stop()
 header = st.columns([4, 1])
 header[0].caption(f"Every project's jobs in {service.store.describe()}.")
 live_updates = header[1].toggle("Live", value=True, key="monitor_live",

@@ -193,3 +193,17 @@ def test_a_selection_stays_on_its_jobs_while_new_jobs_arrive(store_dir: Path) ->
     assert [b.label for b in app.button if b.label.startswith("Cancel")] == ["Cancel 1"]
     select_rows(app, [])
     assert jobs_table(app).value.iloc[0]["job"] == arrived.job_id  # unselected: the live order again
+
+
+def test_a_bad_watch_setting_is_a_clear_sentence(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBS_MONITOR_WATCH", "sometimes")
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.run()
+    assert not app.exception
+    assert [e.value for e in app.error] == ["JOBS_MONITOR_WATCH='sometimes' must be one of: auto, poll, off."]
+
+
+def test_polling_can_be_asked_for(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBS_MONITOR_WATCH", "poll")
+    app = run_page()
+    assert any("Polling: polling was asked for" in info.value for info in app.info)

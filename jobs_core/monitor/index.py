@@ -9,6 +9,7 @@ of writes to one job file costs one read, and the observer thread never touches 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from typing import TypeVar
 
 import pandas as pd
 
+from ..errors import InvalidInput
 from ..models import utcnow
 from ..service import JobService
 from ..store import FileJobStore, JobStore
@@ -28,6 +30,7 @@ T = TypeVar("T")
 WATCHING = "watching"
 POLLING = "polling"
 FEED = "store feed"
+WATCH_MODES = ("auto", "poll", "off")
 
 
 class JobIndex:
@@ -73,13 +76,20 @@ class JobIndex:
         return index
 
     @classmethod
-    def open(cls, service: JobService, watch: str = "auto") -> JobIndex:
-        """The index of the service's store, with the service's lease for "stuck"."""
+    def open(cls, service: JobService, watch: str | None = None) -> JobIndex:
+        """The index of the service's store, with the service's lease for "stuck".
+
+        watch defaults to JOBS_MONITOR_WATCH, else "auto". Set it to "poll" on a network file
+        system: inotify starts there but never hears of writes made by other hosts.
+        """
+        watch = watch or os.environ.get("JOBS_MONITOR_WATCH") or "auto"
+        if watch not in WATCH_MODES:
+            raise InvalidInput(f"JOBS_MONITOR_WATCH={watch!r} must be one of: {', '.join(WATCH_MODES)}.")
         return cls.for_store(service.store, lease_seconds=service.settings.lease_seconds, watch=watch)
 
     def start(self, watch: str = "auto") -> None:
-        if watch not in ("auto", "poll", "off"):
-            raise ValueError(f"watch must be 'auto', 'poll' or 'off', not {watch!r}.")
+        if watch not in WATCH_MODES:
+            raise InvalidInput(f"watch must be one of: {', '.join(WATCH_MODES)} (not {watch!r}).")
         if isinstance(self.source, FileJobSource):
             # The watcher starts before the build: whatever changes during the scan is re-read after.
             self._start_file_watch(watch)
