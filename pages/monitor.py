@@ -6,6 +6,7 @@ watcher); changes go through `JobService`. The browser gets aggregates and one p
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
@@ -130,6 +131,9 @@ def display_table(rows: pd.DataFrame, now: datetime, lease_seconds: float) -> pd
                                          "attempts", "created", "started", "finished", "run_time",
                                          "queue_wait", "error", "worker", "image_url"]].copy()
     table.insert(4, "stuck", stats.stuck_mask(rows, now, lease_seconds).to_numpy())
+    # Images are served by the API; JOBS_API_URL says where it runs (else the link is relative).
+    api = os.environ.get("JOBS_API_URL", "").rstrip("/")
+    table["image_url"] = [api + url if isinstance(url, str) else None for url in table["image_url"]]
     return table
 
 
@@ -145,7 +149,7 @@ JOB_COLUMNS = {
     "queue_wait": st.column_config.NumberColumn("queue wait", format="%.1f s"),
     "error": st.column_config.TextColumn("error", width="large"),
     "image_url": st.column_config.LinkColumn("image", display_text="open image",
-                                             help="served by the API (python -m jobs_core serve)"),
+                                             help="served by the API (python -m jobs_core serve; set JOBS_API_URL)"),
 }
 
 
@@ -155,8 +159,10 @@ def show_jobs(service: JobService, index: JobIndex, view: pd.DataFrame, view_fil
     sort = controls[0].selectbox("Order", list(stats.SORTS), key="monitor_sort")
     size = controls[1].selectbox("Rows per page", PAGE_SIZES, index=1, key="monitor_page_size")
     pages = stats.page_count(len(view), size)
-    page = int(controls[2].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1,
-                                        key="monitor_page"))
+    if st.session_state.get("monitor_page", 1) > pages:
+        st.session_state["monitor_page"] = pages  # the view shrank (a filter, deletions): stay in range
+    page = int(controls[2].number_input("Page", min_value=1, max_value=pages, step=1, key="monitor_page",
+                                        help=f"of {pages:,}"))
     with controls[3]:
         st.download_button("Export the filtered jobs (CSV)", data=lambda: view.to_csv(index=False).encode(),
                            file_name="jobs.csv", mime="text/csv", icon=":material/download:",
@@ -166,7 +172,7 @@ def show_jobs(service: JobService, index: JobIndex, view: pd.DataFrame, view_fil
     event = st.dataframe(display_table(rows, now, index.lease_seconds), key=key, on_select="rerun",
                          selection_mode="multi-row", hide_index=True, column_config=JOB_COLUMNS,
                          width="stretch")
-    st.caption(f"Showing {len(rows):,} of {len(view):,} jobs. Select rows to act on them; "
+    st.caption(f"Page {page:,} of {pages:,}: {len(rows):,} of {len(view):,} jobs. Select rows to act on them; "
                "select one to see its brief, image and history.")
     chosen = [JobRef(rows.iloc[i]["project"], rows.iloc[i]["job"]) for i in event.selection.rows if i < len(rows)]
     show_report()

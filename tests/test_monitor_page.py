@@ -207,3 +207,13 @@ def test_polling_can_be_asked_for(store_dir: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("JOBS_MONITOR_WATCH", "poll")
     app = run_page()
     assert any("Polling: polling was asked for" in info.value for info in app.info)
+
+
+def test_the_page_number_stays_in_range_when_the_view_shrinks(store_dir: Path) -> None:
+    app = run_page()
+    app.number_input(key="monitor_page").set_value(8).run()
+    assert jobs_table(app).value.iloc[0]["job"] != ""
+    app.multiselect(key="filter_statuses").set_value(["canceled"]).run()  # about 20 jobs: one page
+    assert not app.exception
+    assert app.number_input(key="monitor_page").value == 1
+    assert len(jobs_table(app).value) == int(metric(app, "Jobs"))
