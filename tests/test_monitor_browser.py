@@ -39,7 +39,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     store = tmp_path / "store"
     generate(store, Plan(jobs=300, projects=10, weeks=4, now=datetime.now(UTC)))
     port = free_port()
-    env = {**os.environ, "JOBS_DIR": str(store)}
+    # No embedded workers: the job the test submits must stay pending so it can be seen and canceled.
+    env = {**os.environ, "JOBS_DIR": str(store), "JOBS_APP_WORKERS": "0"}
     env.pop("JOBS_STORE_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
