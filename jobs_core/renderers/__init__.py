@@ -6,6 +6,8 @@ stage boundary without the renderer knowing about jobs or stores.
 """
 from __future__ import annotations
 
+import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ class Renderer(ABC):
 
 
 _FACTORIES: dict[str, Callable[[], Renderer]] = {}
+_LOADED: list[bool] = []
 
 
 def register(name: str, factory: Callable[[], Renderer]) -> None:
@@ -76,6 +79,18 @@ def get_renderer(name: str) -> Renderer:
 
 
 def _load_builtins() -> None:
-    if _FACTORIES:
+    """Import the built-in renderers, then the plugin modules named in JOBS_RENDERER_MODULES.
+
+    JOBS_RENDERER_MODULES is a comma-separated list of importable modules that call `register()`
+    when imported (extra renderers, or test renderers that block on a real condition).
+    """
+    if _LOADED:
         return
+    _LOADED.append(True)
     from . import axonometric, noop  # noqa: F401  (registration happens on import)
+
+    for module in filter(None, (name.strip() for name in os.environ.get("JOBS_RENDERER_MODULES", "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise InvalidInput(f"JOBS_RENDERER_MODULES names {module!r}, which cannot be imported ({error}).") from None
