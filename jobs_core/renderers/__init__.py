@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Renderer(ABC):
 
 _FACTORIES: dict[str, Callable[[], Renderer]] = {}
 _LOADED: list[bool] = []
+_LOADING = threading.RLock()  # worker threads ask for renderers at once: load exactly once, fully
 
 
 def register(name: str, factory: Callable[[], Renderer]) -> None:
@@ -84,13 +86,15 @@ def _load_builtins() -> None:
     JOBS_RENDERER_MODULES is a comma-separated list of importable modules that call `register()`
     when imported (extra renderers, or test renderers that block on a real condition).
     """
-    if _LOADED:
-        return
-    _LOADED.append(True)
-    from . import axonometric, noop  # noqa: F401  (registration happens on import)
+    with _LOADING:
+        if _LOADED:
+            return
+        _LOADED.append(True)  # set first: a plugin that fails to import is reported once, not per job
+        from . import axonometric, noop  # noqa: F401  (registration happens on import)
 
-    for module in filter(None, (name.strip() for name in os.environ.get("JOBS_RENDERER_MODULES", "").split(","))):
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise InvalidInput(f"JOBS_RENDERER_MODULES names {module!r}, which cannot be imported ({error}).") from None
+        for module in filter(None, (name.strip() for name in os.environ.get("JOBS_RENDERER_MODULES", "").split(","))):
+            try:
+                importlib.import_module(module)
+            except ImportError as error:
+                raise InvalidInput(
+                    f"JOBS_RENDERER_MODULES names {module!r}, which cannot be imported ({error}).") from None
