@@ -45,8 +45,11 @@ def read_job_file(path: Path) -> Job:
         raise UnreadableJob(f"{path}: the file is empty.")
     try:
         parsed = json.loads(data)
-    except ValueError as error:
-        raise UnreadableJob(f"{path}: not valid JSON ({error.args[0].split(':')[0]}).") from None
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        raise UnreadableJob(f"{path}: not valid JSON at {where} ({error.msg.lower()}).") from None
+    except ValueError:
+        raise UnreadableJob(f"{path}: not valid JSON (not UTF-8 text).") from None
     if not isinstance(parsed, dict):
         raise UnreadableJob(f"{path}: holds a JSON {type(parsed).__name__}, not a job object.")
     try:
@@ -76,11 +79,14 @@ class FileJobStore(JobStore):
 
     # -- paths (ids are validated before any path is built) ------------------------------------
     def _dir(self, kind: str, project_id: str) -> Path:
-        directory = self.root / kind / validate_id(project_id, "projectId")
-        if directory not in self._made:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._made.add(directory)
-        return directory
+        return self.root / kind / validate_id(project_id, "projectId")
+
+    def _ensure_parent(self, path: Path) -> Path:
+        """Create the file's project folder, on writes only: a read never makes a project appear."""
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        return path
 
     def job_path(self, project_id: str, job_id: str) -> Path:
         return self._dir("jobs", project_id) / f"{validate_id(job_id, 'jobId')}.json"
@@ -116,7 +122,7 @@ class FileJobStore(JobStore):
         after = self._markers(new)
         for marker in after - before:
             touch_durable(marker)  # index first: a crash now leaves a stale marker, never a lost job
-        atomic_write(self.job_path(new.project_id, new.job_id), new.to_json().encode())
+        atomic_write(self._ensure_parent(self.job_path(new.project_id, new.job_id)), new.to_json().encode())
         for marker in before - after:
             unlink_quietly(marker)
         if event is not None:
@@ -127,7 +133,8 @@ class FileJobStore(JobStore):
     def _append_event(self, project_id: str, event: Event) -> None:
         line = event.model_dump_json() + "\n"
         # One write() with O_APPEND: lines from concurrent writers never interleave.
-        fd = os.open(self._event_path(project_id, event.job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self._ensure_parent(self._event_path(project_id, event.job_id))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line.encode())
         finally:
@@ -285,7 +292,7 @@ class FileJobStore(JobStore):
     def save_concept(self, concept: Concept) -> None:
         path = self._dir("concepts", concept.project_id) / f"{validate_id(concept.concept_id, 'conceptId')}.json"
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy.
-        atomic_write(path, concept.model_dump_json(indent=2).encode(), durable=False)
+        atomic_write(self._ensure_parent(path), concept.model_dump_json(indent=2).encode(), durable=False)
 
     def load_concept(self, project_id: str, concept_id: str) -> Concept:
         path = self._dir("concepts", project_id) / f"{validate_id(concept_id, 'conceptId')}.json"
@@ -297,7 +304,7 @@ class FileJobStore(JobStore):
             raise UnreadableJob(f"{path}: not a concept document.") from None
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
-        atomic_write(self.image_path(project_id, job_id), png)
+        atomic_write(self._ensure_parent(self.image_path(project_id, job_id)), png)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:
