@@ -15,6 +15,7 @@ so a crash leaves at worst a stale marker, which the next reader recognises and 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,11 +23,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..errors import JobNotFound, TransitionConflict, UnreadableJob
+from ..errors import JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
 from .atomic import StripedLocks, atomic_write, is_temp_name, touch_durable, unlink_quietly
 from .base import Change, JobPage, JobStore, Unreadable
+
+log = logging.getLogger("jobs_core.store")
 
 
 def _ms(moment: datetime) -> int:
@@ -120,9 +123,15 @@ class FileJobStore(JobStore):
     def _write(self, old: Job | None, new: Job, event: Event | None) -> None:
         before = self._markers(old) if old else set()
         after = self._markers(new)
-        for marker in after - before:
+        added = after - before
+        for marker in added:
             touch_durable(marker)  # index first: a crash now leaves a stale marker, never a lost job
-        atomic_write(self._ensure_parent(self.job_path(new.project_id, new.job_id)), new.to_json().encode())
+        try:
+            atomic_write(self._ensure_parent(self.job_path(new.project_id, new.job_id)), new.to_json().encode())
+        except StoreWriteError:
+            for marker in added:  # the job file kept its old version: drop the index entries for the new one
+                unlink_quietly(marker)
+            raise
         for marker in before - after:
             unlink_quietly(marker)
         if event is not None:
@@ -134,11 +143,16 @@ class FileJobStore(JobStore):
         line = event.model_dump_json() + "\n"
         # One write() with O_APPEND: lines from concurrent writers never interleave.
         path = self._ensure_parent(self._event_path(project_id, event.job_id))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as error:
+            # The transition is already durable in the job file (the truth); raising now would
+            # report a change that happened as one that failed. The log line is lost, not the job.
+            log.warning("could not append to %s: %s; the job file is up to date", path, error.strerror)
 
     def create(self, job: Job, event: Event | None) -> None:
         path = self.job_path(job.project_id, job.job_id)
