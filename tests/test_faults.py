@@ -178,3 +178,39 @@ def test_permission_denied_on_the_job_folder_leaves_the_job_intact(root_owned_st
         assert service.get(job.job_id).status is JobStatus.PENDING  # reading still works
     assert job_file.read_bytes() == before
     assert [j.job_id for j in service.list().jobs] == [job.job_id] and temp_files(root_owned_store) == []
+
+
+# -- what a crash or a power loss can leave in the FileJobStore's index -------------------------------
+def test_a_lost_running_hint_is_rebuilt_and_the_job_still_reclaimed(tmp_path):
+    """The running hint is not fsynced; after a power loss a processing job may have none."""
+    from datetime import timedelta
+
+    service = file_service(tmp_path / "store")
+    job = service.submit({"projectId": "p1"})
+    claimed = service.claim_next("w1")
+    hint = tmp_path / "store" / ".state" / "running" / f"{job.job_id}.p1"
+    hint.unlink()
+    assert service.claim_next("w2") is None  # not claimed twice: the job file says processing
+    assert hint.exists()  # and the claimer rebuilt the hint
+    [requeued] = service.reclaim_expired(now=claimed.heartbeat_at + timedelta(seconds=31))
+    assert requeued.status is JobStatus.PENDING and not hint.exists()
+
+
+def test_a_stale_running_hint_does_not_hold_a_pending_job_back(tmp_path):
+    service = file_service(tmp_path / "store")
+    job = service.submit({"projectId": "p1"})
+    stale = tmp_path / "store" / ".state" / "running" / f"{job.job_id}.p1"
+    stale.touch()  # as if an unlink was lost: the hint says processing, the job file says pending
+    assert service.claim_next("w1") is None
+    assert service.reclaim_expired() == [] and not stale.exists()  # the maintenance pass drops it
+    assert service.claim_next("w1").job_id == job.job_id
+
+
+def test_a_stale_queue_marker_is_dropped(tmp_path):
+    service = file_service(tmp_path / "store")
+    job = service.submit({"projectId": "p1"})
+    service.cancel(job.job_id)
+    ghost = tmp_path / "store" / ".state" / "ready" / f"0000000000001.{job.job_id}.p1"
+    ghost.touch()  # as if a crash came between the job write and the marker removal
+    assert service.claim_next("w1") is None and not ghost.exists()
+    assert service.get(job.job_id).status is JobStatus.CANCELED
