@@ -19,7 +19,7 @@ from jobs_core.worker import Worker
 @pytest.fixture
 def fast(service):
     """Short lease and no backoff, so lease expiry and retries happen within a test."""
-    service.settings = replace(service.settings, lease_seconds=0.6, retry_backoff_seconds=0.0)
+    service.settings = replace(service.settings, lease_seconds=1.0, retry_backoff_seconds=0.0)
     return service
 
 
@@ -115,8 +115,8 @@ def test_heartbeats_keep_a_long_silent_render_from_being_reclaimed(fast, gate, w
     rival = Worker(fast, poll_seconds=0.05).start()  # reclaims expired jobs every lease/3
     workers.append(rival)
     lease = fast.settings.lease_seconds
-    held = wait_until(lambda: (j := fast.get(job.job_id)).heartbeat_at - j.started_at > timedelta(seconds=4 * lease)
-                      and j, what="four leases of heartbeats")
+    held = wait_until(lambda: (j := fast.get(job.job_id)).heartbeat_at - j.started_at > timedelta(seconds=3 * lease)
+                      and j, what="three leases of heartbeats")
     assert held.status is JobStatus.PROCESSING and held.worker_id == owner.worker_id and held.attempts == 1
     (gate / "open").touch()
     done = final(fast, job.job_id)
