@@ -106,9 +106,10 @@ def complete(job: Job, lease: Lease, image_url: str, prompt: str | None,
              now: datetime | None = None) -> Outcome:
     now = now or utcnow()
     _expect_owner(job, lease, "complete")
+    # A cancel asked for too late to stop the render is moot once the image exists.
     new = _update(job, now, status=C, progress=100, stage="done", image_url=image_url,
                   prompt=prompt if prompt is not None else job.prompt, error=None,
-                  finished_at=now, heartbeat_at=now)
+                  finished_at=now, heartbeat_at=now, cancel_requested=False)
     return new, _event(new, "completed", now)
 
 
@@ -122,11 +123,13 @@ def fail(job: Job, lease: Lease, message: str, retryable: bool, backoff_base: fl
     """A failed attempt: back to pending (later) while attempts remain and it may help, else failed."""
     now = now or utcnow()
     _expect_owner(job, lease, "fail")
+    if job.cancel_requested and retryable:
+        return _canceled(job, now)  # the user asked to stop: no further attempt
     if retryable and job.attempts < job.max_attempts:
         new = _update(job, now, status=P, worker_id=None, heartbeat_at=None, error=message,
                       stage="waiting to retry", available_at=now + backoff(job.attempts, backoff_base))
         return new, _event(new, "requeued", now, message)
-    new = _update(job, now, status=F, error=message, finished_at=now, stage="failed")
+    new = _update(job, now, status=F, error=message, finished_at=now, stage="failed", cancel_requested=False)
     return new, _event(new, "failed", now, message)
 
 

@@ -155,10 +155,10 @@ class JobService:
     def has_work(self, now: datetime | None = None) -> bool:
         """Whether any job is pending or reclaimable (for `worker --drain`)."""
         now = now or utcnow()
+        running = self.store.processing()  # first: a file store drops stale index entries here
         if self.store.pending():
             return True
-        return any(lifecycle.is_expired(job, self.settings.lease_seconds, now)
-                   for job in self.store.processing())
+        return any(lifecycle.is_expired(job, self.settings.lease_seconds, now) for job in running)
 
 
 def parse_status(status: JobStatus | str | None) -> JobStatus | None:

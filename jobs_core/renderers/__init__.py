@@ -6,6 +6,9 @@ stage boundary without the renderer knowing about jobs or stores.
 """
 from __future__ import annotations
 
+import importlib
+import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +59,8 @@ class Renderer(ABC):
 
 
 _FACTORIES: dict[str, Callable[[], Renderer]] = {}
+_LOADED: list[bool] = []
+_LOADING = threading.RLock()  # worker threads ask for renderers at once: load exactly once, fully
 
 
 def register(name: str, factory: Callable[[], Renderer]) -> None:
@@ -76,6 +81,20 @@ def get_renderer(name: str) -> Renderer:
 
 
 def _load_builtins() -> None:
-    # Importing a renderer module registers it; importing one directly (as tests and benches do)
-    # must not hide the others, so check for the whole set rather than "any registered".
-    from . import automatic1111, axonometric, noop, openai_images  # noqa: F401  (registration on import)
+    """Import the built-in renderers, then the plugin modules named in JOBS_RENDERER_MODULES.
+
+    JOBS_RENDERER_MODULES is a comma-separated list of importable modules that call `register()`
+    when imported (extra renderers, or test renderers that block on a real condition).
+    """
+    with _LOADING:
+        if _LOADED:
+            return
+        _LOADED.append(True)  # set first: a plugin that fails to import is reported once, not per job
+        from . import automatic1111, axonometric, noop, openai_images  # noqa: F401  (registration on import)
+
+        for module in filter(None, (name.strip() for name in os.environ.get("JOBS_RENDERER_MODULES", "").split(","))):
+            try:
+                importlib.import_module(module)
+            except ImportError as error:
+                raise InvalidInput(
+                    f"JOBS_RENDERER_MODULES names {module!r}, which cannot be imported ({error}).") from None

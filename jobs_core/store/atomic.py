@@ -96,9 +96,16 @@ class StripedLocks:
     def _path(self, key: str) -> Path:
         return self.directory / f"{zlib.crc32(key.encode()) % self.stripes:03d}.lock"
 
+    def _open(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # e.g. a store created by another user: say so, no traceback
+            raise StoreWriteError(f"Could not open the lock file {path}: {_describe(error)}.") from error
+
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open(key)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -107,7 +114,7 @@ class StripedLocks:
 
     def try_hold(self, key: str) -> int | None:
         """Take the lock without waiting: a file descriptor to `release`, or None if busy."""
-        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open(key)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

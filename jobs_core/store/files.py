@@ -4,31 +4,40 @@
     {root}/concepts/{projectId}/{conceptId}.json
     {root}/renders/{projectId}/{jobId}.png
     {root}/events/{projectId}/{jobId}.jsonl
-    {root}/.state/ready/{availableAtMs}.{jobId}.{projectId}   queue index of pending jobs
-    {root}/.state/running/{jobId}.{projectId}                index of processing jobs
+    {root}/.state/ready/{availableAtMs}.{jobId}.{projectId}   queue index of pending and processing jobs
+    {root}/.state/running/{jobId}.{projectId}                hint: which of those are processing
     {root}/.state/locks/NNN.lock                              striped flock files
     {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
 
 The .state markers let workers find work without reading finished jobs: sorted(listdir(ready))
-is the queue order (huey's trick). They are written before the job file and removed after it,
-so a crash leaves at worst a stale marker, which the next reader recognises and drops.
+is the queue order (huey's trick). A ready marker is durable: it is written (and its folder
+fsynced) before the job file and removed after it, so a crash leaves at worst a stale marker,
+which the next reader recognises and drops. It stays while the job is processing (a claim does
+not change availableAt), so a claim costs no marker write; the running hint beside it is not
+fsynced, because it can always be rebuilt: it is created after the job file says processing and
+removed before it says anything else, a claimer that finds a processing job without a hint
+recreates it, and `processing()` drops hints whose job is not processing.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..errors import InvalidInput, JobNotFound, TransitionConflict, UnreadableJob
+from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
 from .atomic import StripedLocks, atomic_write, is_temp_name, touch_durable, unlink_quietly
 from .base import Change, JobPage, JobStore, Unreadable
+
+log = logging.getLogger("jobs_core.store")
 
 
 def _ms(moment: datetime) -> int:
@@ -47,8 +56,11 @@ def read_job_file(path: Path) -> Job:
         raise UnreadableJob(f"{path}: the file is empty.")
     try:
         parsed = json.loads(data)
-    except ValueError as error:
-        raise UnreadableJob(f"{path}: not valid JSON ({error.args[0].split(':')[0]}).") from None
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        raise UnreadableJob(f"{path}: not valid JSON at {where} ({error.msg.lower()}).") from None
+    except ValueError:
+        raise UnreadableJob(f"{path}: not valid JSON (not UTF-8 text).") from None
     if not isinstance(parsed, dict):
         raise UnreadableJob(f"{path}: holds a JSON {type(parsed).__name__}, not a job object.")
     try:
@@ -57,6 +69,64 @@ def read_job_file(path: Path) -> Job:
         first = error.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
         raise UnreadableJob(f"{path}: not a job document ({field}: {first['msg']}).") from None
+
+
+class QueueSnapshot:
+    """Queue order from one sorted listing of .state/ready, reused across claims while it is exact.
+
+    Listing and sorting the folder costs O(queue length) per claim (tens of ms with thousands of
+    queued jobs). Every marker is named by its availableAt, and new markers are written with the
+    clock at that moment (submit, retry, release, requeue; a backoff only adds to it), so a marker
+    created after the listing sorts after every entry that was already due when the listing was
+    taken. Those entries can therefore be handed out from the snapshot in order; the first entry
+    at or after the listing instant, or the end of the list, triggers a fresh listing. Entries
+    claimed meanwhile by other processes are skipped by the caller (their marker is gone).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.names: list[str] = []
+        self.position = 0
+        self.listed_at_ms = -1  # nothing is trusted until the first listing
+        self.guard = threading.Lock()  # worker threads share one store object
+
+    def forget(self) -> None:
+        with self.guard:
+            self.listed_at_ms = -1
+
+    def due(self, limit_ms: int) -> Iterator[str]:
+        """Marker names whose availableAt <= limit_ms, in queue order, listing at most once afresh."""
+        fresh = False
+        while True:
+            with self.guard:
+                name, fresh = self._pick(limit_ms, fresh)
+            if name is None:
+                return
+            yield name
+
+    def _pick(self, limit_ms: int, fresh: bool) -> tuple[str | None, bool]:
+        while True:
+            if self.position >= len(self.names):
+                if fresh:
+                    return None, fresh
+                self._relist()
+                fresh = True
+                continue
+            name = self.names[self.position]
+            ms = int(name.split(".", 1)[0])
+            if ms >= self.listed_at_ms and not fresh:
+                self._relist()  # a newer marker may sort before this one: look again
+                fresh = True
+                continue
+            if ms > limit_ms:
+                return None, fresh  # sorted by availability: nothing further is due yet
+            self.position += 1
+            return name, fresh
+
+    def _relist(self) -> None:
+        self.listed_at_ms = _ms(datetime.now(UTC))  # before listing: markers made during it are newer
+        self.names = sorted(os.listdir(self.directory))
+        self.position = 0
 
 
 class FileJobStore(JobStore):
@@ -75,34 +145,45 @@ class FileJobStore(JobStore):
         self.key_locks = StripedLocks(self.state_dir / "key-locks", stripes=64)
         self._made: set[Path] = set()
         self._project_of: dict[str, str] = {}
+        self._queue = QueueSnapshot(self.ready_dir)
 
     def describe(self) -> str:
         return f"files in {self.root.resolve()}"
 
     # -- paths (ids are validated before any path is built) ------------------------------------
-    def _dir(self, kind: str, project_id: str, create: bool = False) -> Path:
-        # Only writes create a project's folders: a read of an unknown project leaves no trace.
-        directory = self.root / kind / validate_id(project_id, "projectId")
-        if create and directory not in self._made:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._made.add(directory)
-        return directory
+    def _dir(self, kind: str, project_id: str) -> Path:
+        return self.root / kind / validate_id(project_id, "projectId")
 
-    def job_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
-        return self._dir("jobs", project_id, create) / f"{validate_id(job_id, 'jobId')}.json"
+    def _ensure_parent(self, path: Path) -> Path:
+        """Create the file's project folder, on writes only: a read never makes a project appear."""
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        return path
 
-    def image_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
-        return self._dir("renders", project_id, create) / f"{validate_id(job_id, 'jobId')}.png"
+    def job_path(self, project_id: str, job_id: str) -> Path:
+        return self._dir("jobs", project_id) / f"{validate_id(job_id, 'jobId')}.json"
 
-    def _event_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
-        return self._dir("events", project_id, create) / f"{validate_id(job_id, 'jobId')}.jsonl"
+    def image_path(self, project_id: str, job_id: str) -> Path:
+        return self._dir("renders", project_id) / f"{validate_id(job_id, 'jobId')}.png"
+
+    def _event_path(self, project_id: str, job_id: str) -> Path:
+        return self._dir("events", project_id) / f"{validate_id(job_id, 'jobId')}.jsonl"
 
     def _markers(self, job: Job) -> set[Path]:
-        if job.status is JobStatus.PENDING:
+        """The job's durable queue marker: pending and processing jobs have one, final jobs none."""
+        if job.status in (JobStatus.PENDING, JobStatus.PROCESSING):
             return {self.ready_dir / f"{_ms(job.available_at):013d}.{job.job_id}.{job.project_id}"}
-        if job.status is JobStatus.PROCESSING:
-            return {self.running_dir / f"{job.job_id}.{job.project_id}"}
         return set()
+
+    def _hint(self, job_id: str, project_id: str) -> str:
+        return os.path.join(self.running_dir, f"{job_id}.{project_id}")
+
+    def _touch_hint(self, job: Job) -> None:
+        try:
+            os.close(os.open(self._hint(job.job_id, job.project_id), os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError as error:  # only a hint: the job is found through its ready marker anyway
+            log.warning("could not write the running hint of %s: %s", job.job_id, error.strerror)
 
     def _locate(self, job_id: str, project_id: str | None) -> str:
         validate_id(job_id, "jobId")
@@ -120,9 +201,23 @@ class FileJobStore(JobStore):
     def _write(self, old: Job | None, new: Job, event: Event | None) -> None:
         before = self._markers(old) if old else set()
         after = self._markers(new)
-        for marker in after - before:
+        added = after - before
+        for marker in added:
             touch_durable(marker)  # index first: a crash now leaves a stale marker, never a lost job
-        atomic_write(self.job_path(new.project_id, new.job_id, create=True), new.to_json().encode())
+        running_before = old is not None and old.status is JobStatus.PROCESSING
+        running_after = new.status is JobStatus.PROCESSING
+        if running_before and not running_after:
+            unlink_quietly(Path(self._hint(old.job_id, old.project_id)))  # before: never a hint on a non-processing job
+        try:
+            atomic_write(self._ensure_parent(self.job_path(new.project_id, new.job_id)), new.to_json().encode())
+        except StoreWriteError:
+            for marker in added:  # the job file kept its old version: drop the index entries for the new one
+                unlink_quietly(marker)
+            if running_before and not running_after:
+                self._touch_hint(old)  # still processing after all
+            raise
+        if running_after and not running_before:
+            self._touch_hint(new)  # after: the job file already says processing
         for marker in before - after:
             unlink_quietly(marker)
         if event is not None:
@@ -133,12 +228,17 @@ class FileJobStore(JobStore):
     def _append_event(self, project_id: str, event: Event) -> None:
         line = event.model_dump_json() + "\n"
         # One write() with O_APPEND: lines from concurrent writers never interleave.
-        path = self._event_path(project_id, event.job_id, create=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self._ensure_parent(self._event_path(project_id, event.job_id))
         try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as error:
+            # The transition is already durable in the job file (the truth); raising now would
+            # report a change that happened as one that failed. The log line is lost, not the job.
+            log.warning("could not append to %s: %s; the job file is up to date", path, error.strerror)
 
     def create(self, job: Job, event: Event | None) -> None:
         if job.idempotency_key is None:
@@ -187,15 +287,17 @@ class FileJobStore(JobStore):
 
     def claim_next(self, change: Change, now: datetime) -> Job | None:
         limit = _ms(now)
-        for name in sorted(os.listdir(self.ready_dir)):
-            ms, job_id, project_id = name.split(".", 2)
-            if int(ms) > limit:
-                return None  # sorted by availability: nothing further is due yet
+        for name in self._queue.due(limit):
+            marker = os.path.join(self.ready_dir, name)
+            _, job_id, project_id = name.split(".", 2)
+            if os.path.exists(self._hint(job_id, project_id)) or not os.path.exists(marker):
+                continue  # processing, or claimed, canceled or rescheduled since the queue was listed
             fd = self.locks.try_hold(job_id)
             if fd is None:
+                self._queue.forget()  # busy now, maybe due later: the next call lists afresh
                 continue  # someone else is on it (or on its lock stripe): try the next one
             try:
-                claimed = self._claim_locked(self.ready_dir / name, job_id, project_id, change)
+                claimed = self._claim_locked(Path(marker), job_id, project_id, change)
             finally:
                 self.locks.release(fd)
             if claimed is not None:
@@ -210,6 +312,9 @@ class FileJobStore(JobStore):
             return None
         if marker not in self._markers(old):
             unlink_quietly(marker)  # stale: claimed, canceled or rescheduled since it was written
+            return None
+        if old.status is JobStatus.PROCESSING:
+            self._touch_hint(old)  # its hint was lost (a crash or power loss): rebuild it
             return None
         try:
             new, event = change(old)
@@ -230,6 +335,7 @@ class FileJobStore(JobStore):
                 check(job)
                 for marker in self._markers(job):
                     unlink_quietly(marker)
+            unlink_quietly(Path(self._hint(job_id, project_id)))
             unlink_quietly(path)
             unlink_quietly(self.image_path(project_id, job_id))
             unlink_quietly(self._event_path(project_id, job_id))
@@ -254,13 +360,17 @@ class FileJobStore(JobStore):
                 continue
             if job.status is JobStatus.PROCESSING:
                 jobs.append(job)
+            else:
+                unlink_quietly(self.running_dir / name)  # stale hint (a crash between two writes)
         return jobs
 
     def pending(self) -> list[tuple[datetime, str]]:
+        running = set(os.listdir(self.running_dir))
         queue = []
         for name in sorted(os.listdir(self.ready_dir)):
-            ms, job_id, _ = name.split(".", 2)
-            queue.append((datetime.fromtimestamp(int(ms) / 1000, UTC), job_id))
+            ms, job_id, project_id = name.split(".", 2)
+            if f"{job_id}.{project_id}" not in running:
+                queue.append((datetime.fromtimestamp(int(ms) / 1000, UTC), job_id))
         return queue
 
     def projects(self) -> list[str]:
@@ -318,10 +428,9 @@ class FileJobStore(JobStore):
 
     # -- concepts, images, events --------------------------------------------------------------
     def save_concept(self, concept: Concept) -> None:
-        directory = self._dir("concepts", concept.project_id, create=True)
-        path = directory / f"{validate_id(concept.concept_id, 'conceptId')}.json"
+        path = self._dir("concepts", concept.project_id) / f"{validate_id(concept.concept_id, 'conceptId')}.json"
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy.
-        atomic_write(path, concept.model_dump_json(indent=2).encode(), durable=False)
+        atomic_write(self._ensure_parent(path), concept.model_dump_json(indent=2).encode(), durable=False)
 
     def load_concept(self, project_id: str, concept_id: str) -> Concept:
         path = self._dir("concepts", project_id) / f"{validate_id(concept_id, 'conceptId')}.json"
@@ -333,7 +442,7 @@ class FileJobStore(JobStore):
             raise UnreadableJob(f"{path}: not a concept document.") from None
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
-        atomic_write(self.image_path(project_id, job_id, create=True), png)
+        atomic_write(self._ensure_parent(self.image_path(project_id, job_id)), png)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:

@@ -1,0 +1,243 @@
+"""Benchmark of the job machinery on the FileJobStore, beside its floor and its peer, in one run.
+
+    python -m bench.core_bench [--jobs 5000] [--ops 1000] [--finished 100000] [--workers 1 4] [--no-rq]
+
+Prints figures, asserts nothing. Each figure sits beside what it is compared to, measured in the
+same run on the same disk:
+  * floor: one fsynced atomic write of a job-sized file (temp file, fsync, rename, directory fsync);
+  * per operation (one process, `noop` renderer): create, claim, progress, complete, and their sum,
+    a job's whole lifecycle; targets create <= 2x floor, lifecycle <= 6x floor;
+  * throughput: --jobs jobs submitted, then drained by 1 and by 4 worker processes (each claims
+    and runs jobs through the real Worker.run path), beside RQ's SimpleWorker on this machine's
+    Redis (bench/rq_peer.py); target at 4 workers >= 1.5x RQ's jobs/s;
+  * a store already holding --finished completed jobs (written directly, without fsync, to set up
+    quickly): create and claim must cost <= 1.2x what they cost in an empty store. Empty and full
+    stores are measured in alternating rounds so that disk noise from other processes hits both.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from jobs_core.config import load_settings
+from jobs_core.lifecycle import Lease
+from jobs_core.models import Job, JobStatus, utcnow
+from jobs_core.renderers.noop import _tiny_png
+from jobs_core.service import JobService
+from jobs_core.store import FileJobStore
+from jobs_core.store.atomic import atomic_write
+from jobs_core.worker import Worker
+
+BRIEF = {"title": "Harbour offices", "floors": 6, "footprint": "L", "material": "timber", "roof": "gable"}
+
+
+def open_service(root: Path) -> JobService:
+    settings = replace(load_settings(root), store_url=None, renderer="noop", retry_backoff_seconds=0.0)
+    return JobService(FileJobStore(root), settings)
+
+
+def submit(service: JobService, project: str = "bench") -> Job:
+    return service.submit({"projectId": project, "renderType": "axonometric", "conceptInputs": BRIEF})
+
+
+def per_op_ms(count: int, action: Callable[[int], object]) -> float:
+    started = time.perf_counter()
+    for index in range(count):
+        action(index)
+    return (time.perf_counter() - started) * 1000 / count
+
+
+# -- the floor --------------------------------------------------------------------------------------
+def floor_ms(directory: Path, count: int) -> float:
+    """One fsynced atomic write of a file the size of a job document."""
+    data = Job(job_id="job_" + "0" * 26, concept_id="cpt_" + "0" * 26, project_id="bench",
+               render_type="axonometric", renderer="noop", concept_inputs=BRIEF).to_json().encode()
+    target = directory / "floor.json"
+    return per_op_ms(count, lambda _: atomic_write(target, data))
+
+
+# -- per-operation costs ---------------------------------------------------------------------------
+def lifecycle_ms(root: Path, floor_dir: Path, count: int, rounds: int) -> dict[str, float]:
+    """Median per-op cost over `rounds` batches, each batch next to its own floor measurement.
+
+    The disk is shared, and its latency drifts within a run: interleaving the floor with the
+    operations compares each with the other under the same conditions.
+    """
+    service = open_service(root)
+    batches: dict[str, list[float]] = {}
+    batch = max(count // rounds, 1)
+    for _ in range(rounds):
+        for name, ms in one_batch(service, floor_dir, batch).items():
+            batches.setdefault(name, []).append(ms)
+    return {name: statistics.median(values) for name, values in batches.items()}
+
+
+def one_batch(service: JobService, floor_dir: Path, count: int) -> dict[str, float]:
+    costs = {"floor": floor_ms(floor_dir, count), "create": per_op_ms(count, lambda _: submit(service))}
+    claimed: list[Job] = []
+    costs["claim"] = per_op_ms(count, lambda _: claimed.append(service.claim_next("bench-worker")))
+    leases = [Lease.of(job) for job in claimed]
+    costs["progress"] = per_op_ms(count, lambda i: service.report_progress(leases[i], 50, "encoding"))
+    costs["complete"] = per_op_ms(count, lambda i: service.complete(leases[i], _tiny_png()))
+    costs["lifecycle"] = sum(ms for name, ms in costs.items() if name != "floor")
+    return costs
+
+
+# -- throughput with worker processes ------------------------------------------------------------
+def _drain(root: str, start) -> None:
+    service = open_service(Path(root))
+    worker = Worker(service)  # not started: this loop is its claim loop, without idle polling
+    start.wait()
+    while (job := service.claim_next(worker.worker_id)) is not None:
+        worker.run(job)
+
+
+def queued_store(root: Path, jobs: int) -> float:
+    """A store with `jobs` pending jobs; returns the create cost per job (ms)."""
+    service = open_service(root)
+    return per_op_ms(jobs, lambda _: submit(service))
+
+
+def throughput(root: Path, jobs: int, workers: int) -> dict[str, float]:
+    service = open_service(root)
+    start = multiprocessing.Barrier(workers + 1)
+    processes = [multiprocessing.Process(target=_drain, args=(str(root), start)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    start.wait()  # every worker has imported and opened the store: time the work, not the startup
+    began = time.perf_counter()
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - began
+    done = sum(1 for job in service.store.iter_jobs() if job.status is JobStatus.COMPLETED)
+    return {"jobs_per_s": jobs / elapsed, "completed": done}
+
+
+def rq_figures(jobs: int, workers: int) -> dict[str, float] | str:
+    try:
+        from bench.rq_peer import rq_throughput
+
+        return rq_throughput(jobs, workers)
+    except Exception as error:  # no Redis or no rq: say so and carry on with our own figures
+        return f"unavailable ({type(error).__name__}: {error})"
+
+
+# -- a store full of finished jobs ---------------------------------------------------------------
+def fill_with_finished(root: Path, count: int) -> float:
+    """Write `count` completed job files straight to disk (no fsync: this is only setup)."""
+    service = open_service(root)
+    template = submit(service)
+    service.delete(template.job_id)
+    now = utcnow()
+    done = template.model_copy(update={"status": JobStatus.COMPLETED, "progress": 100, "stage": "done",
+                                       "attempts": 1, "started_at": now, "finished_at": now})
+    text = done.to_json()
+    directory = root / "jobs" / "bench"
+    started = time.perf_counter()
+    for index in range(count):
+        job_id = f"job_0{index:025d}"  # sorts before every new id, like jobs from long ago
+        (directory / f"{job_id}.json").write_text(text.replace(template.job_id, job_id))
+    return time.perf_counter() - started
+
+
+def cpu_and_wall_ms(count: int, action: Callable[[int], object]) -> tuple[float, float]:
+    """(CPU ms, wall ms) per call: CPU time shows the work done, whatever the disk's queue does."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for index in range(count):
+        action(index)
+    return (time.process_time() - cpu) * 1000 / count, (time.perf_counter() - wall) * 1000 / count
+
+
+def create_and_claim_ms(root: Path, count: int) -> dict[str, tuple[float, float]]:
+    service = open_service(root)
+    return {"create": cpu_and_wall_ms(count, lambda _: submit(service)),
+            "claim": cpu_and_wall_ms(count, lambda _: service.claim_next("bench-worker"))}
+
+
+def full_store_rounds(base: Path, finished: int, ops: int, rounds: int) -> dict[str, list[float]]:
+    empty, full = base / "empty", base / "full"
+    seconds = fill_with_finished(full, finished)
+    print(f"  ({finished:,} finished jobs written in {seconds:.1f} s)")
+    figures: dict[str, list[tuple[float, float]]] = {}
+    for index in range(rounds):
+        order = ((empty, "empty"), (full, "full"))
+        for root, name in order if index % 2 == 0 else reversed(order):  # neither always goes first
+            for op, cost in create_and_claim_ms(root, ops // rounds).items():
+                figures.setdefault(f"{name}_{op}", []).append(cost)
+    return figures
+
+
+# -- report --------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs per throughput run")
+    parser.add_argument("--ops", type=int, default=1000, help="operations per per-op measurement")
+    parser.add_argument("--finished", type=int, default=100_000, help="finished jobs in the full store")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating empty/full rounds")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--no-rq", action="store_true", help="skip the RQ peer")
+    parser.add_argument("--dir", help="where to put the stores (default: a temp dir under the current one)")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="core-bench-", dir=args.dir or "."))
+    began = time.perf_counter()
+    try:
+        run(args, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"\ntotal run {time.perf_counter() - began:.0f} s")
+
+
+def run(args: argparse.Namespace, base: Path) -> None:
+    print(f"disk: {base.resolve()}  cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}\n")
+    print(f"per operation, one process, {args.ops} jobs in {args.rounds} batches, noop renderer (medians)")
+    costs = lifecycle_ms(base / "ops", base, args.ops, args.rounds)
+    floor = costs.pop("floor")
+    print(f"  floor: one fsynced atomic write of a job-sized file  {floor:7.2f} ms")
+    targets = {"create": 2.0, "lifecycle": 6.0}
+    for name, ms in costs.items():
+        target = f"   target <= {targets[name]:.0f}x" if name in targets else ""
+        print(f"  {name:10s} {ms:7.2f} ms  = {ms / floor:4.2f}x floor{target}")
+    print()
+
+    print(f"throughput, {args.jobs} jobs, worker processes (noop renderer), beside RQ SimpleWorker "
+          f"(load average {os.getloadavg()[0]:.2f})")
+    queued = base / "queued"
+    create = queued_store(queued, args.jobs)
+    print(f"  create with up to {args.jobs} jobs queued: {create:.2f} ms per job (the same store is copied "
+          f"for each worker count)")
+    for workers in args.workers:
+        root = base / f"throughput-{workers}"
+        shutil.copytree(queued, root)
+        ours = throughput(root, args.jobs, workers)
+        peer = "skipped" if args.no_rq else rq_figures(args.jobs, workers)
+        line = f"  {workers} worker(s): ours {ours['jobs_per_s']:7.1f} jobs/s ({ours['completed']} completed)"
+        if isinstance(peer, dict):
+            line += (f" | RQ {peer['jobs_per_s']:7.1f} jobs/s (enqueue {peer['enqueue_ms']:.2f} ms)"
+                     f" | ours/RQ {ours['jobs_per_s'] / peer['jobs_per_s']:.2f}x")
+        else:
+            line += f" | RQ {peer}"
+        print(line + ("   target at 4 workers >= 1.5x RQ" if workers == 4 else ""))
+    print()
+
+    print(f"a store with {args.finished:,} finished jobs vs an empty one ({args.ops} ops, "
+          f"{args.rounds} alternating rounds, medians)")
+    figures = full_store_rounds(base / "scale", args.finished, args.ops, args.rounds)
+    for op in ("create", "claim"):
+        for index, kind in ((1, "wall"), (0, "CPU ")):
+            empty = statistics.median(cost[index] for cost in figures[f"empty_{op}"])
+            full = statistics.median(cost[index] for cost in figures[f"full_{op}"])
+            print(f"  {op:7s} {kind}  empty {empty:6.2f} ms   full {full:6.2f} ms   = {full / empty:4.2f}x"
+                  f"   target <= 1.2x")
+    print(f"  (load average now {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Real write faults: a full disk (ENOSPC on a tiny tmpfs) and permission denied (EACCES as another user).
+
+No mock of the OS: the disk really is full and the process really lacks the permission. Both need
+root (to mount a tmpfs, and to switch the effective uid); without it the tests skip and say why.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from jobs_core.config import load_settings
+from jobs_core.errors import StoreWriteError
+from jobs_core.lifecycle import Lease
+from jobs_core.models import JobStatus
+from jobs_core.renderers.noop import _tiny_png
+from jobs_core.service import JobService
+from jobs_core.store import FileJobStore
+from jobs_core.store.atomic import is_temp_name
+
+NOBODY = 65534
+
+
+def file_service(root: Path) -> JobService:
+    return JobService(FileJobStore(root), replace(load_settings(root), store_url=None, retry_backoff_seconds=0.0))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs: small enough to fill in milliseconds, real enough to return ENOSPC."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here for a real ENOSPC ({mounted.stderr.strip()})")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until the file system refuses another byte."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in (65536, 4096, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * chunk)
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def index(root: Path) -> dict[str, list[str]]:
+    """The store's queue and running markers (FileJobStore's index of pending/processing jobs)."""
+    return {kind: sorted(os.listdir(root / ".state" / kind)) for kind in ("ready", "running")}
+
+
+def temp_files(root: Path) -> list[str]:
+    return [name for _, _, names in os.walk(root) for name in names if is_temp_name(name)]
+
+
+def test_disk_full_leaves_every_job_as_it_was_and_says_so(tiny_disk):
+    root = tiny_disk / "store"
+    service = file_service(root)
+    waiting = service.submit({"projectId": "p1"})
+    running = service.submit({"projectId": "p1"})
+    lease = Lease.of(service.claim_next("w1"))
+    assert lease.job_id == waiting.job_id
+    service.report_progress(lease, 30, "drawing")
+    job_file = root / "jobs" / "p1" / f"{waiting.job_id}.json"
+    before, index_before = job_file.read_bytes(), index(root)
+    listing_before = [j.model_dump_json() for j in service.list().jobs]
+
+    filler = fill(tiny_disk)
+    full = "the disk is full. The previous version is unchanged."
+    with pytest.raises(StoreWriteError, match=f"Could not write {waiting.job_id}.json: {full}"):
+        service.report_progress(lease, 60, "drawing facades")
+    with pytest.raises(StoreWriteError, match=f"Could not write {waiting.job_id}.png: {full}"):
+        service.complete(lease, _tiny_png() * 2000)  # the image is written first, so this fails first
+    with pytest.raises(StoreWriteError, match=f"Could not write {running.job_id}.json: {full}"):
+        service.claim_next("w2")
+    with pytest.raises(StoreWriteError, match="the disk is full"):
+        service.submit({"projectId": "p1", "conceptInputs": {"description": "x" * 1500}})
+    with pytest.raises(StoreWriteError, match=full):  # a saved concept: only the job itself is written
+        service.submit({"projectId": "p1", "conceptId": waiting.concept_id})
+    with pytest.raises(StoreWriteError, match=full):
+        service.cancel(running.job_id)
+
+    assert job_file.read_bytes() == before
+    assert index(root) == index_before  # no queue/running entry for a change that did not happen
+    assert [j.model_dump_json() for j in service.list().jobs] == listing_before
+    assert service.list().unreadable == [] and temp_files(root) == []
+
+    filler.unlink()  # space again: the same calls now succeed, from the state they found
+    assert service.report_progress(lease, 60, "drawing facades").progress == 60
+    assert service.complete(lease, _tiny_png()).status is JobStatus.COMPLETED
+    assert service.claim_next("w2").job_id == running.job_id
+
+
+def test_disk_full_during_a_worker_run_keeps_the_job_recoverable(tiny_disk):
+    """The worker cannot complete or fail the job on a full disk; the lease then hands it on."""
+    from datetime import timedelta
+
+    from jobs_core.worker import Worker
+
+    root = tiny_disk / "store"
+    service = file_service(root)
+    job = service.submit({"projectId": "p1"}, renderer="noop")
+    claimed = service.claim_next("w1")
+    filler = fill(tiny_disk)
+    assert Worker(service).run(claimed) is None  # every write failed; the worker logged and moved on
+    stuck = service.get(job.job_id)
+    assert stuck.status is JobStatus.PROCESSING and stuck.attempts == 1
+    filler.unlink()
+    [requeued] = service.reclaim_expired(now=stuck.heartbeat_at + timedelta(seconds=31))
+    assert requeued.status is JobStatus.PENDING and requeued.attempts == 1
+
+
+@contextmanager
+def acting_as(uid: int) -> Iterator[None]:
+    """Run the block with another effective uid, so file permissions apply even though we are root."""
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@pytest.fixture
+def root_owned_store() -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user for a real EACCES")
+    base = Path(tempfile.mkdtemp(prefix="jobs-eacces-"))
+    base.chmod(0o755)  # others may look in, not write: a store owned by another account
+    yield base / "store"
+    subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_permission_denied_on_the_lock_is_a_clear_error(root_owned_store):
+    service = file_service(root_owned_store)
+    job = service.submit({"projectId": "p1"})
+    before = (root_owned_store / "jobs" / "p1" / f"{job.job_id}.json").read_bytes()
+    denied = r"Could not open the lock file .*: permission denied\."
+    with acting_as(NOBODY), pytest.raises(StoreWriteError, match=denied):
+        service.cancel(job.job_id)
+    assert (root_owned_store / "jobs" / "p1" / f"{job.job_id}.json").read_bytes() == before
+
+
+def test_permission_denied_on_the_job_folder_leaves_the_job_intact(root_owned_store):
+    service = file_service(root_owned_store)
+    job = service.submit({"projectId": "p1"})
+    locks = root_owned_store / ".state" / "locks"
+    locks.chmod(0o777)  # a shared lock folder: the failure must come from the job write itself
+    for lock in locks.iterdir():
+        lock.chmod(0o666)
+    job_file = root_owned_store / "jobs" / "p1" / f"{job.job_id}.json"
+    before = job_file.read_bytes()
+    with acting_as(NOBODY):
+        denied = f"Could not write {job.job_id}.json: permission denied. The previous version is unchanged."
+        with pytest.raises(StoreWriteError, match=denied):
+            service.cancel(job.job_id)
+        with pytest.raises(StoreWriteError, match="permission denied"):
+            service.submit({"projectId": "p1"})
+        assert service.get(job.job_id).status is JobStatus.PENDING  # reading still works
+    assert job_file.read_bytes() == before
+    assert [j.job_id for j in service.list().jobs] == [job.job_id] and temp_files(root_owned_store) == []
+
+
+# -- what a crash or a power loss can leave in the FileJobStore's index -------------------------------
+def test_a_lost_running_hint_is_rebuilt_and_the_job_still_reclaimed(tmp_path):
+    """The running hint is not fsynced; after a power loss a processing job may have none."""
+    from datetime import timedelta
+
+    service = file_service(tmp_path / "store")
+    job = service.submit({"projectId": "p1"})
+    claimed = service.claim_next("w1")
+    hint = tmp_path / "store" / ".state" / "running" / f"{job.job_id}.p1"
+    hint.unlink()
+    assert service.claim_next("w2") is None  # not claimed twice: the job file says processing
+    assert hint.exists()  # and the claimer rebuilt the hint
+    [requeued] = service.reclaim_expired(now=claimed.heartbeat_at + timedelta(seconds=31))
+    assert requeued.status is JobStatus.PENDING and not hint.exists()
+
+
+def test_a_stale_running_hint_does_not_hold_a_pending_job_back(tmp_path):
+    service = file_service(tmp_path / "store")
+    job = service.submit({"projectId": "p1"})
+    stale = tmp_path / "store" / ".state" / "running" / f"{job.job_id}.p1"
+    stale.touch()  # as if an unlink was lost: the hint says processing, the job file says pending
+    assert service.claim_next("w1") is None
+    assert service.reclaim_expired() == [] and not stale.exists()  # the maintenance pass drops it
+    assert service.claim_next("w1").job_id == job.job_id
+
+
+def test_a_stale_queue_marker_is_dropped(tmp_path):
+    service = file_service(tmp_path / "store")
+    job = service.submit({"projectId": "p1"})
+    service.cancel(job.job_id)
+    ghost = tmp_path / "store" / ".state" / "ready" / f"0000000000001.{job.job_id}.p1"
+    ghost.touch()  # as if a crash came between the job write and the marker removal
+    assert service.claim_next("w1") is None and not ghost.exists()
+    assert service.get(job.job_id).status is JobStatus.CANCELED
