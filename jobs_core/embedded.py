@@ -191,8 +191,7 @@ def render_directly(service: JobService, project_id: str, render_type: str, inpu
     renderer = get_renderer(service.settings.renderer)
     renderer.check_render_type(render_type)
     concept = ConceptInputs.model_validate(dict(inputs))
-    task = RenderTask("direct", validate_id(project_id, "projectId"), render_type, concept.model_dump(),
-                      int(os.environ.get("JOBS_RENDER_SIZE", "1024")))
+    task = RenderTask("direct", validate_id(project_id, "projectId"), render_type, concept.model_dump())
     started = time.perf_counter()
     result = renderer.render(task, progress)
     return result, time.perf_counter() - started

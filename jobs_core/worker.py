@@ -41,7 +41,7 @@ class Worker:
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
         self.poll_seconds = poll_seconds
-        self.render_size = render_size or int(os.environ.get("JOBS_RENDER_SIZE", "1024"))
+        self.render_size = render_size  # None: each renderer applies JOBS_RENDER_SIZE and its own bounds
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, _Running] = {}

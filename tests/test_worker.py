@@ -52,7 +52,7 @@ def final(service, job_id: str, timeout: float = 30):
 
 def test_pool_runs_every_job_with_real_drawings(fast, workers):
     jobs = [submit(fast, "axonometric", floors=floors) for floors in (2, 5, 9)]
-    worker = Worker(fast, concurrency=2, poll_seconds=0.05, render_size=96).start()
+    worker = Worker(fast, concurrency=2, poll_seconds=0.05, render_size=128).start()
     workers.append(worker)
     done = [final(fast, job.job_id) for job in jobs]
     assert [job.status for job in done] == [JobStatus.COMPLETED] * 3

@@ -25,7 +25,7 @@ class RenderTask:
     project_id: str
     render_type: str
     concept_inputs: dict[str, Any]
-    size: int = 1024
+    size: int | None = None  # long side in pixels; None: the renderer's default (JOBS_RENDER_SIZE)
 
 
 @dataclass
