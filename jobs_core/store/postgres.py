@@ -1,0 +1,520 @@
+"""PostgresJobStore: the same contract on PostgreSQL, for workers on many hosts.
+
+    jobs          one row per job: the document as JSONB plus the columns we query
+    job_events    the event log, oldest first by id
+    job_concepts  saved briefs
+    job_images    rendered PNGs (unless an artifacts directory is configured)
+
+Every change runs in one transaction on the row read with SELECT ... FOR UPDATE (or, to claim, on
+the oldest due pending row picked with FOR UPDATE SKIP LOCKED on a partial index), so a change
+function that raises rolls everything back. NOTIFY, sent inside the same transactions, wakes idle
+workers in every process and tells monitors what changed; it is delivered only on commit.
+
+The schema of the URL's search_path is used (`?options=-csearch_path%3Dmyschema`), which lets
+several stores share one database.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+from pydantic import ValidationError
+
+from ..errors import JobNotFound, JobsError, TransitionConflict, UnreadableJob
+from ..ids import validate_id
+from ..models import Concept, Event, Job, JobStatus
+from .atomic import atomic_write
+from .base import Change, JobPage, JobStore, Unreadable
+
+log = logging.getLogger("jobs_core.store.postgres")
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+MIGRATION_LOCK = 7_310_001  # pg_advisory_xact_lock key: concurrent starters migrate one at a time
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id          text PRIMARY KEY,
+        project_id      text NOT NULL,
+        status          text NOT NULL,
+        available_at    timestamptz NOT NULL,
+        updated_at      timestamptz NOT NULL,
+        heartbeat_at    timestamptz,
+        worker_id       text,
+        idempotency_key text,
+        doc             jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_pending_queue ON jobs (available_at, job_id) WHERE status = 'pending';
+    CREATE INDEX IF NOT EXISTS jobs_processing ON jobs (heartbeat_at) WHERE status = 'processing';
+    CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, job_id);
+    CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id);
+    CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (updated_at);
+    CREATE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (project_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS job_events (
+        id          bigserial PRIMARY KEY,
+        job_id      text NOT NULL,
+        project_id  text NOT NULL,
+        doc         jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, id);
+    CREATE TABLE IF NOT EXISTS job_concepts (
+        project_id  text NOT NULL,
+        concept_id  text NOT NULL,
+        doc         jsonb NOT NULL,
+        PRIMARY KEY (project_id, concept_id)
+    );
+    CREATE TABLE IF NOT EXISTS job_images (
+        project_id  text NOT NULL,
+        job_id      text NOT NULL,
+        png         bytea NOT NULL,
+        PRIMARY KEY (project_id, job_id)
+    );
+    """,
+}
+
+_JOB_COLUMNS = "job_id, project_id, status, available_at, updated_at, heartbeat_at, worker_id, idempotency_key, doc"
+_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+_UPDATE_JOB = ("UPDATE jobs SET status = %s, available_at = %s, updated_at = %s, heartbeat_at = %s, "
+               "worker_id = %s, idempotency_key = %s, doc = %s::jsonb WHERE job_id = %s")
+_INSERT_EVENT = "INSERT INTO job_events (job_id, project_id, doc) VALUES (%s, %s, %s::jsonb)"
+
+
+class StoreUnavailable(JobsError):
+    """The database cannot be reached (after retries); nothing was written by the failed call."""
+
+
+class _CommitUncertain(Exception):
+    """The connection dropped during COMMIT: the transaction may or may not have been applied."""
+
+
+def _row_values(job: Job) -> tuple[Any, ...]:
+    return (job.status.value, job.available_at, job.updated_at, job.heartbeat_at, job.worker_id,
+            job.idempotency_key, job.to_json())
+
+
+def _parse_job(job_id: str, text: str) -> Job:
+    try:
+        return Job.model_validate_json(text)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise UnreadableJob(f"jobs row {job_id}: not a job document ({field}: {first['msg']}).") from None
+
+
+def _channel(kind: str, schema: str) -> str:
+    """A NOTIFY channel per schema (channels are database-wide; schemas may be many stores)."""
+    digest = hashlib.sha1(schema.encode()).hexdigest()[:12]
+    return f"jobs_{kind}_{digest}"
+
+
+class PostgresJobStore(JobStore):
+    wakes_across_processes = True
+
+    def __init__(self, url: str, *, pool_size: int | None = None,
+                 artifacts_dir: str | os.PathLike | None = None, retries: int = 4,
+                 connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self.retries = retries
+        artifacts = artifacts_dir or os.environ.get("JOBS_ARTIFACTS_DIR") or None
+        self.artifacts_dir = Path(artifacts) if artifacts else None
+        size = pool_size or int(os.environ.get("JOBS_PG_POOL_SIZE") or 8)
+        self.pool = ConnectionPool(url, min_size=1, max_size=max(size, 1), open=False,
+                                   timeout=connect_timeout, name="jobs_core")
+        try:
+            self.pool.open(wait=True, timeout=connect_timeout)
+        except psycopg.OperationalError as error:
+            self.pool.close()
+            raise StoreUnavailable(f"Cannot connect to PostgreSQL at {self._where()}: {_first_line(error)}") from None
+        self.schema = self._migrate()
+        self.work_channel = _channel("work", self.schema)
+        self.change_channel = _channel("change", self.schema)
+        self._closing = threading.Event()
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
+        self._change_callbacks: list[Callable[[str, str, str], None]] = []
+
+    # -- connection handling -----------------------------------------------------------------
+    def _where(self) -> str:
+        params = conninfo_to_dict(self.url)
+        where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+        return where
+
+    def describe(self) -> str:
+        schema = getattr(self, "schema", "?")
+        return f"PostgreSQL at {self._where()} (schema {schema})"
+
+    def _migrate(self) -> str:
+        """Create or upgrade the tables; idempotent, and serialised across starters by an advisory lock."""
+        def work(cur: psycopg.Cursor) -> str:
+            schema = cur.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                raise StoreUnavailable("The schema named by search_path in the store URL does not exist; "
+                                       "create it first (CREATE SCHEMA name).")
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+            cur.execute("CREATE TABLE IF NOT EXISTS jobs_schema_version ("
+                        "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+            current = cur.execute("SELECT coalesce(max(version), 0) FROM jobs_schema_version").fetchone()[0]
+            for version in sorted(MIGRATIONS):
+                if version > current:
+                    cur.execute(MIGRATIONS[version])
+                    cur.execute("INSERT INTO jobs_schema_version (version) VALUES (%s)", [version])
+            return schema
+        return self._transact(work)
+
+    def _transact(self, work: Callable[[psycopg.Cursor], T],
+                  applied: Callable[[psycopg.Cursor, T], bool] | None = None) -> T:
+        """Run `work` in one transaction; retry it on a dropped connection.
+
+        A transition either commits or raises: when the connection drops during COMMIT, the
+        outcome is checked on a fresh connection with `applied` (when given) before retrying.
+        Exceptions raised by `work` itself roll back and propagate at once.
+        """
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                return self._once(work)
+            except _CommitUncertain as uncertain:
+                result, error = uncertain.args
+                if applied is not None and self._check_applied(applied, result):
+                    return result
+                last = error
+            except psycopg.OperationalError as error:
+                last = error
+            if attempt < self.retries:
+                log.warning("PostgreSQL connection problem (%s); retrying", _first_line(last))
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise StoreUnavailable(f"PostgreSQL at {self._where()} is unavailable: {_first_line(last)}")
+
+    def _once(self, work: Callable[[psycopg.Cursor], T]) -> T:
+        with self.pool.connection() as conn:
+            with conn.cursor() as cur:
+                result = work(cur)
+            try:
+                conn.commit()
+            except psycopg.OperationalError as error:
+                raise _CommitUncertain(result, error) from error
+        return result
+
+    def _check_applied(self, applied: Callable[[psycopg.Cursor, T], bool], result: T) -> bool:
+        try:
+            return self._once(lambda cur: applied(cur, result))
+        except (psycopg.OperationalError, _CommitUncertain):
+            return False  # cannot tell yet: the retry's change function sees the truth and decides
+
+    def _read(self, query: str | sql.Composed, params: Any = ()) -> list[tuple]:
+        return self._transact(lambda cur: cur.execute(query, params).fetchall())
+
+    # -- notifications -------------------------------------------------------------------------
+    def _notify(self, cur: psycopg.Cursor, job: Job) -> None:
+        """Queue NOTIFYs in the current transaction; PostgreSQL sends them only if it commits."""
+        cur.execute("SELECT pg_notify(%s, %s)", [self.change_channel,
+                                                 f"{job.project_id} {job.job_id} {job.status.value}"])
+        if job.status is JobStatus.PENDING:
+            cur.execute("SELECT pg_notify(%s, %s)", [self.work_channel, job.job_id])
+
+    def _ensure_listener(self) -> None:
+        with self._listener_lock:
+            if self._listener is None and not self._closing.is_set():
+                self._listener = threading.Thread(target=self._listen_loop, name="jobs-pg-listen", daemon=True)
+                self._listener.start()
+
+    def _listen_loop(self) -> None:
+        """LISTEN on our channels on a dedicated connection; reconnect when it drops."""
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    for channel in (self.work_channel, self.change_channel):
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    self.notify_work()  # anything queued while we were not listening is due now
+                    while not self._closing.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self._dispatch(note.channel, note.payload)
+            except psycopg.OperationalError as error:
+                log.warning("LISTEN connection lost (%s); reconnecting", _first_line(error))
+                self._closing.wait(0.5)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == self.work_channel:
+            self.notify_work()
+            return
+        project_id, job_id, status = (payload.split(" ") + ["", "", ""])[:3]
+        for callback in list(self._change_callbacks):
+            try:
+                callback(project_id, job_id, status)
+            except Exception:  # a monitor's bug must not stop the listener
+                log.exception("change callback failed")
+
+    def on_change(self, callback: Callable[[str, str, str], None]) -> None:
+        """Call `callback(project_id, job_id, status)` (in a background thread) after every change
+        committed by any process, for live views."""
+        self._change_callbacks.append(callback)
+        self._ensure_listener()
+
+    def wait_for_work(self, timeout: float) -> None:
+        self._ensure_listener()
+        super().wait_for_work(timeout)
+
+    def close(self) -> None:
+        self._closing.set()
+        listener = self._listener
+        if listener is not None:
+            listener.join(5)
+        self.pool.close()
+
+    # -- writes ----------------------------------------------------------------------------------
+    def _write_change(self, cur: psycopg.Cursor, new: Job, event: Event | None) -> None:
+        cur.execute(_UPDATE_JOB, [*_row_values(new), new.job_id])
+        if event is not None:
+            cur.execute(_INSERT_EVENT, [event.job_id, new.project_id, event.model_dump_json()])
+        self._notify(cur, new)
+
+    def _is_written(self, cur: psycopg.Cursor, job: Job | None) -> bool:
+        """Whether the row holds exactly `job` (to learn the outcome of an interrupted COMMIT)."""
+        if job is None:
+            return True
+        row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s", [job.job_id]).fetchone()
+        return row is not None and _parse_job(job.job_id, row[0]) == job
+
+    def create(self, job: Job, event: Event | None) -> None:
+        validate_id(job.project_id, "projectId")
+        validate_id(job.job_id, "jobId")
+
+        def work(cur: psycopg.Cursor) -> Job:
+            try:
+                cur.execute(_INSERT_JOB, [job.job_id, job.project_id, *_row_values(job)])
+            except psycopg.errors.UniqueViolation:
+                raise TransitionConflict(f"Job {job.job_id} already exists.") from None
+            if event is not None:
+                cur.execute(_INSERT_EVENT, [event.job_id, job.project_id, event.model_dump_json()])
+            self._notify(cur, job)
+            return job
+        self._transact(work, self._is_written)
+
+    def _lock_job(self, cur: psycopg.Cursor, job_id: str, project_id: str | None) -> Job:
+        validate_id(job_id, "jobId")
+        if project_id is None:
+            row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s FOR UPDATE", [job_id]).fetchone()
+            if row is None:
+                raise JobNotFound(f"No job with id {job_id}.")
+        else:
+            validate_id(project_id, "projectId")
+            row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s AND project_id = %s FOR UPDATE",
+                              [job_id, project_id]).fetchone()
+            if row is None:
+                raise JobNotFound(f"No job with id {job_id} in project {project_id}.")
+        return _parse_job(job_id, row[0])
+
+    def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
+        def work(cur: psycopg.Cursor) -> Job:
+            old = self._lock_job(cur, job_id, project_id)
+            new, event = change(old)
+            if new is not old:
+                self._write_change(cur, new, event)
+            return new
+        return self._transact(work, self._is_written)
+
+    def claim_next(self, change: Change, now: datetime) -> Job | None:
+        def work(cur: psycopg.Cursor) -> Job | None:
+            row = cur.execute(
+                "SELECT job_id, doc::text FROM jobs WHERE status = 'pending' AND available_at <= %s "
+                "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now]).fetchone()
+            if row is None:
+                return None
+            try:
+                new, event = change(_parse_job(row[0], row[1]))
+            except TransitionConflict:
+                return None
+            self._write_change(cur, new, event)
+            return new
+        return self._transact(work, self._is_written)
+
+    def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
+        def work(cur: psycopg.Cursor) -> str:
+            try:
+                job = self._lock_job(cur, job_id, project_id)
+            except UnreadableJob:
+                job = None  # a corrupt row may always be deleted
+            if job is not None:
+                check(job)
+            project = cur.execute("DELETE FROM jobs WHERE job_id = %s RETURNING project_id", [job_id]).fetchone()[0]
+            cur.execute("DELETE FROM job_events WHERE job_id = %s", [job_id])
+            cur.execute("DELETE FROM job_images WHERE project_id = %s AND job_id = %s", [project, job_id])
+            cur.execute("SELECT pg_notify(%s, %s)", [self.change_channel, f"{project} {job_id} deleted"])
+            return project
+        project = self._transact(work)
+        if self.artifacts_dir is not None:
+            self._artifact_path(project, job_id).unlink(missing_ok=True)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, job_id: str, project_id: str | None = None) -> Job:
+        validate_id(job_id, "jobId")
+        if project_id is None:
+            rows = self._read("SELECT doc::text FROM jobs WHERE job_id = %s", [job_id])
+            if not rows:
+                raise JobNotFound(f"No job with id {job_id}.")
+        else:
+            validate_id(project_id, "projectId")
+            rows = self._read("SELECT doc::text FROM jobs WHERE job_id = %s AND project_id = %s",
+                              [job_id, project_id])
+            if not rows:
+                raise JobNotFound(f"No job with id {job_id} in project {project_id}.")
+        return _parse_job(job_id, rows[0][0])
+
+    def _jobs(self, rows: list[tuple]) -> list[Job]:
+        """Parse (job_id, doc) rows, skipping unreadable ones (they show up in list_jobs)."""
+        jobs = []
+        for job_id, text in rows:
+            try:
+                jobs.append(_parse_job(job_id, text))
+            except UnreadableJob as error:
+                log.warning("%s", error)
+        return jobs
+
+    def processing(self) -> list[Job]:
+        return self._jobs(self._read(
+            "SELECT job_id, doc::text FROM jobs WHERE status = 'processing' ORDER BY job_id"))
+
+    def pending(self) -> list[tuple[datetime, str]]:
+        rows = self._read("SELECT available_at, job_id FROM jobs WHERE status = 'pending' "
+                          "ORDER BY available_at, job_id")
+        return [(available_at, job_id) for available_at, job_id in rows]
+
+    def projects(self) -> list[str]:
+        return [row[0] for row in self._read("SELECT DISTINCT project_id FROM jobs ORDER BY project_id")]
+
+    def list_jobs(self, project_id: str | None = None, status: JobStatus | None = None,
+                  limit: int | None = None, cursor: str | None = None) -> JobPage:
+        where, params = [], []
+        for column, value in (("project_id", project_id), ("status", status and status.value)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if project_id is not None:
+            validate_id(project_id, "projectId")
+        if cursor is not None:
+            where.append("job_id < %s")
+            params.append(cursor)
+        query = "SELECT job_id, doc::text FROM jobs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY job_id DESC"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit + 1)
+        rows = self._read(query, params)
+        page = JobPage(jobs=[])
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            page.next_cursor = rows[-1][0]
+        for job_id, text in rows:
+            try:
+                page.jobs.append(_parse_job(job_id, text))
+            except UnreadableJob as error:
+                page.unreadable.append(Unreadable(f"jobs row {job_id}", str(error).split(": ", 1)[-1]))
+        return page
+
+    def jobs_updated_since(self, since: datetime | None) -> list[Job]:
+        """Jobs changed after `since`, oldest change first, from the updated_at index."""
+        if since is None:
+            return self._jobs(self._read("SELECT job_id, doc::text FROM jobs ORDER BY updated_at"))
+        return self._jobs(self._read(
+            "SELECT job_id, doc::text FROM jobs WHERE updated_at > %s ORDER BY updated_at", [since]))
+
+    # -- concepts, images, events --------------------------------------------------------------
+    def save_concept(self, concept: Concept) -> None:
+        validate_id(concept.project_id, "projectId")
+        validate_id(concept.concept_id, "conceptId")
+        self._transact(lambda cur: cur.execute(
+            "INSERT INTO job_concepts (project_id, concept_id, doc) VALUES (%s, %s, %s::jsonb) "
+            "ON CONFLICT (project_id, concept_id) DO UPDATE SET doc = EXCLUDED.doc",
+            [concept.project_id, concept.concept_id, concept.model_dump_json()]))
+
+    def load_concept(self, project_id: str, concept_id: str) -> Concept:
+        validate_id(project_id, "projectId")
+        validate_id(concept_id, "conceptId")
+        rows = self._read("SELECT doc::text FROM job_concepts WHERE project_id = %s AND concept_id = %s",
+                          [project_id, concept_id])
+        if not rows:
+            raise JobNotFound(f"No concept {concept_id} in project {project_id}.")
+        try:
+            return Concept.model_validate_json(rows[0][0])
+        except ValidationError:
+            raise UnreadableJob(f"job_concepts row {project_id}/{concept_id}: not a concept document.") from None
+
+    def iter_concepts(self) -> Iterator[Concept]:
+        for project_id, concept_id, text in self._read(
+                "SELECT project_id, concept_id, doc::text FROM job_concepts ORDER BY project_id, concept_id"):
+            try:
+                yield Concept.model_validate_json(text)
+            except ValidationError:
+                log.warning("job_concepts row %s/%s is not a concept document", project_id, concept_id)
+
+    def _artifact_path(self, project_id: str, job_id: str) -> Path:
+        folder = self.artifacts_dir / "renders" / validate_id(project_id, "projectId")
+        return folder / f"{validate_id(job_id, 'jobId')}.png"
+
+    def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
+        validate_id(project_id, "projectId")
+        validate_id(job_id, "jobId")
+        if self.artifacts_dir is not None:
+            path = self._artifact_path(project_id, job_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, png)
+            return
+        self._transact(lambda cur: cur.execute(
+            "INSERT INTO job_images (project_id, job_id, png) VALUES (%s, %s, %s) "
+            "ON CONFLICT (project_id, job_id) DO UPDATE SET png = EXCLUDED.png", [project_id, job_id, png]))
+
+    def load_image(self, project_id: str, job_id: str) -> bytes:
+        validate_id(project_id, "projectId")
+        validate_id(job_id, "jobId")
+        if self.artifacts_dir is not None:
+            try:
+                return self._artifact_path(project_id, job_id).read_bytes()
+            except FileNotFoundError:
+                raise JobNotFound(f"No image for job {job_id} in project {project_id}.") from None
+        rows = self._read("SELECT png FROM job_images WHERE project_id = %s AND job_id = %s", [project_id, job_id])
+        if not rows:
+            raise JobNotFound(f"No image for job {job_id} in project {project_id}.")
+        return bytes(rows[0][0])
+
+    def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
+        validate_id(job_id, "jobId")
+        if project_id is None:
+            rows = self._read("SELECT doc::text FROM job_events WHERE job_id = %s ORDER BY id", [job_id])
+        else:
+            validate_id(project_id, "projectId")
+            rows = self._read("SELECT doc::text FROM job_events WHERE job_id = %s AND project_id = %s ORDER BY id",
+                              [job_id, project_id])
+        events = []
+        for (text,) in rows:
+            try:
+                events.append(Event.model_validate_json(text))
+            except ValidationError:
+                continue  # same rule as the file store: the job row is the truth
+        return events
+
+    def append_events(self, project_id: str, events: list[Event]) -> None:
+        """Add events to a job's log as they are (copying a store), in one transaction."""
+        validate_id(project_id, "projectId")
+
+        def work(cur: psycopg.Cursor) -> None:
+            cur.executemany(_INSERT_EVENT, [[e.job_id, project_id, e.model_dump_json()] for e in events])
+        self._transact(work)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
