@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--drain", action="store_true", help="exit once no job is pending or reclaimable")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new work")
     worker.set_defaults(handler=cmd_worker)
+
+    from .migrate import cmd_migrate
+    migrate = commands.add_parser("migrate", parents=[common],
+                                  help="copy this store into another (files <-> PostgreSQL); idempotent")
+    migrate.add_argument("--to", required=True, help="a postgresql:// URL or a jobs directory")
+    migrate.set_defaults(handler=cmd_migrate)
     return parser
 
 

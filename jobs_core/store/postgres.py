@@ -31,16 +31,15 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
-from ..errors import JobNotFound, JobsError, TransitionConflict, UnreadableJob
+from ..errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
 from ..ids import validate_id
-from ..models import Concept, Event, Job, JobStatus
+from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from .atomic import atomic_write
 from .base import Change, JobPage, JobStore, Unreadable
 
 log = logging.getLogger("jobs_core.store.postgres")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 MIGRATION_LOCK = 7_310_001  # pg_advisory_xact_lock key: concurrent starters migrate one at a time
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -84,6 +83,10 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
+# A peer that vanishes without closing (a host powered off) is noticed in ~25 s, not hours;
+# used unless the URL sets its own.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
+
 _JOB_COLUMNS = "job_id, project_id, status, available_at, updated_at, heartbeat_at, worker_id, idempotency_key, doc"
 _INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
 _UPDATE_JOB = ("UPDATE jobs SET status = %s, available_at = %s, updated_at = %s, heartbeat_at = %s, "
@@ -104,13 +107,30 @@ def _row_values(job: Job) -> tuple[Any, ...]:
             job.idempotency_key, job.to_json())
 
 
+_BRIEF_ORDER = {field.alias or name: index for index, (name, field) in enumerate(ConceptInputs.model_fields.items())}
+
+
+def _in_brief_order(inputs: dict[str, Any]) -> dict[str, Any]:
+    """JSONB keeps keys sorted by length; give the brief back in the order it was written, so a
+    job read from here is the same document, byte for byte, as the one stored (and migrated)."""
+    return dict(sorted(inputs.items(), key=lambda item: _BRIEF_ORDER.get(item[0], len(_BRIEF_ORDER))))
+
+
 def _parse_job(job_id: str, text: str) -> Job:
     try:
-        return Job.model_validate_json(text)
+        job = Job.model_validate_json(text)
+        job.concept_inputs = _in_brief_order(job.concept_inputs)
+        return job
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
         raise UnreadableJob(f"jobs row {job_id}: not a job document ({field}: {first['msg']}).") from None
+
+
+def _parse_concept(text: str) -> Concept:
+    concept = Concept.model_validate_json(text)
+    concept.concept_inputs = _in_brief_order(concept.concept_inputs)
+    return concept
 
 
 def _channel(kind: str, schema: str) -> str:
@@ -127,17 +147,14 @@ class PostgresJobStore(JobStore):
                  connect_timeout: float = 10.0) -> None:
         self.url = url
         self.retries = retries
+        self.connect_kwargs = {key: value for key, value in KEEPALIVES.items() if key not in self._params()}
         artifacts = artifacts_dir or os.environ.get("JOBS_ARTIFACTS_DIR") or None
         self.artifacts_dir = Path(artifacts) if artifacts else None
+        self.schema = self._migrate(connect_timeout)
         size = pool_size or int(os.environ.get("JOBS_PG_POOL_SIZE") or 8)
-        self.pool = ConnectionPool(url, min_size=1, max_size=max(size, 1), open=False,
+        self.pool = ConnectionPool(url, kwargs=self.connect_kwargs, min_size=1, max_size=max(size, 1), open=False,
                                    timeout=connect_timeout, name="jobs_core")
-        try:
-            self.pool.open(wait=True, timeout=connect_timeout)
-        except psycopg.OperationalError as error:
-            self.pool.close()
-            raise StoreUnavailable(f"Cannot connect to PostgreSQL at {self._where()}: {_first_line(error)}") from None
-        self.schema = self._migrate()
+        self.pool.open(wait=False)
         self.work_channel = _channel("work", self.schema)
         self.change_channel = _channel("change", self.schema)
         self._closing = threading.Event()
@@ -146,32 +163,36 @@ class PostgresJobStore(JobStore):
         self._change_callbacks: list[Callable[[str, str, str], None]] = []
 
     # -- connection handling -----------------------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        try:
+            return conninfo_to_dict(self.url)
+        except psycopg.Error:
+            return {}
+
     def _where(self) -> str:
-        params = conninfo_to_dict(self.url)
-        where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
-        return where
+        """host:port/database, never the password."""
+        params = self._params()
+        if not params:
+            return "an unparsable URL"
+        return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
     def describe(self) -> str:
         schema = getattr(self, "schema", "?")
         return f"PostgreSQL at {self._where()} (schema {schema})"
 
-    def _migrate(self) -> str:
-        """Create or upgrade the tables; idempotent, and serialised across starters by an advisory lock."""
-        def work(cur: psycopg.Cursor) -> str:
-            schema = cur.execute("SELECT current_schema()").fetchone()[0]
-            if schema is None:
-                raise StoreUnavailable("The schema named by search_path in the store URL does not exist; "
-                                       "create it first (CREATE SCHEMA name).")
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
-            cur.execute("CREATE TABLE IF NOT EXISTS jobs_schema_version ("
-                        "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-            current = cur.execute("SELECT coalesce(max(version), 0) FROM jobs_schema_version").fetchone()[0]
-            for version in sorted(MIGRATIONS):
-                if version > current:
-                    cur.execute(MIGRATIONS[version])
-                    cur.execute("INSERT INTO jobs_schema_version (version) VALUES (%s)", [version])
-            return schema
-        return self._transact(work)
+    def _migrate(self, connect_timeout: float) -> str:
+        """Create or upgrade the tables on a first, direct connection (which also fails fast with
+        a clear message when the server is unreachable). Idempotent; an advisory lock makes
+        concurrent starters take turns."""
+        try:
+            with psycopg.connect(self.url, connect_timeout=max(int(connect_timeout), 1),
+                                 **self.connect_kwargs) as conn:
+                with conn.transaction(), conn.cursor() as cur:
+                    return _apply_migrations(cur)
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"Cannot use PostgreSQL at {self._where()}: {_first_line(error)}") from None
+        except psycopg.ProgrammingError as error:
+            raise InvalidInput(f"The store URL is not a valid PostgreSQL URL: {_first_line(error)}") from None
 
     def _transact(self, work: Callable[[psycopg.Cursor], T],
                   applied: Callable[[psycopg.Cursor, T], bool] | None = None) -> T:
@@ -235,7 +256,7 @@ class PostgresJobStore(JobStore):
         """LISTEN on our channels on a dedicated connection; reconnect when it drops."""
         while not self._closing.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10, **self.connect_kwargs) as conn:
                     for channel in (self.work_channel, self.change_channel):
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self.notify_work()  # anything queued while we were not listening is due now
@@ -450,7 +471,7 @@ class PostgresJobStore(JobStore):
         if not rows:
             raise JobNotFound(f"No concept {concept_id} in project {project_id}.")
         try:
-            return Concept.model_validate_json(rows[0][0])
+            return _parse_concept(rows[0][0])
         except ValidationError:
             raise UnreadableJob(f"job_concepts row {project_id}/{concept_id}: not a concept document.") from None
 
@@ -458,7 +479,7 @@ class PostgresJobStore(JobStore):
         for project_id, concept_id, text in self._read(
                 "SELECT project_id, concept_id, doc::text FROM job_concepts ORDER BY project_id, concept_id"):
             try:
-                yield Concept.model_validate_json(text)
+                yield _parse_concept(text)
             except ValidationError:
                 log.warning("job_concepts row %s/%s is not a concept document", project_id, concept_id)
 
@@ -514,6 +535,22 @@ class PostgresJobStore(JobStore):
         def work(cur: psycopg.Cursor) -> None:
             cur.executemany(_INSERT_EVENT, [[e.job_id, project_id, e.model_dump_json()] for e in events])
         self._transact(work)
+
+
+def _apply_migrations(cur: psycopg.Cursor) -> str:
+    schema = cur.execute("SELECT current_schema()").fetchone()[0]
+    if schema is None:
+        raise StoreUnavailable("The schema named by search_path in the store URL does not exist; "
+                               "create it first (CREATE SCHEMA name).")
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+    cur.execute("CREATE TABLE IF NOT EXISTS jobs_schema_version ("
+                "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+    current = cur.execute("SELECT coalesce(max(version), 0) FROM jobs_schema_version").fetchone()[0]
+    for version in sorted(MIGRATIONS):
+        if version > current:
+            cur.execute(MIGRATIONS[version])
+            cur.execute("INSERT INTO jobs_schema_version (version) VALUES (%s)", [version])
+    return schema
 
 
 def _first_line(error: BaseException) -> str:
