@@ -72,15 +72,16 @@ def admin(query: str, params: tuple = ()) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
-def kill_sessions(app_name: str, state: str | None = None) -> int:
-    """Terminate this test's server sessions (optionally only those in `state`), as a crash would."""
-    query = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-             "WHERE application_name = %s AND pid <> pg_backend_pid()")
+def kill_sessions(app_name: str, query: str | None = None) -> int:
+    """Terminate this test's server sessions (optionally only those whose last query is LIKE
+    `query`), as a crash would."""
+    sql = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+           "WHERE application_name = %s AND pid <> pg_backend_pid()")
     params: tuple = (app_name,)
-    if state:
-        query += " AND state = %s"
-        params += (state,)
-    return len(admin(query, params))
+    if query:
+        sql += " AND query LIKE %s"
+        params += (query,)
+    return len(admin(sql, params))
 
 
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
@@ -183,7 +184,7 @@ def test_connection_dropped_inside_a_transition_is_retried_and_applied_once(pg_s
     def cancel_after_losing_the_connection(current):
         calls.append(current.status.value)
         if len(calls) == 1:  # the row is locked by our open transaction: kill that session
-            assert kill_sessions(app_name, state="idle in transaction") == 1
+            assert kill_sessions(app_name, query="%FOR UPDATE") == 1
         return lifecycle.cancel(current)
 
     result = pg_service.store.modify(job.job_id, None, cancel_after_losing_the_connection)

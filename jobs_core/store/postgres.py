@@ -87,10 +87,26 @@ MIGRATIONS: dict[int, str] = {
 # used unless the URL sets its own.
 KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
 
-_JOB_COLUMNS = "job_id, project_id, status, available_at, updated_at, heartbeat_at, worker_id, idempotency_key, doc"
-_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
-_UPDATE_JOB = ("UPDATE jobs SET status = %s, available_at = %s, updated_at = %s, heartbeat_at = %s, "
-               "worker_id = %s, idempotency_key = %s, doc = %s::jsonb WHERE job_id = %s")
+# One round trip writes the job and logs its event; the last column turns synchronous_commit off
+# for this transaction when the change is not a transition (see _durable).
+_WRITE_TAIL = """
+    , logged AS (INSERT INTO job_events (job_id, project_id, doc)
+                 SELECT %(job_id)s, %(project_id)s, e.doc FROM (SELECT %(event)s::jsonb AS doc) e
+                 WHERE e.doc IS NOT NULL)
+    SELECT set_config('synchronous_commit', %(sync)s, true)
+"""
+_INSERT_JOB = """
+    WITH written AS (
+        INSERT INTO jobs (job_id, project_id, status, available_at, updated_at, heartbeat_at, worker_id,
+                          idempotency_key, doc)
+        VALUES (%(job_id)s, %(project_id)s, %(status)s, %(available_at)s, %(updated_at)s, %(heartbeat_at)s,
+                %(worker_id)s, %(idempotency_key)s, %(doc)s::jsonb))""" + _WRITE_TAIL
+_UPDATE_JOB = """
+    WITH written AS (
+        UPDATE jobs SET status = %(status)s, available_at = %(available_at)s, updated_at = %(updated_at)s,
+                        heartbeat_at = %(heartbeat_at)s, worker_id = %(worker_id)s,
+                        idempotency_key = %(idempotency_key)s, doc = %(doc)s::jsonb
+        WHERE job_id = %(job_id)s)""" + _WRITE_TAIL
 _INSERT_EVENT = "INSERT INTO job_events (job_id, project_id, doc) VALUES (%s, %s, %s::jsonb)"
 
 
@@ -102,9 +118,11 @@ class _CommitUncertain(Exception):
     """The connection dropped during COMMIT: the transaction may or may not have been applied."""
 
 
-def _row_values(job: Job) -> tuple[Any, ...]:
-    return (job.status.value, job.available_at, job.updated_at, job.heartbeat_at, job.worker_id,
-            job.idempotency_key, job.to_json())
+def _durable(old: Job | None, new: Job) -> bool:
+    """Whether a write must survive a server crash before we return. A change that moves only
+    progress and heartbeat (same status, same cancel request) is committed asynchronously: a
+    crash of the server may forget the last fraction of a second of progress, never a transition."""
+    return old is None or old.status is not new.status or old.cancel_requested != new.cancel_requested
 
 
 _BRIEF_ORDER = {field.alias or name: index for index, (name, field) in enumerate(ConceptInputs.model_fields.items())}
@@ -152,8 +170,8 @@ class PostgresJobStore(JobStore):
         self.artifacts_dir = Path(artifacts) if artifacts else None
         self.schema = self._migrate(connect_timeout)
         size = pool_size or int(os.environ.get("JOBS_PG_POOL_SIZE") or 8)
-        self.pool = ConnectionPool(url, kwargs=self.connect_kwargs, min_size=1, max_size=max(size, 1), open=False,
-                                   timeout=connect_timeout, name="jobs_core")
+        self.pool = ConnectionPool(url, kwargs={**self.connect_kwargs, "autocommit": True}, min_size=1,
+                                   max_size=max(size, 1), open=False, timeout=connect_timeout, name="jobs_core")
         self.pool.open(wait=False)
         self.work_channel = _channel("work", self.schema)
         self.change_channel = _channel("change", self.schema)
@@ -161,6 +179,7 @@ class PostgresJobStore(JobStore):
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
         self._change_callbacks: list[Callable[[str, str, str], None]] = []
+        self._listening_changes = threading.Event()
 
     # -- connection handling -----------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
@@ -195,17 +214,17 @@ class PostgresJobStore(JobStore):
             raise InvalidInput(f"The store URL is not a valid PostgreSQL URL: {_first_line(error)}") from None
 
     def _transact(self, work: Callable[[psycopg.Cursor], T],
-                  applied: Callable[[psycopg.Cursor, T], bool] | None = None) -> T:
+                  applied: Callable[[psycopg.Cursor, T], bool] | None = None, *, writes: bool = True) -> T:
         """Run `work` in one transaction; retry it on a dropped connection.
 
-        A transition either commits or raises: when the connection drops during COMMIT, the
-        outcome is checked on a fresh connection with `applied` (when given) before retrying.
-        Exceptions raised by `work` itself roll back and propagate at once.
+        A transition either commits or raises: when the connection drops after the writes were
+        sent, the outcome is checked on a fresh connection with `applied` (when given) before
+        retrying. Exceptions raised by `work` itself roll back and propagate at once.
         """
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
-                return self._once(work)
+                return self._once(work, writes)
             except _CommitUncertain as uncertain:
                 result, error = uncertain.args
                 if applied is not None and self._check_applied(applied, result):
@@ -219,32 +238,55 @@ class PostgresJobStore(JobStore):
                 delay = min(delay * 2, 1.0)
         raise StoreUnavailable(f"PostgreSQL at {self._where()} is unavailable: {_first_line(last)}")
 
-    def _once(self, work: Callable[[psycopg.Cursor], T]) -> T:
+    def _once(self, work: Callable[[psycopg.Cursor], T], writes: bool) -> T:
+        """One attempt. Pool connections are in autocommit, so a read is one round trip; writes
+        run in BEGIN ... COMMIT in pipeline mode, so statements whose results are not needed
+        travel with the next ones (a modify is two round trips: the locking read, then the write
+        with its COMMIT)."""
         with self.pool.connection() as conn:
-            with conn.cursor() as cur:
-                result = work(cur)
+            if not writes:
+                with conn.cursor() as cur:
+                    return work(cur)
+            sent = False
             try:
-                conn.commit()
+                with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+                    result = work(cur)
+                    sent = True
             except psycopg.OperationalError as error:
-                raise _CommitUncertain(result, error) from error
+                if sent:  # the writes went out; whether COMMIT took effect is unknown
+                    raise _CommitUncertain(result, error) from error
+                raise
         return result
 
     def _check_applied(self, applied: Callable[[psycopg.Cursor, T], bool], result: T) -> bool:
         try:
-            return self._once(lambda cur: applied(cur, result))
+            return self._once(lambda cur: applied(cur, result), writes=False)
         except (psycopg.OperationalError, _CommitUncertain):
             return False  # cannot tell yet: the retry's change function sees the truth and decides
 
     def _read(self, query: str | sql.Composed, params: Any = ()) -> list[tuple]:
-        return self._transact(lambda cur: cur.execute(query, params).fetchall())
+        return self._transact(lambda cur: cur.execute(query, params).fetchall(), writes=False)
 
     # -- notifications -------------------------------------------------------------------------
-    def _notify(self, cur: psycopg.Cursor, job: Job) -> None:
-        """Queue NOTIFYs in the current transaction; PostgreSQL sends them only if it commits."""
-        cur.execute("SELECT pg_notify(%s, %s)", [self.change_channel,
-                                                 f"{job.project_id} {job.job_id} {job.status.value}"])
-        if job.status is JobStatus.PENDING:
-            cur.execute("SELECT pg_notify(%s, %s)", [self.work_channel, job.job_id])
+    def _announce(self, project_id: str, job_id: str, status: str) -> None:
+        """NOTIFY after the commit, in a transaction of its own (one round trip, no WAL flush).
+
+        Not inside the change's transaction: PostgreSQL serialises the commits of notifying
+        transactions, fsync included, which would make workers take turns at every commit.
+        Best effort: a lost notification costs an idle worker one poll interval, never a job.
+        """
+        try:
+            with self.pool.connection() as conn:
+                conn.execute("SELECT pg_notify(%s, %s), CASE WHEN %s THEN pg_notify(%s, %s) END",
+                             [self.change_channel, f"{project_id} {job_id} {status}",
+                              status == JobStatus.PENDING.value, self.work_channel, job_id])
+        except psycopg.Error as error:
+            log.warning("could not notify about job %s (%s); listeners will poll", job_id, _first_line(error))
+
+    def _announced(self, job: Job | None) -> Job | None:
+        if job is not None:
+            self._announce(job.project_id, job.job_id, job.status.value)
+        return job
 
     def _ensure_listener(self) -> None:
         with self._listener_lock:
@@ -253,17 +295,23 @@ class PostgresJobStore(JobStore):
                 self._listener.start()
 
     def _listen_loop(self) -> None:
-        """LISTEN on our channels on a dedicated connection; reconnect when it drops."""
+        """LISTEN on a dedicated connection; reconnect when it drops. Changes are listened to only
+        once someone registered `on_change` (workers need only the work channel)."""
         while not self._closing.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=10, **self.connect_kwargs) as conn:
-                    for channel in (self.work_channel, self.change_channel):
-                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.work_channel)))
                     self.notify_work()  # anything queued while we were not listening is due now
+                    hearing_changes = False
                     while not self._closing.is_set():
+                        if self._change_callbacks and not hearing_changes:
+                            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.change_channel)))
+                            hearing_changes = True
+                            self._listening_changes.set()
                         for note in conn.notifies(timeout=0.5):
                             self._dispatch(note.channel, note.payload)
             except psycopg.OperationalError as error:
+                self._listening_changes.clear()
                 log.warning("LISTEN connection lost (%s); reconnecting", _first_line(error))
                 self._closing.wait(0.5)
 
@@ -283,6 +331,7 @@ class PostgresJobStore(JobStore):
         committed by any process, for live views."""
         self._change_callbacks.append(callback)
         self._ensure_listener()
+        self._listening_changes.wait(10)  # changes committed after this call are delivered
 
     def wait_for_work(self, timeout: float) -> None:
         self._ensure_listener()
@@ -296,11 +345,13 @@ class PostgresJobStore(JobStore):
         self.pool.close()
 
     # -- writes ----------------------------------------------------------------------------------
-    def _write_change(self, cur: psycopg.Cursor, new: Job, event: Event | None) -> None:
-        cur.execute(_UPDATE_JOB, [*_row_values(new), new.job_id])
-        if event is not None:
-            cur.execute(_INSERT_EVENT, [event.job_id, new.project_id, event.model_dump_json()])
-        self._notify(cur, new)
+    def _write(self, cur: psycopg.Cursor, statement: str, old: Job | None, new: Job, event: Event | None) -> None:
+        cur.execute(statement, {
+            "job_id": new.job_id, "project_id": new.project_id, "status": new.status.value,
+            "available_at": new.available_at, "updated_at": new.updated_at, "heartbeat_at": new.heartbeat_at,
+            "worker_id": new.worker_id, "idempotency_key": new.idempotency_key, "doc": new.model_dump_json(),
+            "event": event.model_dump_json() if event is not None else None,
+            "sync": "on" if _durable(old, new) else "off"})
 
     def _is_written(self, cur: psycopg.Cursor, job: Job | None) -> bool:
         """Whether the row holds exactly `job` (to learn the outcome of an interrupted COMMIT)."""
@@ -314,15 +365,12 @@ class PostgresJobStore(JobStore):
         validate_id(job.job_id, "jobId")
 
         def work(cur: psycopg.Cursor) -> Job:
-            try:
-                cur.execute(_INSERT_JOB, [job.job_id, job.project_id, *_row_values(job)])
-            except psycopg.errors.UniqueViolation:
-                raise TransitionConflict(f"Job {job.job_id} already exists.") from None
-            if event is not None:
-                cur.execute(_INSERT_EVENT, [event.job_id, job.project_id, event.model_dump_json()])
-            self._notify(cur, job)
+            self._write(cur, _INSERT_JOB, None, job, event)
             return job
-        self._transact(work, self._is_written)
+        try:
+            self._announced(self._transact(work, self._is_written))
+        except psycopg.errors.UniqueViolation:  # raised at COMMIT: pipelined statements report there
+            raise TransitionConflict(f"Job {job.job_id} already exists.") from None
 
     def _lock_job(self, cur: psycopg.Cursor, job_id: str, project_id: str | None) -> Job:
         validate_id(job_id, "jobId")
@@ -343,9 +391,9 @@ class PostgresJobStore(JobStore):
             old = self._lock_job(cur, job_id, project_id)
             new, event = change(old)
             if new is not old:
-                self._write_change(cur, new, event)
+                self._write(cur, _UPDATE_JOB, old, new, event)
             return new
-        return self._transact(work, self._is_written)
+        return self._announced(self._transact(work, self._is_written))
 
     def claim_next(self, change: Change, now: datetime) -> Job | None:
         def work(cur: psycopg.Cursor) -> Job | None:
@@ -354,13 +402,14 @@ class PostgresJobStore(JobStore):
                 "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now]).fetchone()
             if row is None:
                 return None
+            old = _parse_job(row[0], row[1])
             try:
-                new, event = change(_parse_job(row[0], row[1]))
+                new, event = change(old)
             except TransitionConflict:
                 return None
-            self._write_change(cur, new, event)
+            self._write(cur, _UPDATE_JOB, old, new, event)
             return new
-        return self._transact(work, self._is_written)
+        return self._announced(self._transact(work, self._is_written))
 
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
         def work(cur: psycopg.Cursor) -> str:
@@ -373,9 +422,9 @@ class PostgresJobStore(JobStore):
             project = cur.execute("DELETE FROM jobs WHERE job_id = %s RETURNING project_id", [job_id]).fetchone()[0]
             cur.execute("DELETE FROM job_events WHERE job_id = %s", [job_id])
             cur.execute("DELETE FROM job_images WHERE project_id = %s AND job_id = %s", [project, job_id])
-            cur.execute("SELECT pg_notify(%s, %s)", [self.change_channel, f"{project} {job_id} deleted"])
             return project
         project = self._transact(work)
+        self._announce(project, job_id, "deleted")
         if self.artifacts_dir is not None:
             self._artifact_path(project, job_id).unlink(missing_ok=True)
 
@@ -458,7 +507,7 @@ class PostgresJobStore(JobStore):
     def save_concept(self, concept: Concept) -> None:
         validate_id(concept.project_id, "projectId")
         validate_id(concept.concept_id, "conceptId")
-        self._transact(lambda cur: cur.execute(
+        self._transact(lambda cur: _before_a_durable_write(cur).execute(
             "INSERT INTO job_concepts (project_id, concept_id, doc) VALUES (%s, %s, %s::jsonb) "
             "ON CONFLICT (project_id, concept_id) DO UPDATE SET doc = EXCLUDED.doc",
             [concept.project_id, concept.concept_id, concept.model_dump_json()]))
@@ -495,7 +544,7 @@ class PostgresJobStore(JobStore):
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, png)
             return
-        self._transact(lambda cur: cur.execute(
+        self._transact(lambda cur: _before_a_durable_write(cur).execute(
             "INSERT INTO job_images (project_id, job_id, png) VALUES (%s, %s, %s) "
             "ON CONFLICT (project_id, job_id) DO UPDATE SET png = EXCLUDED.png", [project_id, job_id, png]))
 
@@ -551,6 +600,14 @@ def _apply_migrations(cur: psycopg.Cursor) -> str:
             cur.execute(MIGRATIONS[version])
             cur.execute("INSERT INTO jobs_schema_version (version) VALUES (%s)", [version])
     return schema
+
+
+def _before_a_durable_write(cur: psycopg.Cursor) -> psycopg.Cursor:
+    """Commit this transaction without waiting for the disk: it is always followed by a durable
+    write that needs it (an image before `complete`, a concept before `create`), whose flush of
+    the log makes this one durable too. A server crash in between loses nothing: the job was not
+    completed (or created) yet."""
+    return cur.execute("SET LOCAL synchronous_commit TO off")
 
 
 def _first_line(error: BaseException) -> str:
