@@ -7,19 +7,21 @@
 
 Every change runs in one transaction on the row read with SELECT ... FOR UPDATE (or, to claim, on
 the oldest due pending row picked with FOR UPDATE SKIP LOCKED on a partial index), so a change
-function that raises rolls everything back. NOTIFY, sent inside the same transactions, wakes idle
-workers in every process and tells monitors what changed; it is delivered only on commit.
+function that raises rolls everything back. After each commit a NOTIFY wakes idle workers in
+every process (a job is pending) and tells live views what changed (`on_change`).
 
 The schema of the URL's search_path is used (`?options=-csearch_path%3Dmyschema`), which lets
 several stores share one database.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -180,6 +182,9 @@ class PostgresJobStore(JobStore):
         self._listener_lock = threading.Lock()
         self._change_callbacks: list[Callable[[str, str, str], None]] = []
         self._listening_changes = threading.Event()
+        self._announcements: list[tuple[str, str]] = []
+        self._announce_ready = threading.Condition()
+        self._announcer: threading.Thread | None = None
 
     # -- connection handling -----------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
@@ -269,19 +274,40 @@ class PostgresJobStore(JobStore):
 
     # -- notifications -------------------------------------------------------------------------
     def _announce(self, project_id: str, job_id: str, status: str) -> None:
-        """NOTIFY after the commit, in a transaction of its own (one round trip, no WAL flush).
+        """NOTIFY, after the commit, that a job changed (and, when it is pending, that work is due).
 
         Not inside the change's transaction: PostgreSQL serialises the commits of notifying
-        transactions, fsync included, which would make workers take turns at every commit.
-        Best effort: a lost notification costs an idle worker one poll interval, never a job.
+        transactions, fsync included, which would make workers take turns at every commit. Sent
+        from a background thread in batches, off the worker's path. Best effort: a lost
+        notification costs an idle worker one poll interval, never a job.
         """
-        try:
-            with self.pool.connection() as conn:
-                conn.execute("SELECT pg_notify(%s, %s), CASE WHEN %s THEN pg_notify(%s, %s) END",
-                             [self.change_channel, f"{project_id} {job_id} {status}",
-                              status == JobStatus.PENDING.value, self.work_channel, job_id])
-        except psycopg.Error as error:
-            log.warning("could not notify about job %s (%s); listeners will poll", job_id, _first_line(error))
+        with self._announce_ready:
+            if self._announcer is None:
+                self._announcer = threading.Thread(target=self._announce_loop, name="jobs-pg-notify", daemon=True)
+                self._announcer.start()
+                # A short-lived process (`submit`) must still send what it announced before exiting.
+                atexit.register(_flush_at_exit, weakref.ref(self))
+            self._announcements.append((self.change_channel, f"{project_id} {job_id} {status}"))
+            if status == JobStatus.PENDING.value:
+                self._announcements.append((self.work_channel, job_id))
+            self._announce_ready.notify()
+
+    def _announce_loop(self) -> None:
+        while True:
+            with self._announce_ready:
+                while not self._announcements and not self._closing.is_set():
+                    self._announce_ready.wait()
+                batch, self._announcements = self._announcements, []
+            if not batch:
+                return  # closing, and everything was sent
+            try:
+                with self.pool.connection() as conn:
+                    conn.execute("SELECT pg_notify(channel, payload) FROM unnest(%s::text[], %s::text[]) "
+                                 "WITH ORDINALITY AS n(channel, payload, position) ORDER BY position",
+                                 [[channel for channel, _ in batch], [payload for _, payload in batch]])
+            except psycopg.Error as error:
+                log.warning("could not send %d notifications (%s); listeners will poll", len(batch),
+                            _first_line(error))
 
     def _announced(self, job: Job | None) -> Job | None:
         if job is not None:
@@ -337,11 +363,17 @@ class PostgresJobStore(JobStore):
         self._ensure_listener()
         super().wait_for_work(timeout)
 
+    def _stop_threads(self) -> None:
+        """Send what is left to announce, then stop the background threads."""
+        with self._announce_ready:
+            self._closing.set()
+            self._announce_ready.notify()
+        for thread in (self._announcer, self._listener):
+            if thread is not None:
+                thread.join(5)
+
     def close(self) -> None:
-        self._closing.set()
-        listener = self._listener
-        if listener is not None:
-            listener.join(5)
+        self._stop_threads()
         self.pool.close()
 
     # -- writes ----------------------------------------------------------------------------------
@@ -608,6 +640,12 @@ def _before_a_durable_write(cur: psycopg.Cursor) -> psycopg.Cursor:
     the log makes this one durable too. A server crash in between loses nothing: the job was not
     completed (or created) yet."""
     return cur.execute("SET LOCAL synchronous_commit TO off")
+
+
+def _flush_at_exit(store_ref: weakref.ref[PostgresJobStore]) -> None:
+    store = store_ref()
+    if store is not None and not store.pool.closed:
+        store._stop_threads()
 
 
 def _first_line(error: BaseException) -> str:
