@@ -21,7 +21,7 @@ import pytest
 from postgres_scratch import create_schema, drop_schema, require_postgres, schema_url
 
 from jobs_core import lifecycle
-from jobs_core.errors import UnreadableJob
+from jobs_core.errors import TransitionConflict, UnreadableJob
 from jobs_core.lifecycle import Lease
 from jobs_core.models import JobStatus, utcnow
 from jobs_core.renderers.noop import _tiny_png
@@ -333,3 +333,14 @@ def test_images_can_live_in_an_artifacts_directory(schema: str, tmp_path: Path, 
         assert not (tmp_path / "artifacts" / "renders" / "p1" / f"{job.job_id}.png").exists()
     finally:
         store.close()
+
+
+def test_one_job_per_idempotency_key_and_project(pg_service):
+    first = pg_service.submit({"projectId": "p1"}, idempotency_key="brief-42")
+    with pytest.raises(TransitionConflict, match="already has a job with Idempotency-Key 'brief-42'"):
+        pg_service.submit({"projectId": "p1"}, idempotency_key="brief-42")
+    other = pg_service.submit({"projectId": "p2"}, idempotency_key="brief-42")
+    assert pg_service.store.find_by_idempotency_key("p1", "brief-42").job_id == first.job_id
+    assert pg_service.store.find_by_idempotency_key("p2", "brief-42").job_id == other.job_id
+    assert pg_service.store.find_by_idempotency_key("p1", "brief-43") is None
+    assert len(pg_service.list("p1").jobs) == 1

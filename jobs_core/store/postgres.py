@@ -61,7 +61,7 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, job_id);
     CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id);
     CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (updated_at);
-    CREATE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (project_id, idempotency_key)
+    CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (project_id, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     CREATE TABLE IF NOT EXISTS job_events (
         id          bigserial PRIMARY KEY,
@@ -401,7 +401,10 @@ class PostgresJobStore(JobStore):
             return job
         try:
             self._announced(self._transact(work, self._is_written))
-        except psycopg.errors.UniqueViolation:  # raised at COMMIT: pipelined statements report there
+        except psycopg.errors.UniqueViolation as error:  # raised at COMMIT: pipelined statements report there
+            if error.diag.constraint_name == "jobs_by_idempotency_key":
+                raise TransitionConflict(f"Project {job.project_id} already has a job with Idempotency-Key "
+                                         f"'{job.idempotency_key}'.") from None
             raise TransitionConflict(f"Job {job.job_id} already exists.") from None
 
     def _lock_job(self, cur: psycopg.Cursor, job_id: str, project_id: str | None) -> Job:
@@ -534,6 +537,13 @@ class PostgresJobStore(JobStore):
             return self._jobs(self._read("SELECT job_id, doc::text FROM jobs ORDER BY updated_at"))
         return self._jobs(self._read(
             "SELECT job_id, doc::text FROM jobs WHERE updated_at > %s ORDER BY updated_at", [since]))
+
+    def find_by_idempotency_key(self, project_id: str, key: str) -> Job | None:
+        """The job of `project_id` created with this Idempotency-Key, or None (unique index)."""
+        validate_id(project_id, "projectId")
+        rows = self._read("SELECT job_id, doc::text FROM jobs WHERE project_id = %s AND idempotency_key = %s",
+                          [project_id, key])
+        return _parse_job(rows[0][0], rows[0][1]) if rows else None
 
     # -- concepts, images, events --------------------------------------------------------------
     def save_concept(self, concept: Concept) -> None:
