@@ -498,7 +498,15 @@ class PostgresJobStore(JobStore):
         return [(available_at, job_id) for available_at, job_id in rows]
 
     def projects(self) -> list[str]:
-        return [row[0] for row in self._read("SELECT DISTINCT project_id FROM jobs ORDER BY project_id")]
+        # A loose index scan: one index probe per project, not a read of every job.
+        return [row[0] for row in self._read("""
+            WITH RECURSIVE project AS (
+                (SELECT project_id FROM jobs ORDER BY project_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.project_id FROM jobs j WHERE j.project_id > project.project_id
+                        ORDER BY j.project_id LIMIT 1)
+                FROM project WHERE project.project_id IS NOT NULL)
+            SELECT project_id FROM project WHERE project_id IS NOT NULL""")]
 
     def list_jobs(self, project_id: str | None = None, status: JobStatus | None = None,
                   limit: int | None = None, cursor: str | None = None) -> JobPage:
