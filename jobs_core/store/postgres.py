@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
@@ -244,22 +245,28 @@ class PostgresJobStore(JobStore):
         raise StoreUnavailable(f"PostgreSQL at {self._where()} is unavailable: {_first_line(last)}")
 
     def _once(self, work: Callable[[psycopg.Cursor], T], writes: bool) -> T:
-        """One attempt. Pool connections are in autocommit, so a read is one round trip; writes
-        run in BEGIN ... COMMIT in pipeline mode, so statements whose results are not needed
-        travel with the next ones (a modify is two round trips: the locking read, then the write
-        with its COMMIT)."""
+        """One attempt. Pool connections are in autocommit, so a read is one round trip. Writes
+        run between BEGIN and COMMIT in pipeline mode: statements whose results are not needed
+        travel with the next ones, so a modify is two round trips (BEGIN with the locking read;
+        the write with COMMIT)."""
         with self.pool.connection() as conn:
             if not writes:
                 with conn.cursor() as cur:
                     return work(cur)
             sent = False
             try:
-                with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+                with conn.pipeline(), conn.cursor() as cur:
+                    cur.execute("BEGIN", prepare=False)
                     result = work(cur)
                     sent = True
+                    cur.execute("COMMIT", prepare=False)
             except psycopg.OperationalError as error:
+                _roll_back(conn)
                 if sent:  # the writes went out; whether COMMIT took effect is unknown
                     raise _CommitUncertain(result, error) from error
+                raise
+            except BaseException:
+                _roll_back(conn)  # the change refused (or a write failed): nothing is written
                 raise
         return result
 
@@ -378,7 +385,7 @@ class PostgresJobStore(JobStore):
 
     # -- writes ----------------------------------------------------------------------------------
     def _write(self, cur: psycopg.Cursor, statement: str, old: Job | None, new: Job, event: Event | None) -> None:
-        cur.execute(statement, {
+        cur.execute(statement, prepare=True, params={
             "job_id": new.job_id, "project_id": new.project_id, "status": new.status.value,
             "available_at": new.available_at, "updated_at": new.updated_at, "heartbeat_at": new.heartbeat_at,
             "worker_id": new.worker_id, "idempotency_key": new.idempotency_key, "doc": new.model_dump_json(),
@@ -410,13 +417,14 @@ class PostgresJobStore(JobStore):
     def _lock_job(self, cur: psycopg.Cursor, job_id: str, project_id: str | None) -> Job:
         validate_id(job_id, "jobId")
         if project_id is None:
-            row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s FOR UPDATE", [job_id]).fetchone()
+            row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s FOR UPDATE", [job_id],
+                              prepare=True).fetchone()
             if row is None:
                 raise JobNotFound(f"No job with id {job_id}.")
         else:
             validate_id(project_id, "projectId")
             row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s AND project_id = %s FOR UPDATE",
-                              [job_id, project_id]).fetchone()
+                              [job_id, project_id], prepare=True).fetchone()
             if row is None:
                 raise JobNotFound(f"No job with id {job_id} in project {project_id}.")
         return _parse_job(job_id, row[0])
@@ -434,7 +442,7 @@ class PostgresJobStore(JobStore):
         def work(cur: psycopg.Cursor) -> Job | None:
             row = cur.execute(
                 "SELECT job_id, doc::text FROM jobs WHERE status = 'pending' AND available_at <= %s "
-                "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now]).fetchone()
+                "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now], prepare=True).fetchone()
             if row is None:
                 return None
             old = _parse_job(row[0], row[1])
@@ -664,6 +672,16 @@ def _flush_at_exit(store_ref: weakref.ref[PostgresJobStore]) -> None:
     store = store_ref()
     if store is not None and not store.pool.closed:
         store._stop_threads()
+
+
+def _roll_back(conn: psycopg.Connection) -> None:
+    """End a failed transaction so the connection goes back to the pool clean (if it still works)."""
+    if conn.closed or conn.broken or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass  # the pool discards a connection it cannot reset
 
 
 def _first_line(error: BaseException) -> str:
