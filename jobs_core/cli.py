@@ -185,7 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new work")
     worker.set_defaults(handler=cmd_worker)
 
-    from .migrate import cmd_migrate
+    from .renderers.listing import cmd_renderers  # issue 3: renderers and whether each is configured
+    renderers = commands.add_parser("renderers", parents=[common], help="list renderers, render types, configuration")
+    renderers.add_argument("--json", action="store_true", help="one JSON object per renderer")
+    renderers.set_defaults(handler=cmd_renderers)
+
+    from .api.serve import add_serve_command  # the HTTP API (issue 6)
+    add_serve_command(commands, common)
+
+    from .migrate import cmd_migrate  # issue 7: copy a store into another (files <-> PostgreSQL)
     migrate = commands.add_parser("migrate", parents=[common],
                                   help="copy this store into another (files <-> PostgreSQL); idempotent")
     migrate.add_argument("--to", required=True, help="a postgresql:// URL or a jobs directory")

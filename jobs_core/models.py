@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -47,6 +48,9 @@ Footprint = Literal["bar", "L", "U", "courtyard", "tower"]
 Roof = Literal["flat", "gable", "hip", "shed", "sawtooth"]
 Material = Literal["concrete", "brick", "timber", "glass", "stone", "metal"]
 Palette = Literal["warm", "cool", "monochrome", "earth", "pastel"]
+MAX_HEIGHT_M = 500.0  # taller than any tower on the drawing board is a typo, not a brief
+MAX_ASPECT = 20  # a footprint 20 times longer than deep is a wall, not a building
+MIN_WINGED_SIDE_M = 9.0  # L, U and courtyard wings need room for a wing and a gap
 
 
 class ConceptInputs(_Camel):
@@ -66,11 +70,31 @@ class ConceptInputs(_Camel):
     roof: Roof = "flat"
     material: Material = "concrete"
     palette: Palette = "warm"
+    window_ratio: float = Field(0.4, ge=0.1, le=0.9, description="share of the facade that is glazed")
 
     @field_validator("title", "description", "building_type")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @property
+    def height(self) -> float:
+        """Eaves height in metres (floors x floor height)."""
+        return self.floors * self.floor_height
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ConceptInputs:
+        # Each field may be in range while the whole is not a building anyone could draw.
+        if self.height > MAX_HEIGHT_M:
+            raise ValueError(f"conceptInputs: {self.floors} floors of {self.floor_height:g} m make a "
+                             f"{self.height:g} m tall building; the most is {MAX_HEIGHT_M:g} m")
+        if max(self.width, self.depth) > MAX_ASPECT * min(self.width, self.depth):
+            raise ValueError(f"conceptInputs: a {self.width:g} x {self.depth:g} m footprint is more than "
+                             f"{MAX_ASPECT} times longer than it is deep; make width and depth closer")
+        if self.footprint in ("L", "U", "courtyard") and min(self.width, self.depth) < MIN_WINGED_SIDE_M:
+            raise ValueError(f"conceptInputs: a {self.footprint} footprint needs width and depth of at least "
+                             f"{MIN_WINGED_SIDE_M:g} m (got {self.width:g} x {self.depth:g} m)")
+        return self
 
 
 class RenderRequest(_Camel):

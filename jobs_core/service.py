@@ -15,7 +15,7 @@ from .errors import InvalidInput, JobNotFound, TransitionConflict
 from .ids import new_concept_id, new_job_id, validate_id
 from .lifecycle import Lease
 from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
-from .renderers import get_renderer
+from .renderers import RenderTask, get_renderer
 from .store import JobPage, JobStore, open_store
 
 
@@ -44,6 +44,8 @@ class JobService:
         job = Job(job_id=new_job_id(), concept_id=concept_id, project_id=request.project_id,
                   render_type=request.render_type, renderer=chosen.name, concept_inputs=inputs,
                   max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key)
+        # What an AI provider will be asked, stored up front so a user sees it while waiting.
+        job.prompt = chosen.prompt(RenderTask(job.job_id, job.project_id, job.render_type, inputs))
         if request.concept_id is None:
             self.store.save_concept(Concept(concept_id=concept_id, project_id=job.project_id,
                                             concept_inputs=inputs, created_at=job.created_at))

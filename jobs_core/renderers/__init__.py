@@ -76,6 +76,6 @@ def get_renderer(name: str) -> Renderer:
 
 
 def _load_builtins() -> None:
-    if _FACTORIES:
-        return
-    from . import axonometric, noop  # noqa: F401  (registration happens on import)
+    # Importing a renderer module registers it; importing one directly (as tests and benches do)
+    # must not hide the others, so check for the whole set rather than "any registered".
+    from . import automatic1111, axonometric, noop, openai_images  # noqa: F401  (registration on import)

@@ -129,6 +129,23 @@ class JobStore(ABC):
         """
         return [job for job in self.iter_jobs() if since is None or job.updated_at > since]
 
+    def find_by_idempotency_key(self, project_id: str, key: str) -> Job | None:
+        """The job of `project_id` created with this Idempotency-Key, or None.
+
+        This default scans the project's jobs. Backends override it with an index; to make
+        "same key, one job" race-free, `create` must also refuse a second job with the same
+        (projectId, idempotencyKey) by raising TransitionConflict.
+        """
+        cursor = None
+        while True:
+            page = self.list_jobs(project_id, limit=1000, cursor=cursor)
+            for job in page.jobs:
+                if job.idempotency_key == key:
+                    return job
+            if page.next_cursor is None:
+                return None
+            cursor = page.next_cursor
+
     def _wake_event(self) -> threading.Event:
         return self.__dict__.setdefault("_wake", threading.Event())
 

@@ -7,6 +7,7 @@
     {root}/.state/ready/{availableAtMs}.{jobId}.{projectId}   queue index of pending jobs
     {root}/.state/running/{jobId}.{projectId}                index of processing jobs
     {root}/.state/locks/NNN.lock                              striped flock files
+    {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
 
 The .state markers let workers find work without reading finished jobs: sorted(listdir(ready))
 is the queue order (huey's trick). They are written before the job file and removed after it,
@@ -14,6 +15,7 @@ so a crash leaves at worst a stale marker, which the next reader recognises and 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..errors import JobNotFound, TransitionConflict, UnreadableJob
+from ..errors import InvalidInput, JobNotFound, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
 from .atomic import StripedLocks, atomic_write, is_temp_name, touch_durable, unlink_quietly
@@ -68,6 +70,9 @@ class FileJobStore(JobStore):
                           self.root / "events", self.ready_dir, self.running_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.locks = StripedLocks(self.state_dir / "locks")
+        # Separate lock files: a key lock is held while the job lock is taken, and two flocks on
+        # one file from one process would deadlock.
+        self.key_locks = StripedLocks(self.state_dir / "key-locks", stripes=64)
         self._made: set[Path] = set()
         self._project_of: dict[str, str] = {}
 
@@ -75,21 +80,22 @@ class FileJobStore(JobStore):
         return f"files in {self.root.resolve()}"
 
     # -- paths (ids are validated before any path is built) ------------------------------------
-    def _dir(self, kind: str, project_id: str) -> Path:
+    def _dir(self, kind: str, project_id: str, create: bool = False) -> Path:
+        # Only writes create a project's folders: a read of an unknown project leaves no trace.
         directory = self.root / kind / validate_id(project_id, "projectId")
-        if directory not in self._made:
+        if create and directory not in self._made:
             directory.mkdir(parents=True, exist_ok=True)
             self._made.add(directory)
         return directory
 
-    def job_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("jobs", project_id) / f"{validate_id(job_id, 'jobId')}.json"
+    def job_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
+        return self._dir("jobs", project_id, create) / f"{validate_id(job_id, 'jobId')}.json"
 
-    def image_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("renders", project_id) / f"{validate_id(job_id, 'jobId')}.png"
+    def image_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
+        return self._dir("renders", project_id, create) / f"{validate_id(job_id, 'jobId')}.png"
 
-    def _event_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("events", project_id) / f"{validate_id(job_id, 'jobId')}.jsonl"
+    def _event_path(self, project_id: str, job_id: str, create: bool = False) -> Path:
+        return self._dir("events", project_id, create) / f"{validate_id(job_id, 'jobId')}.jsonl"
 
     def _markers(self, job: Job) -> set[Path]:
         if job.status is JobStatus.PENDING:
@@ -116,7 +122,7 @@ class FileJobStore(JobStore):
         after = self._markers(new)
         for marker in after - before:
             touch_durable(marker)  # index first: a crash now leaves a stale marker, never a lost job
-        atomic_write(self.job_path(new.project_id, new.job_id), new.to_json().encode())
+        atomic_write(self.job_path(new.project_id, new.job_id, create=True), new.to_json().encode())
         for marker in before - after:
             unlink_quietly(marker)
         if event is not None:
@@ -127,13 +133,42 @@ class FileJobStore(JobStore):
     def _append_event(self, project_id: str, event: Event) -> None:
         line = event.model_dump_json() + "\n"
         # One write() with O_APPEND: lines from concurrent writers never interleave.
-        fd = os.open(self._event_path(project_id, event.job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self._event_path(project_id, event.job_id, create=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
 
     def create(self, job: Job, event: Event | None) -> None:
+        if job.idempotency_key is None:
+            return self._create(job, event)
+        marker = self._key_marker(job.project_id, job.idempotency_key)
+        with self.key_locks.hold(marker.name):
+            existing = self.find_by_idempotency_key(job.project_id, job.idempotency_key)
+            if existing is not None:
+                raise TransitionConflict(
+                    f"Idempotency-Key already used by job {existing.job_id} in project {job.project_id}.")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            # Marker first: a crash before the job is written leaves a marker naming a missing
+            # job, which find_by_idempotency_key treats as unused.
+            atomic_write(marker, job.job_id.encode())
+            self._create(job, event)
+
+    def _key_marker(self, project_id: str, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.state_dir / "idempotency" / validate_id(project_id, "projectId") / digest
+
+    def find_by_idempotency_key(self, project_id: str, key: str) -> Job | None:
+        """O(1): the marker names the job; a marker whose job is gone (deleted, crash) is unused."""
+        try:
+            job_id = self._key_marker(project_id, key).read_text()
+            job = self.get(job_id, project_id)
+        except (FileNotFoundError, InvalidInput, JobNotFound, UnreadableJob):
+            return None
+        return job if job.idempotency_key == key else None
+
+    def _create(self, job: Job, event: Event | None) -> None:
         path = self.job_path(job.project_id, job.job_id)
         with self.locks.hold(job.job_id):
             if path.exists():
@@ -283,7 +318,8 @@ class FileJobStore(JobStore):
 
     # -- concepts, images, events --------------------------------------------------------------
     def save_concept(self, concept: Concept) -> None:
-        path = self._dir("concepts", concept.project_id) / f"{validate_id(concept.concept_id, 'conceptId')}.json"
+        directory = self._dir("concepts", concept.project_id, create=True)
+        path = directory / f"{validate_id(concept.concept_id, 'conceptId')}.json"
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy.
         atomic_write(path, concept.model_dump_json(indent=2).encode(), durable=False)
 
@@ -304,7 +340,7 @@ class FileJobStore(JobStore):
                 continue  # a foreign file is not a concept
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
-        atomic_write(self.image_path(project_id, job_id), png)
+        atomic_write(self.image_path(project_id, job_id, create=True), png)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:

@@ -1,0 +1,231 @@
+"""HTTP API latency and throughput, beside a bare FastAPI endpoint, with the same load generator.
+
+    python3 -m bench.api_bench [--duration 2] [--rounds 3] [--connections 1 16]
+
+Two uvicorn processes, started the same way (uvloop/httptools when installed, no access log):
+  ours: `python -m jobs_core serve --workers 0` on a fresh store (create and poll only, the seed's
+        hybrid set-up; nothing renders while we measure)
+  bare: a FastAPI app whose POST does only one fsynced file write and whose GET does one file read
+wrk (compiled, so the load generator does not eat the two cores) drives each case at 1 and 16
+connections, alternating bare and ours for a few rounds (the machine is shared: both sides then see
+the same background load); rows print side by side with the ratios the issue targets:
+create and poll p50 <= 1.5x bare, p99 <= 2x bare, and the seed's promise of < 1 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+CREATE_BODY = json.dumps({"projectId": "bench", "renderType": "axonometric",
+                          "conceptInputs": {"title": "Bench", "floors": 5, "footprint": "L"}})
+
+# -- the bare peer -------------------------------------------------------------------------------
+bare_app = FastAPI()
+BARE_DIR = Path(os.environ.get("BENCH_BARE_DIR", tempfile.gettempdir()))
+
+
+def _write_fsynced(data: bytes) -> str:
+    name = uuid.uuid4().hex
+    fd = os.open(BARE_DIR / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return name
+
+
+@bare_app.post("/bare/write", status_code=201)
+async def bare_write(request: Request) -> Response:
+    name = await run_in_threadpool(_write_fsynced, await request.body())
+    return JSONResponse({"id": name}, status_code=201)
+
+
+@bare_app.get("/bare/read/{name}")
+async def bare_read(name: str) -> Response:
+    data = await run_in_threadpool((BARE_DIR / f"{name}.json").read_bytes)
+    return Response(data, media_type="application/json")
+
+
+# -- running servers and wrk -----------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = subprocess.Popen([*command, "--port", str(port)], cwd=ROOT, env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            httpx.get(f"{base}/docs", timeout=1)
+            return process, base
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit(f"server did not start: {command}")
+
+
+@dataclass
+class Figures:
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, connections: int, seconds: float, post_body: str | None, workdir: Path) -> Figures:
+    command = [WRK, f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    if post_body is not None:
+        script = workdir / "post.lua"
+        script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(post_body)}\n'
+                          'wrk.headers["Content-Type"] = "application/json"\n')
+        command += ["-s", str(script)]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = int(bad.group(1)) if bad else 0
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    return Figures(_ms(p50), _ms(p99), rps, errors)
+
+
+def paired(bare_url: str, ours_url: str, connections: int, seconds: float, rounds: int, post_body: str | None,
+           workdir: Path) -> tuple[Figures, Figures]:
+    """Alternate bare and ours `rounds` times, so both see the same background load (the machine
+    is shared), and keep the median of each figure."""
+    bare_runs, ours_runs = [], []
+    for _ in range(rounds):
+        bare_runs.append(wrk(bare_url, connections, seconds, post_body, workdir))
+        ours_runs.append(wrk(ours_url, connections, seconds, post_body, workdir))
+    return _median(bare_runs), _median(ours_runs)
+
+
+def _median(runs: list[Figures]) -> Figures:
+    def mid(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+    return Figures(mid([r.p50_ms for r in runs]), mid([r.p99_ms for r in runs]), mid([r.rps for r in runs]),
+                   sum(r.errors for r in runs))
+
+
+def _row(label: str, figures: Figures) -> str:
+    return (f"  {label:<34} p50 {figures.p50_ms:7.2f} ms   p99 {figures.p99_ms:7.2f} ms   "
+            f"{figures.rps:8.0f} req/s   errors {figures.errors}")
+
+
+def _verdict(ours: Figures, bare: Figures) -> str:
+    p50, p99 = ours.p50_ms / bare.p50_ms, ours.p99_ms / bare.p99_ms
+    ok = p50 <= 1.5 and p99 <= 2.0 and ours.p99_ms < 1000 and ours.errors == 0
+    return (f"  {'ratio ours/bare':<34} p50 {p50:6.2f}x (target <= 1.5x)   p99 {p99:6.2f}x (target <= 2x)   "
+            f"{'MEETS' if ok else 'MISSES'} target; seed's < 1 s: {'yes' if ours.p99_ms < 1000 else 'NO'}")
+
+
+def in_process(seconds: float, call) -> Figures:
+    """The same operation without HTTP, one caller: how much of a row is the store itself."""
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    while (start := time.perf_counter()) < deadline:
+        call()
+        latencies.append((time.perf_counter() - start) * 1000)
+    latencies.sort()
+    return Figures(latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
+                   len(latencies) / seconds, 0)
+
+
+def store_floor(work: Path, seconds: float) -> tuple[Figures, Figures]:
+    from jobs_core.service import JobService
+    from jobs_core.store import FileJobStore
+
+    service = JobService(FileJobStore(work / "floor-store"))
+    body = json.loads(CREATE_BODY)
+    submit = in_process(seconds, lambda: service.submit(body))
+    global BARE_DIR
+    BARE_DIR = work / "bare"
+    write = in_process(seconds, lambda: _write_fsynced(CREATE_BODY.encode()))
+    return submit, write
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/ours runs per case (median kept)")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args(argv)
+    if not os.access(WRK, os.X_OK):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="api-bench-", dir=ROOT))  # same disk as a real ./.jobs
+    (work / "bare").mkdir()
+    ours_proc, ours = _start([sys.executable, "-m", "jobs_core", "serve", "--workers", "0"],
+                             {"JOBS_DIR": str(work / "store"), "JOBS_RENDER_SIZE": "64"})
+    bare_proc, bare = _start([sys.executable, "-m", "uvicorn", "bench.api_bench:bare_app", "--no-access-log",
+                              "--log-level", "warning"], {"BENCH_BARE_DIR": str(work / "bare")})
+    try:
+        # Poll targets: a finished job (a plain read) and a pending one (read + queue position).
+        done = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
+                          headers={"content-type": "application/json"}).json()["jobId"]
+        httpx.post(f"{ours}/api/jobs/{done}/process", headers={"Prefer": "wait=30"}, timeout=60)
+        sample = httpx.get(f"{ours}/api/jobs/{done}?projectId=bench").content
+        bare_id = httpx.post(f"{bare}/bare/write", content=sample).json()["id"]
+        print(f"API benchmark: wrk, {args.rounds} alternating rounds of {args.duration:g} s per case (medians), "
+              f"{os.cpu_count()} cores, "
+              f"load average {os.getloadavg()[0]:.1f} at start")
+        for connections in args.connections:
+            print(f"\n{connections} concurrent client(s)")
+            create_bare, create_ours = paired(f"{bare}/bare/write", f"{ours}/api/jobs/render", connections,
+                                              args.duration, args.rounds, CREATE_BODY, work)
+            print(_row("bare: one fsynced file write", create_bare))
+            print(_row("create POST /api/jobs/render", create_ours))
+            print(_verdict(create_ours, create_bare))
+            poll_bare, poll_ours = paired(f"{bare}/bare/read/{bare_id}", f"{ours}/api/jobs/{done}?projectId=bench",
+                                          connections, args.duration, args.rounds, None, work)
+            print(_row("bare: one file read", poll_bare))
+            print(_row("poll GET /api/jobs/{id} (completed)", poll_ours))
+            print(_verdict(poll_ours, poll_bare))
+        submit, write = store_floor(work, args.duration)
+        print("\nwithout HTTP (in this process, one caller): where create's time goes")
+        print(_row("one fsynced file write", write))
+        print(_row("JobService.submit (the file store)", submit))
+        queued = len(os.listdir(work / "store" / ".state" / "ready"))
+        pending = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
+                             headers={"content-type": "application/json"}).json()["jobId"]
+        poll_pending = wrk(f"{ours}/api/jobs/{pending}?projectId=bench", 1, args.duration, None, work)
+        print(f"\nextra: poll of a pending job behind {queued} queued jobs (queuePosition: shared listing)")
+        print(_row("poll GET /api/jobs/{id} (pending)", poll_pending))
+    finally:
+        for process in (ours_proc, bare_proc):
+            process.terminate()
+            process.wait(20)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Every error leaves the API as JSON `{"error": "<a sentence>"}` with a fitting status.
+
+Validation problems in the body are 422, in the path, query or headers 400; a body that is not
+JSON at all is 400. A 5xx means a bug (or a broken disk) and is logged with its traceback.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
+
+log = logging.getLogger("jobs_core.api")
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than the limit of {limit} bytes.")
+
+
+class BadRequestBody(InvalidInput):
+    """InvalidInput about the body's content: 422 rather than 400."""
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+
+
+def _sentence(item: Mapping[str, Any]) -> str:
+    source, *rest = [str(part) for part in item["loc"]] or ["body"]
+    kind, message = item["type"], str(item["msg"])
+    if source == "body" and not rest:
+        if kind == "missing":
+            return "The request body is required: send a JSON object"
+        if isinstance(item.get("input"), (bytes, str)):
+            return "The request body must be a JSON object sent with Content-Type: application/json"
+        return "The request body must be a JSON object"
+    where = ".".join(rest) if source == "body" else f"{'.'.join(rest)} ({source})"
+    if kind == "value_error":  # our validators wrote a whole sentence naming the field
+        return message.removeprefix("Value error, ").rstrip(".")
+    message = message.replace("Input should be", "must be").replace("Field required", "is required")
+    message = message.replace("Extra inputs are not permitted", "is not a known field")
+    message = message.replace("less than or equal to", "at most").replace("greater than or equal to", "at least")
+    got = item.get("input")
+    shown = "" if isinstance(got, (dict, list)) or kind == "missing" else f" (got {str(got)[:60]!r})"
+    return f"{where} {message}{shown}"
+
+
+def describe_validation(errors: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    """(status, sentences) for FastAPI's validation errors."""
+    for item in errors:
+        if item["type"] == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error", "syntax error")
+            return 400, f"The request body is not valid JSON ({reason})."
+    status = 422 if all(item["loc"] and item["loc"][0] == "body" for item in errors) else 400
+    return status, "; ".join(dict.fromkeys(_sentence(item) for item in errors)) + "."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(*describe_validation(error.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        if isinstance(error.__cause__, BodyTooLarge):  # raised while FastAPI read the body
+            return error_response(413, str(error.__cause__))
+        if error.status_code == 404:
+            message = f"No such endpoint: {request.method} {request.url.path}."
+        elif error.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}."
+        else:
+            message = str(error.detail).rstrip(".") + "."
+        return error_response(error.status_code, message, error.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
+        return error_response(413, str(error))
+
+    @app.exception_handler(BadRequestBody)
+    async def _bad_body(request: Request, error: BadRequestBody) -> JSONResponse:
+        return error_response(422, str(error))
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid(request: Request, error: InvalidInput) -> JSONResponse:
+        return error_response(400, str(error))
+
+    @app.exception_handler(JobNotFound)
+    async def _not_found(request: Request, error: JobNotFound) -> JSONResponse:
+        return error_response(404, str(error))
+
+    @app.exception_handler(TransitionConflict)
+    async def _conflict(request: Request, error: TransitionConflict) -> JSONResponse:
+        return error_response(409, str(error))
+
+    @app.exception_handler(UnreadableJob)
+    async def _unreadable(request: Request, error: UnreadableJob) -> JSONResponse:
+        log.error("unreadable job document: %s", error)  # the path goes to the log, not the client
+        return error_response(500, "The stored job document is unreadable; an operator must repair or delete it.")
+
+    @app.exception_handler(StoreWriteError)
+    async def _store_write(request: Request, error: StoreWriteError) -> JSONResponse:
+        log.error("store write failed: %s", error)
+        return error_response(503, str(error), {"Retry-After": "10"})
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "Internal error; the server log has the details.")

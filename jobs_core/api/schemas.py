@@ -1,0 +1,64 @@
+"""What the API sends and receives, as pydantic models: they document the OpenAPI schema and
+give `jobs_core.client` typed results. Field names are camelCase on the wire, as in the seed.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..ids import validate_id
+from ..models import Event, Job, JobStatus, _Camel
+
+
+class ApiJob(Job):
+    """The job document plus `queuePosition` (1 = next to be claimed) while it is pending."""
+
+    queue_position: int | None = Field(None, ge=1)
+
+
+class JobEnvelope(_Camel):
+    job: ApiJob
+
+
+class CreatedJob(_Camel):
+    """The seed's answer to POST /api/jobs/render, field for field."""
+
+    job_id: str
+    concept_id: str
+    status: JobStatus
+    poll_url: str
+    process_url: str
+
+
+class JobList(_Camel):
+    jobs: list[ApiJob]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+class EventList(_Camel):
+    events: list[Event]
+
+
+class Health(_Camel):
+    status: Literal["ok"] = "ok"
+    workers: int = Field(description="embedded worker threads claiming jobs in this process")
+    queue_length: int = Field(description="pending jobs in the store")
+
+
+class ProcessRequest(_Camel):
+    """The seed's POST /process body. The job's stored brief is what renders; conceptInputs is
+    accepted for compatibility and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    project_id: str | None = None
+    concept_inputs: dict[str, Any] | None = None
+
+    @field_validator("project_id")
+    @classmethod
+    def _project(cls, value: str | None) -> str | None:
+        return None if value is None else validate_id(value, "projectId")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="one sentence a person can act on")

@@ -1,0 +1,215 @@
+"""The Streamlit-free helpers behind the app (`jobs_core.embedded`), on a real store and real workers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from jobs_core import JobService, JobStatus
+from jobs_core.embedded import (
+    EXAMPLE_BRIEFS,
+    PROVIDER_KEYS,
+    brief_problems,
+    brief_summary,
+    copy_provider_keys,
+    duration_text,
+    field_bounds,
+    field_choices,
+    live_workers,
+    render_directly,
+    start_runtime,
+)
+from jobs_core.models import ConceptInputs, utcnow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_final(service: JobService, job_id: str, seconds: float = 30) -> JobStatus:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = service.get(job_id).status
+        if status.is_final:
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} is still {status.value} after {seconds} s")
+
+
+# -- provider keys --------------------------------------------------------------------------------
+def test_provider_keys_are_copied_from_secrets_only_where_the_environment_has_none():
+    environ = {"OPENAI_API_KEY": "from-shell"}
+    secrets = {"providers": {"OPENAI_API_KEY": "from-secrets", "STABILITY_API_KEY": "stab"},
+               "REPLICATE_API_TOKEN": "rep", "FAL_KEY": 42, "UNRELATED": "x"}
+    copied = copy_provider_keys(secrets, environ)
+    assert copied == ["STABILITY_API_KEY", "REPLICATE_API_TOKEN"]
+    assert environ == {"OPENAI_API_KEY": "from-shell", "STABILITY_API_KEY": "stab", "REPLICATE_API_TOKEN": "rep"}
+
+
+def test_no_secrets_copy_nothing():
+    environ: dict[str, str] = {}
+    assert copy_provider_keys({}, environ) == [] and environ == {}
+
+
+def test_the_app_copies_provider_keys_from_streamlit_secrets(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("JOBS_APP_WORKERS", "0")
+    for name in PROVIDER_KEYS:  # set then delete, so monkeypatch restores the real environment afterwards
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STABILITY_API_KEY", "from-shell")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    app.secrets["providers"] = {"OPENAI_API_KEY": "sk-test", "STABILITY_API_KEY": "from-secrets"}
+    try:
+        app.run()
+        assert not app.exception
+        assert os.environ["OPENAI_API_KEY"] == "sk-test"
+        assert os.environ["STABILITY_API_KEY"] == "from-shell"
+    finally:
+        st.cache_resource.clear()
+
+
+# -- one worker pool per process ------------------------------------------------------------------
+def test_two_sessions_share_one_runtime_and_its_worker_pool(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("JOBS_APP_WORKERS", "1")
+    try:
+        first = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+        second = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+        first.run()  # reruns do not start more workers either
+        runtime = first.session_state["runtime"]
+        assert runtime is second.session_state["runtime"]
+        assert runtime.workers_running and runtime.worker.concurrency == 1
+    finally:
+        st.cache_resource.clear()
+    assert not runtime.workers_running  # released with the cache: workers stopped
+
+
+def test_importing_the_library_starts_no_thread():
+    code = "import threading, jobs_core.embedded, jobs_core; print(threading.active_count())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "1", out.stderr
+
+
+def test_the_embedded_pool_runs_jobs_submitted_by_another_process_view_of_the_store(tmp_path):
+    runtime = start_runtime(str(tmp_path / "jobs"), 1)
+    try:
+        outsider = JobService.from_env(tmp_path / "jobs")  # e.g. the CLI or the API on the same JOBS_DIR
+        job = outsider.submit({"projectId": "shared", "conceptInputs": {"floors": 3}})
+        assert wait_final(outsider, job.job_id) is JobStatus.COMPLETED
+        assert outsider.image(outsider.get(job.job_id))[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        runtime.stop()
+    assert not runtime.workers_running
+
+
+def test_a_runtime_without_workers_leaves_jobs_pending(tmp_path):
+    runtime = start_runtime(str(tmp_path / "jobs"), 0)
+    try:
+        job = runtime.service.submit({"projectId": "idle"})
+        assert runtime.worker is None and not runtime.workers_running
+        assert runtime.service.get(job.job_id).status is JobStatus.PENDING
+    finally:
+        runtime.stop()
+
+
+def test_live_workers_are_seen_through_fresh_heartbeats_only(service):
+    job = service.submit({"projectId": "beats"})
+    service.claim(job.job_id, "host-a-1", "beats")
+    assert list(live_workers(service)) == ["host-a-1"]
+    later = utcnow() + timedelta(seconds=service.settings.lease_seconds + 1)
+    assert live_workers(service, now=later) == {}
+    shorter_lease = JobService(service.store, replace(service.settings, lease_seconds=0.0))
+    assert live_workers(shorter_lease, now=utcnow() + timedelta(milliseconds=1)) == {}
+
+
+# -- the form -----------------------------------------------------------------------------------
+def test_form_choices_and_bounds_are_read_from_the_model():
+    assert field_choices("footprint") == ["bar", "L", "U", "courtyard", "tower"]
+    assert field_bounds("floors") == (1, 120)
+    assert field_bounds("floor_height") == (2.4, 8)
+
+
+def test_every_example_brief_is_a_valid_concept():
+    for name, brief in EXAMPLE_BRIEFS.items():
+        assert brief_problems("demo", brief) == {}, name
+        assert set(brief) == {field.alias or key for key, field in ConceptInputs.model_fields.items()}, name
+
+
+def test_brief_problems_name_the_field_with_one_sentence_each():
+    problems = brief_problems("my project", {"width": 1, "footprint": "star", "floors": 5})
+    assert problems == {
+        "projectId": "projectId 'my project' may only contain letters, digits, '-' and '_'.",
+        "width": "width must be at least 3 (got 1).",
+        "footprint": "footprint must be 'bar', 'L', 'U', 'courtyard' or 'tower' (got 'star').",
+    }
+
+
+def test_direct_render_draws_without_creating_a_job(service):
+    stages: list[str] = []
+    result, seconds = render_directly(service, "direct", "plan", {"title": "Direct"},
+                                      lambda percent, stage: stages.append(stage))
+    assert result.png[:8] == b"\x89PNG\r\n\x1a\n" and seconds > 0
+    assert stages and stages[-1] == "saving" and "encoding" in stages
+    assert service.list().jobs == []
+
+
+def test_direct_render_refuses_an_unknown_render_type(service):
+    with pytest.raises(Exception, match="renderType 'sketch' is not one of"):
+        render_directly(service, "direct", "sketch", {}, lambda *_: None)
+
+
+def test_durations_read_like_a_person_would_say_them():
+    assert duration_text(2.345) == "2.3 s"
+    assert duration_text(42) == "42 s"
+    assert duration_text(125) == "2 min 05 s"
+    assert duration_text(3 * 3600 + 60) == "3 h 01 min"
+
+
+SLOW_RUNTIME_SCRIPT = """
+import sys, threading, time
+from jobs_core.embedded import start_runtime
+from jobs_core.renderers import Renderer, RenderResult, register
+
+started = threading.Event()
+
+class Slow(Renderer):  # a render that takes long enough to be running when the process exits
+    name = "slow"
+    render_types = ("axonometric",)
+    def render(self, task, progress):
+        started.set()
+        for percent in range(1, 100):
+            progress(percent, "drawing slowly")
+            time.sleep(0.05)
+        return RenderResult(png=b"")
+
+register("slow", Slow)
+runtime = start_runtime(sys.argv[1], 1)
+job = runtime.service.submit({"projectId": "exit"}, renderer="slow")
+started.wait(30)
+print(job.job_id, flush=True)
+sys.exit(0)  # a normal shutdown, as when `streamlit run` is stopped
+"""
+
+
+def test_a_process_that_exits_hands_its_running_jobs_back_to_the_queue(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SLOW_RUNTIME_SCRIPT, str(tmp_path / "jobs")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    service = JobService.from_env(tmp_path / "jobs")
+    job = service.get(out.stdout.strip())
+    assert job.status is JobStatus.PENDING and job.attempts == 0 and job.worker_id is None
+    assert [event.type for event in service.events(job.job_id)][-1] == "released"
+
+
+def test_brief_summary_describes_a_brief_and_tolerates_a_foreign_one():
+    assert brief_summary(EXAMPLE_BRIEFS["Timber housing block"]) == "U 42 × 30 m, 5 floors, gable roof, timber"
+    assert brief_summary({"width": "wide"}) == ""

@@ -1,0 +1,103 @@
+"""The monitor in a real browser: `streamlit run app.py` on a generated store, Chromium headless.
+
+A job submitted by another process (the CLI) appears on the open page without a reload (the
+file watcher updates the index and the live fragment re-reads it); selecting its row in the grid
+and pressing Cancel cancels it in the store.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.generate_store import Plan, generate
+from jobs_core import FileJobStore, JobStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    store = tmp_path / "store"
+    generate(store, Plan(jobs=300, projects=10, weeks=4, now=datetime.now(UTC)))
+    port = free_port()
+    # No embedded workers: the job the test submits must stay pending so it can be seen and canceled.
+    env = {**os.environ, "JOBS_DIR": str(store), "JOBS_APP_WORKERS": "0"}
+    env.pop("JOBS_STORE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=1).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("streamlit did not become healthy")
+            time.sleep(0.2)
+        yield url, store
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, Path]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, store = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_role("link", name="Monitor").click()
+            def metric(label: str):
+                return page.locator("[data-testid='stMetric']").filter(
+                    has=page.get_by_text(label, exact=True)).locator("[data-testid='stMetricValue']")
+
+            jobs, pending = metric("Jobs"), metric("Pending")
+            expect(jobs).to_have_text("300", timeout=90_000)
+            pending_before = int(pending.inner_text())
+            submitted = subprocess.run(
+                [sys.executable, "-m", "jobs_core", "submit", "--project-id", "from-the-cli",
+                 "--jobs-dir", str(store)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert submitted.returncode == 0, submitted.stderr
+            # No reload, no click: the live fragment (every 3 s) shows the new job.
+            expect(jobs).to_have_text("301", timeout=30_000)
+            expect(pending).to_have_text(str(pending_before + 1))
+
+            # Select the newest row (the job just submitted) in the grid and cancel it.
+            job_id = submitted.stdout.split()[0]
+            grid = page.locator("[data-testid='stDataFrame']").first
+            box = grid.bounding_box()
+            page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # row-marker checkbox of row 1
+            cancel = page.get_by_role("button", name="Cancel 1")
+            expect(cancel).to_be_visible(timeout=30_000)
+            cancel.click()
+            expect(page.get_by_text("Canceled 1 job.")).to_be_visible(timeout=30_000)
+            assert FileJobStore(store).get(job_id, "from-the-cli").status is JobStatus.CANCELED
+        finally:
+            browser.close()
