@@ -120,7 +120,12 @@ def test_concurrent_starters_migrate_once(schema: str):
     assert {"jobs", "job_events", "job_concepts", "job_images", "jobs_schema_version"} <= tables
 
 
-def test_unreachable_server_or_missing_schema_is_one_clear_line():
+def test_unreachable_server_missing_schema_or_bad_setting_is_one_clear_line(monkeypatch):
+    done = subprocess.run([sys.executable, "-m", "jobs_core", "list"], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, "JOBS_STORE_URL": schema_url("no_tables_made_here"),
+                                         "JOBS_PG_POOL_SIZE": "many", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert done.stderr == "error: JOBS_PG_POOL_SIZE='many' must be a whole number of connections, at least 1.\n"
     for url, expected in (("postgresql://postgres@127.0.0.1:1/nowhere", "Cannot use PostgreSQL at 127.0.0.1:1/nowhere"),
                           (schema_url("no_such_schema_here"), "schema named by search_path")):
         done = run_cli(url, "list")
@@ -147,6 +152,21 @@ def test_a_job_submitted_by_another_process_wakes_idle_waiters(pg_store, schema:
     # Woken by NOTIFY, not by its 60 s timeout.
     assert woke_after and woke_after[0] < 30
     assert pg_store.pending()[0][1] == done.stdout.strip()
+
+
+def test_a_dropped_listen_connection_is_replaced(pg_store, schema: str, app_name: str):
+    pg_store.wait_for_work(5)
+    assert kill_sessions(app_name, query="LISTEN%") == 1
+    started = time.monotonic()
+    pg_store.wait_for_work(30)  # the new listener wakes us: something may have been missed meanwhile
+    assert time.monotonic() - started < 20
+    woke_after: list[float] = []
+    waiter = threading.Thread(target=lambda: (pg_store.wait_for_work(60), woke_after.append(time.monotonic())))
+    started = time.monotonic()
+    waiter.start()
+    assert run_cli(schema_url(schema), "submit", "--project-id", "after-reconnect").returncode == 0
+    waiter.join(60)
+    assert woke_after and woke_after[0] - started < 30  # woken by NOTIFY on the new connection
 
 
 def test_changes_from_other_processes_reach_change_callbacks(pg_store, schema: str):

@@ -171,10 +171,10 @@ class PostgresJobStore(JobStore):
         self.connect_kwargs = {key: value for key, value in KEEPALIVES.items() if key not in self._params()}
         artifacts = artifacts_dir or os.environ.get("JOBS_ARTIFACTS_DIR") or None
         self.artifacts_dir = Path(artifacts) if artifacts else None
+        size = pool_size or _pool_size_setting()
         self.schema = self._migrate(connect_timeout)
-        size = pool_size or int(os.environ.get("JOBS_PG_POOL_SIZE") or 8)
         self.pool = ConnectionPool(url, kwargs={**self.connect_kwargs, "autocommit": True}, min_size=1,
-                                   max_size=max(size, 1), open=False, timeout=connect_timeout, name="jobs_core")
+                                   max_size=size, open=False, timeout=connect_timeout, name="jobs_core")
         self.pool.open(wait=False)
         self.work_channel = _channel("work", self.schema)
         self.change_channel = _channel("change", self.schema)
@@ -672,6 +672,13 @@ def _flush_at_exit(store_ref: weakref.ref[PostgresJobStore]) -> None:
     store = store_ref()
     if store is not None and not store.pool.closed:
         store._stop_threads()
+
+
+def _pool_size_setting() -> int:
+    raw = os.environ.get("JOBS_PG_POOL_SIZE") or "8"
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInput(f"JOBS_PG_POOL_SIZE={raw!r} must be a whole number of connections, at least 1.")
+    return int(raw)
 
 
 def _roll_back(conn: psycopg.Connection) -> None:
