@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .api.serve import add_serve_command  # the HTTP API (issue 6)
     add_serve_command(commands, common)
+
+    from .migrate import cmd_migrate  # issue 7: copy a store into another (files <-> PostgreSQL)
+    migrate = commands.add_parser("migrate", parents=[common],
+                                  help="copy this store into another (files <-> PostgreSQL); idempotent")
+    migrate.add_argument("--to", required=True, help="a postgresql:// URL or a jobs directory")
+    migrate.set_defaults(handler=cmd_migrate)
     return parser
 
 

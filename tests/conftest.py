@@ -18,8 +18,15 @@ def make_file_store(tmp_path: Path) -> JobStore:
     return FileJobStore(tmp_path / "jobs-store")
 
 
+def make_postgres_store(tmp_path: Path) -> JobStore:
+    """A fresh schema on the test server (JOBS_TEST_POSTGRES_URL); skips when there is none."""
+    from postgres_scratch import make_scratch_store
+
+    return make_scratch_store()
+
+
 # Backends the contract suite runs on: name -> factory(tmp_path) returning a fresh, empty store.
-BACKENDS = {"files": make_file_store}
+BACKENDS = {"files": make_file_store, "postgres": make_postgres_store}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -441,6 +441,13 @@ class FileJobStore(JobStore):
         except ValidationError:
             raise UnreadableJob(f"{path}: not a concept document.") from None
 
+    def iter_concepts(self) -> Iterator[Concept]:
+        for path in sorted((self.root / "concepts").glob("*/*.json")):
+            try:
+                yield Concept.model_validate_json(path.read_bytes())
+            except (OSError, ValidationError):
+                continue  # a foreign file is not a concept
+
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
         atomic_write(self._ensure_parent(self.image_path(project_id, job_id)), png)
 
@@ -463,6 +470,10 @@ class FileJobStore(JobStore):
             except ValidationError:
                 continue  # a torn last line after a power loss: the job file is the truth
         return events
+
+    def append_events(self, project_id: str, events: list[Event]) -> None:
+        for event in events:
+            self._append_event(validate_id(project_id, "projectId"), event)
 
     def sweep_temp_files(self, older_than_seconds: float = 300) -> int:
         """Remove temp files left by a process killed mid-write (they never look like jobs)."""

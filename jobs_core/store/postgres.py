@@ -1,0 +1,695 @@
+"""PostgresJobStore: the same contract on PostgreSQL, for workers on many hosts.
+
+    jobs          one row per job: the document as JSONB plus the columns we query
+    job_events    the event log, oldest first by id
+    job_concepts  saved briefs
+    job_images    rendered PNGs (unless an artifacts directory is configured)
+
+Every change runs in one transaction on the row read with SELECT ... FOR UPDATE (or, to claim, on
+the oldest due pending row picked with FOR UPDATE SKIP LOCKED on a partial index), so a change
+function that raises rolls everything back. After each commit a NOTIFY wakes idle workers in
+every process (a job is pending) and tells live views what changed (`on_change`).
+
+The schema of the URL's search_path is used (`?options=-csearch_path%3Dmyschema`), which lets
+several stores share one database.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
+from pydantic import ValidationError
+
+from ..errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
+from ..ids import validate_id
+from ..models import Concept, ConceptInputs, Event, Job, JobStatus
+from .atomic import atomic_write
+from .base import Change, JobPage, JobStore, Unreadable
+
+log = logging.getLogger("jobs_core.store.postgres")
+T = TypeVar("T")
+
+MIGRATION_LOCK = 7_310_001  # pg_advisory_xact_lock key: concurrent starters migrate one at a time
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id          text PRIMARY KEY,
+        project_id      text NOT NULL,
+        status          text NOT NULL,
+        available_at    timestamptz NOT NULL,
+        updated_at      timestamptz NOT NULL,
+        heartbeat_at    timestamptz,
+        worker_id       text,
+        idempotency_key text,
+        doc             jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_pending_queue ON jobs (available_at, job_id) WHERE status = 'pending';
+    CREATE INDEX IF NOT EXISTS jobs_processing ON jobs (heartbeat_at) WHERE status = 'processing';
+    CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, job_id);
+    CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id);
+    CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (updated_at);
+    CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (project_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS job_events (
+        id          bigserial PRIMARY KEY,
+        job_id      text NOT NULL,
+        project_id  text NOT NULL,
+        doc         jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, id);
+    CREATE TABLE IF NOT EXISTS job_concepts (
+        project_id  text NOT NULL,
+        concept_id  text NOT NULL,
+        doc         jsonb NOT NULL,
+        PRIMARY KEY (project_id, concept_id)
+    );
+    CREATE TABLE IF NOT EXISTS job_images (
+        project_id  text NOT NULL,
+        job_id      text NOT NULL,
+        png         bytea NOT NULL,
+        PRIMARY KEY (project_id, job_id)
+    );
+    """,
+}
+
+# A peer that vanishes without closing (a host powered off) is noticed in ~25 s, not hours;
+# used unless the URL sets its own.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
+
+# One round trip writes the job and logs its event; the last column turns synchronous_commit off
+# for this transaction when the change is not a transition (see _durable).
+_WRITE_TAIL = """
+    , logged AS (INSERT INTO job_events (job_id, project_id, doc)
+                 SELECT %(job_id)s, %(project_id)s, e.doc FROM (SELECT %(event)s::jsonb AS doc) e
+                 WHERE e.doc IS NOT NULL)
+    SELECT set_config('synchronous_commit', %(sync)s, true)
+"""
+_INSERT_JOB = """
+    WITH written AS (
+        INSERT INTO jobs (job_id, project_id, status, available_at, updated_at, heartbeat_at, worker_id,
+                          idempotency_key, doc)
+        VALUES (%(job_id)s, %(project_id)s, %(status)s, %(available_at)s, %(updated_at)s, %(heartbeat_at)s,
+                %(worker_id)s, %(idempotency_key)s, %(doc)s::jsonb))""" + _WRITE_TAIL
+_UPDATE_JOB = """
+    WITH written AS (
+        UPDATE jobs SET status = %(status)s, available_at = %(available_at)s, updated_at = %(updated_at)s,
+                        heartbeat_at = %(heartbeat_at)s, worker_id = %(worker_id)s,
+                        idempotency_key = %(idempotency_key)s, doc = %(doc)s::jsonb
+        WHERE job_id = %(job_id)s)""" + _WRITE_TAIL
+_INSERT_EVENT = "INSERT INTO job_events (job_id, project_id, doc) VALUES (%s, %s, %s::jsonb)"
+
+
+class StoreUnavailable(JobsError):
+    """The database cannot be reached (after retries); nothing was written by the failed call."""
+
+
+class _CommitUncertain(Exception):
+    """The connection dropped during COMMIT: the transaction may or may not have been applied."""
+
+
+def _durable(old: Job | None, new: Job) -> bool:
+    """Whether a write must survive a server crash before we return. A change that moves only
+    progress and heartbeat (same status, same cancel request) is committed asynchronously: a
+    crash of the server may forget the last fraction of a second of progress, never a transition."""
+    return old is None or old.status is not new.status or old.cancel_requested != new.cancel_requested
+
+
+_BRIEF_ORDER = {field.alias or name: index for index, (name, field) in enumerate(ConceptInputs.model_fields.items())}
+
+
+def _in_brief_order(inputs: dict[str, Any]) -> dict[str, Any]:
+    """JSONB keeps keys sorted by length; give the brief back in the order it was written, so a
+    job read from here is the same document, byte for byte, as the one stored (and migrated)."""
+    return dict(sorted(inputs.items(), key=lambda item: _BRIEF_ORDER.get(item[0], len(_BRIEF_ORDER))))
+
+
+def _parse_job(job_id: str, text: str) -> Job:
+    try:
+        job = Job.model_validate_json(text)
+        job.concept_inputs = _in_brief_order(job.concept_inputs)
+        return job
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise UnreadableJob(f"jobs row {job_id}: not a job document ({field}: {first['msg']}).") from None
+
+
+def _parse_concept(text: str) -> Concept:
+    concept = Concept.model_validate_json(text)
+    concept.concept_inputs = _in_brief_order(concept.concept_inputs)
+    return concept
+
+
+def _channel(kind: str, schema: str) -> str:
+    """A NOTIFY channel per schema (channels are database-wide; schemas may be many stores)."""
+    digest = hashlib.sha1(schema.encode()).hexdigest()[:12]
+    return f"jobs_{kind}_{digest}"
+
+
+class PostgresJobStore(JobStore):
+    wakes_across_processes = True
+
+    def __init__(self, url: str, *, pool_size: int | None = None,
+                 artifacts_dir: str | os.PathLike | None = None, retries: int = 4,
+                 connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self.retries = retries
+        self.connect_kwargs = {key: value for key, value in KEEPALIVES.items() if key not in self._params()}
+        artifacts = artifacts_dir or os.environ.get("JOBS_ARTIFACTS_DIR") or None
+        self.artifacts_dir = Path(artifacts) if artifacts else None
+        size = pool_size or _pool_size_setting()
+        self.schema = self._migrate(connect_timeout)
+        self.pool = ConnectionPool(url, kwargs={**self.connect_kwargs, "autocommit": True}, min_size=1,
+                                   max_size=size, open=False, timeout=connect_timeout, name="jobs_core")
+        self.pool.open(wait=False)
+        self.work_channel = _channel("work", self.schema)
+        self.change_channel = _channel("change", self.schema)
+        self._closing = threading.Event()
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
+        self._change_callbacks: list[Callable[[str, str, str], None]] = []
+        self._listening_changes = threading.Event()
+        self._announcements: list[tuple[str, str]] = []
+        self._announce_ready = threading.Condition()
+        self._announcer: threading.Thread | None = None
+
+    # -- connection handling -----------------------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        try:
+            return conninfo_to_dict(self.url)
+        except psycopg.Error:
+            return {}
+
+    def _where(self) -> str:
+        """host:port/database, never the password."""
+        params = self._params()
+        if not params:
+            return "an unparsable URL"
+        return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+
+    def describe(self) -> str:
+        schema = getattr(self, "schema", "?")
+        return f"PostgreSQL at {self._where()} (schema {schema})"
+
+    def _migrate(self, connect_timeout: float) -> str:
+        """Create or upgrade the tables on a first, direct connection (which also fails fast with
+        a clear message when the server is unreachable). Idempotent; an advisory lock makes
+        concurrent starters take turns."""
+        try:
+            with psycopg.connect(self.url, connect_timeout=max(int(connect_timeout), 1),
+                                 **self.connect_kwargs) as conn:
+                with conn.transaction(), conn.cursor() as cur:
+                    return _apply_migrations(cur)
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"Cannot use PostgreSQL at {self._where()}: {_first_line(error)}") from None
+        except psycopg.ProgrammingError as error:
+            raise InvalidInput(f"The store URL is not a valid PostgreSQL URL: {_first_line(error)}") from None
+
+    def _transact(self, work: Callable[[psycopg.Cursor], T],
+                  applied: Callable[[psycopg.Cursor, T], bool] | None = None, *, writes: bool = True) -> T:
+        """Run `work` in one transaction; retry it on a dropped connection.
+
+        A transition either commits or raises: when the connection drops after the writes were
+        sent, the outcome is checked on a fresh connection with `applied` (when given) before
+        retrying. Exceptions raised by `work` itself roll back and propagate at once.
+        """
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                return self._once(work, writes)
+            except _CommitUncertain as uncertain:
+                result, error = uncertain.args
+                if applied is not None and self._check_applied(applied, result):
+                    return result
+                last = error
+            except psycopg.OperationalError as error:
+                last = error
+            if attempt < self.retries:
+                log.warning("PostgreSQL connection problem (%s); retrying", _first_line(last))
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise StoreUnavailable(f"PostgreSQL at {self._where()} is unavailable: {_first_line(last)}")
+
+    def _once(self, work: Callable[[psycopg.Cursor], T], writes: bool) -> T:
+        """One attempt. Pool connections are in autocommit, so a read is one round trip. Writes
+        run between BEGIN and COMMIT in pipeline mode: statements whose results are not needed
+        travel with the next ones, so a modify is two round trips (BEGIN with the locking read;
+        the write with COMMIT)."""
+        with self.pool.connection() as conn:
+            if not writes:
+                with conn.cursor() as cur:
+                    return work(cur)
+            sent = False
+            try:
+                with conn.pipeline(), conn.cursor() as cur:
+                    cur.execute("BEGIN", prepare=False)
+                    result = work(cur)
+                    sent = True
+                    cur.execute("COMMIT", prepare=False)
+            except psycopg.OperationalError as error:
+                _roll_back(conn)
+                if sent:  # the writes went out; whether COMMIT took effect is unknown
+                    raise _CommitUncertain(result, error) from error
+                raise
+            except BaseException:
+                _roll_back(conn)  # the change refused (or a write failed): nothing is written
+                raise
+        return result
+
+    def _check_applied(self, applied: Callable[[psycopg.Cursor, T], bool], result: T) -> bool:
+        try:
+            return self._once(lambda cur: applied(cur, result), writes=False)
+        except (psycopg.OperationalError, _CommitUncertain):
+            return False  # cannot tell yet: the retry's change function sees the truth and decides
+
+    def _read(self, query: str | sql.Composed, params: Any = ()) -> list[tuple]:
+        return self._transact(lambda cur: cur.execute(query, params).fetchall(), writes=False)
+
+    # -- notifications -------------------------------------------------------------------------
+    def _announce(self, project_id: str, job_id: str, status: str) -> None:
+        """NOTIFY, after the commit, that a job changed (and, when it is pending, that work is due).
+
+        Not inside the change's transaction: PostgreSQL serialises the commits of notifying
+        transactions, fsync included, which would make workers take turns at every commit. Sent
+        from a background thread in batches, off the worker's path. Best effort: a lost
+        notification costs an idle worker one poll interval, never a job.
+        """
+        with self._announce_ready:
+            if self._announcer is None:
+                self._announcer = threading.Thread(target=self._announce_loop, name="jobs-pg-notify", daemon=True)
+                self._announcer.start()
+                # A short-lived process (`submit`) must still send what it announced before exiting.
+                atexit.register(_flush_at_exit, weakref.ref(self))
+            self._announcements.append((self.change_channel, f"{project_id} {job_id} {status}"))
+            if status == JobStatus.PENDING.value:
+                self._announcements.append((self.work_channel, job_id))
+            self._announce_ready.notify()
+
+    def _announce_loop(self) -> None:
+        while True:
+            with self._announce_ready:
+                while not self._announcements and not self._closing.is_set():
+                    self._announce_ready.wait()
+                batch, self._announcements = self._announcements, []
+            if not batch:
+                return  # closing, and everything was sent
+            try:
+                with self.pool.connection() as conn:
+                    conn.execute("SELECT pg_notify(channel, payload) FROM unnest(%s::text[], %s::text[]) "
+                                 "WITH ORDINALITY AS n(channel, payload, position) ORDER BY position",
+                                 [[channel for channel, _ in batch], [payload for _, payload in batch]])
+            except psycopg.Error as error:
+                log.warning("could not send %d notifications (%s); listeners will poll", len(batch),
+                            _first_line(error))
+
+    def _announced(self, job: Job | None) -> Job | None:
+        if job is not None:
+            self._announce(job.project_id, job.job_id, job.status.value)
+        return job
+
+    def _ensure_listener(self) -> None:
+        with self._listener_lock:
+            if self._listener is None and not self._closing.is_set():
+                self._listener = threading.Thread(target=self._listen_loop, name="jobs-pg-listen", daemon=True)
+                self._listener.start()
+
+    def _listen_loop(self) -> None:
+        """LISTEN on a dedicated connection; reconnect when it drops. Changes are listened to only
+        once someone registered `on_change` (workers need only the work channel)."""
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10, **self.connect_kwargs) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.work_channel)))
+                    self.notify_work()  # anything queued while we were not listening is due now
+                    hearing_changes = False
+                    while not self._closing.is_set():
+                        if self._change_callbacks and not hearing_changes:
+                            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.change_channel)))
+                            hearing_changes = True
+                            self._listening_changes.set()
+                        for note in conn.notifies(timeout=0.5):
+                            self._dispatch(note.channel, note.payload)
+            except psycopg.OperationalError as error:
+                self._listening_changes.clear()
+                log.warning("LISTEN connection lost (%s); reconnecting", _first_line(error))
+                self._closing.wait(0.5)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == self.work_channel:
+            self.notify_work()
+            return
+        project_id, job_id, status = (payload.split(" ") + ["", "", ""])[:3]
+        for callback in list(self._change_callbacks):
+            try:
+                callback(project_id, job_id, status)
+            except Exception:  # a monitor's bug must not stop the listener
+                log.exception("change callback failed")
+
+    def on_change(self, callback: Callable[[str, str, str], None]) -> None:
+        """Call `callback(project_id, job_id, status)` (in a background thread) after every change
+        committed by any process, for live views."""
+        self._change_callbacks.append(callback)
+        self._ensure_listener()
+        self._listening_changes.wait(10)  # changes committed after this call are delivered
+
+    def wait_for_work(self, timeout: float) -> None:
+        self._ensure_listener()
+        super().wait_for_work(timeout)
+
+    def _stop_threads(self) -> None:
+        """Send what is left to announce, then stop the background threads."""
+        with self._announce_ready:
+            self._closing.set()
+            self._announce_ready.notify()
+        for thread in (self._announcer, self._listener):
+            if thread is not None:
+                thread.join(5)
+
+    def close(self) -> None:
+        self._stop_threads()
+        self.pool.close()
+
+    # -- writes ----------------------------------------------------------------------------------
+    def _write(self, cur: psycopg.Cursor, statement: str, old: Job | None, new: Job, event: Event | None) -> None:
+        cur.execute(statement, prepare=True, params={
+            "job_id": new.job_id, "project_id": new.project_id, "status": new.status.value,
+            "available_at": new.available_at, "updated_at": new.updated_at, "heartbeat_at": new.heartbeat_at,
+            "worker_id": new.worker_id, "idempotency_key": new.idempotency_key, "doc": new.model_dump_json(),
+            "event": event.model_dump_json() if event is not None else None,
+            "sync": "on" if _durable(old, new) else "off"})
+
+    def _is_written(self, cur: psycopg.Cursor, job: Job | None) -> bool:
+        """Whether the row holds exactly `job` (to learn the outcome of an interrupted COMMIT)."""
+        if job is None:
+            return True
+        row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s", [job.job_id]).fetchone()
+        return row is not None and _parse_job(job.job_id, row[0]) == job
+
+    def create(self, job: Job, event: Event | None) -> None:
+        validate_id(job.project_id, "projectId")
+        validate_id(job.job_id, "jobId")
+
+        def work(cur: psycopg.Cursor) -> Job:
+            self._write(cur, _INSERT_JOB, None, job, event)
+            return job
+        try:
+            self._announced(self._transact(work, self._is_written))
+        except psycopg.errors.UniqueViolation as error:  # raised at COMMIT: pipelined statements report there
+            if error.diag.constraint_name == "jobs_by_idempotency_key":
+                raise TransitionConflict(f"Project {job.project_id} already has a job with Idempotency-Key "
+                                         f"'{job.idempotency_key}'.") from None
+            raise TransitionConflict(f"Job {job.job_id} already exists.") from None
+
+    def _lock_job(self, cur: psycopg.Cursor, job_id: str, project_id: str | None) -> Job:
+        validate_id(job_id, "jobId")
+        if project_id is None:
+            row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s FOR UPDATE", [job_id],
+                              prepare=True).fetchone()
+            if row is None:
+                raise JobNotFound(f"No job with id {job_id}.")
+        else:
+            validate_id(project_id, "projectId")
+            row = cur.execute("SELECT doc::text FROM jobs WHERE job_id = %s AND project_id = %s FOR UPDATE",
+                              [job_id, project_id], prepare=True).fetchone()
+            if row is None:
+                raise JobNotFound(f"No job with id {job_id} in project {project_id}.")
+        return _parse_job(job_id, row[0])
+
+    def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
+        def work(cur: psycopg.Cursor) -> Job:
+            old = self._lock_job(cur, job_id, project_id)
+            new, event = change(old)
+            if new is not old:
+                self._write(cur, _UPDATE_JOB, old, new, event)
+            return new
+        return self._announced(self._transact(work, self._is_written))
+
+    def claim_next(self, change: Change, now: datetime) -> Job | None:
+        def work(cur: psycopg.Cursor) -> Job | None:
+            row = cur.execute(
+                "SELECT job_id, doc::text FROM jobs WHERE status = 'pending' AND available_at <= %s "
+                "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now], prepare=True).fetchone()
+            if row is None:
+                return None
+            old = _parse_job(row[0], row[1])
+            try:
+                new, event = change(old)
+            except TransitionConflict:
+                return None
+            self._write(cur, _UPDATE_JOB, old, new, event)
+            return new
+        return self._announced(self._transact(work, self._is_written))
+
+    def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
+        def work(cur: psycopg.Cursor) -> str:
+            try:
+                job = self._lock_job(cur, job_id, project_id)
+            except UnreadableJob:
+                job = None  # a corrupt row may always be deleted
+            if job is not None:
+                check(job)
+            project = cur.execute("DELETE FROM jobs WHERE job_id = %s RETURNING project_id", [job_id]).fetchone()[0]
+            cur.execute("DELETE FROM job_events WHERE job_id = %s", [job_id])
+            cur.execute("DELETE FROM job_images WHERE project_id = %s AND job_id = %s", [project, job_id])
+            return project
+        project = self._transact(work)
+        self._announce(project, job_id, "deleted")
+        if self.artifacts_dir is not None:
+            self._artifact_path(project, job_id).unlink(missing_ok=True)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, job_id: str, project_id: str | None = None) -> Job:
+        validate_id(job_id, "jobId")
+        if project_id is None:
+            rows = self._read("SELECT doc::text FROM jobs WHERE job_id = %s", [job_id])
+            if not rows:
+                raise JobNotFound(f"No job with id {job_id}.")
+        else:
+            validate_id(project_id, "projectId")
+            rows = self._read("SELECT doc::text FROM jobs WHERE job_id = %s AND project_id = %s",
+                              [job_id, project_id])
+            if not rows:
+                raise JobNotFound(f"No job with id {job_id} in project {project_id}.")
+        return _parse_job(job_id, rows[0][0])
+
+    def _jobs(self, rows: list[tuple]) -> list[Job]:
+        """Parse (job_id, doc) rows, skipping unreadable ones (they show up in list_jobs)."""
+        jobs = []
+        for job_id, text in rows:
+            try:
+                jobs.append(_parse_job(job_id, text))
+            except UnreadableJob as error:
+                log.warning("%s", error)
+        return jobs
+
+    def processing(self) -> list[Job]:
+        return self._jobs(self._read(
+            "SELECT job_id, doc::text FROM jobs WHERE status = 'processing' ORDER BY job_id"))
+
+    def pending(self) -> list[tuple[datetime, str]]:
+        rows = self._read("SELECT available_at, job_id FROM jobs WHERE status = 'pending' "
+                          "ORDER BY available_at, job_id")
+        return [(available_at, job_id) for available_at, job_id in rows]
+
+    def projects(self) -> list[str]:
+        # A loose index scan: one index probe per project, not a read of every job.
+        return [row[0] for row in self._read("""
+            WITH RECURSIVE project AS (
+                (SELECT project_id FROM jobs ORDER BY project_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.project_id FROM jobs j WHERE j.project_id > project.project_id
+                        ORDER BY j.project_id LIMIT 1)
+                FROM project WHERE project.project_id IS NOT NULL)
+            SELECT project_id FROM project WHERE project_id IS NOT NULL""")]
+
+    def list_jobs(self, project_id: str | None = None, status: JobStatus | None = None,
+                  limit: int | None = None, cursor: str | None = None) -> JobPage:
+        where, params = [], []
+        for column, value in (("project_id", project_id), ("status", status and status.value)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if project_id is not None:
+            validate_id(project_id, "projectId")
+        if cursor is not None:
+            where.append("job_id < %s")
+            params.append(cursor)
+        query = "SELECT job_id, doc::text FROM jobs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY job_id DESC"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit + 1)
+        rows = self._read(query, params)
+        page = JobPage(jobs=[])
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            page.next_cursor = rows[-1][0]
+        for job_id, text in rows:
+            try:
+                page.jobs.append(_parse_job(job_id, text))
+            except UnreadableJob as error:
+                page.unreadable.append(Unreadable(f"jobs row {job_id}", str(error).split(": ", 1)[-1]))
+        return page
+
+    def jobs_updated_since(self, since: datetime | None) -> list[Job]:
+        """Jobs changed after `since`, oldest change first, from the updated_at index."""
+        if since is None:
+            return self._jobs(self._read("SELECT job_id, doc::text FROM jobs ORDER BY updated_at"))
+        return self._jobs(self._read(
+            "SELECT job_id, doc::text FROM jobs WHERE updated_at > %s ORDER BY updated_at", [since]))
+
+    def find_by_idempotency_key(self, project_id: str, key: str) -> Job | None:
+        """The job of `project_id` created with this Idempotency-Key, or None (unique index)."""
+        validate_id(project_id, "projectId")
+        rows = self._read("SELECT job_id, doc::text FROM jobs WHERE project_id = %s AND idempotency_key = %s",
+                          [project_id, key])
+        return _parse_job(rows[0][0], rows[0][1]) if rows else None
+
+    # -- concepts, images, events --------------------------------------------------------------
+    def save_concept(self, concept: Concept) -> None:
+        validate_id(concept.project_id, "projectId")
+        validate_id(concept.concept_id, "conceptId")
+        self._transact(lambda cur: _before_a_durable_write(cur).execute(
+            "INSERT INTO job_concepts (project_id, concept_id, doc) VALUES (%s, %s, %s::jsonb) "
+            "ON CONFLICT (project_id, concept_id) DO UPDATE SET doc = EXCLUDED.doc",
+            [concept.project_id, concept.concept_id, concept.model_dump_json()]))
+
+    def load_concept(self, project_id: str, concept_id: str) -> Concept:
+        validate_id(project_id, "projectId")
+        validate_id(concept_id, "conceptId")
+        rows = self._read("SELECT doc::text FROM job_concepts WHERE project_id = %s AND concept_id = %s",
+                          [project_id, concept_id])
+        if not rows:
+            raise JobNotFound(f"No concept {concept_id} in project {project_id}.")
+        try:
+            return _parse_concept(rows[0][0])
+        except ValidationError:
+            raise UnreadableJob(f"job_concepts row {project_id}/{concept_id}: not a concept document.") from None
+
+    def iter_concepts(self) -> Iterator[Concept]:
+        for project_id, concept_id, text in self._read(
+                "SELECT project_id, concept_id, doc::text FROM job_concepts ORDER BY project_id, concept_id"):
+            try:
+                yield _parse_concept(text)
+            except ValidationError:
+                log.warning("job_concepts row %s/%s is not a concept document", project_id, concept_id)
+
+    def _artifact_path(self, project_id: str, job_id: str) -> Path:
+        folder = self.artifacts_dir / "renders" / validate_id(project_id, "projectId")
+        return folder / f"{validate_id(job_id, 'jobId')}.png"
+
+    def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
+        validate_id(project_id, "projectId")
+        validate_id(job_id, "jobId")
+        if self.artifacts_dir is not None:
+            path = self._artifact_path(project_id, job_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, png)
+            return
+        self._transact(lambda cur: _before_a_durable_write(cur).execute(
+            "INSERT INTO job_images (project_id, job_id, png) VALUES (%s, %s, %s) "
+            "ON CONFLICT (project_id, job_id) DO UPDATE SET png = EXCLUDED.png", [project_id, job_id, png]))
+
+    def load_image(self, project_id: str, job_id: str) -> bytes:
+        validate_id(project_id, "projectId")
+        validate_id(job_id, "jobId")
+        if self.artifacts_dir is not None:
+            try:
+                return self._artifact_path(project_id, job_id).read_bytes()
+            except FileNotFoundError:
+                raise JobNotFound(f"No image for job {job_id} in project {project_id}.") from None
+        rows = self._read("SELECT png FROM job_images WHERE project_id = %s AND job_id = %s", [project_id, job_id])
+        if not rows:
+            raise JobNotFound(f"No image for job {job_id} in project {project_id}.")
+        return bytes(rows[0][0])
+
+    def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
+        validate_id(job_id, "jobId")
+        if project_id is None:
+            rows = self._read("SELECT doc::text FROM job_events WHERE job_id = %s ORDER BY id", [job_id])
+        else:
+            validate_id(project_id, "projectId")
+            rows = self._read("SELECT doc::text FROM job_events WHERE job_id = %s AND project_id = %s ORDER BY id",
+                              [job_id, project_id])
+        events = []
+        for (text,) in rows:
+            try:
+                events.append(Event.model_validate_json(text))
+            except ValidationError:
+                continue  # same rule as the file store: the job row is the truth
+        return events
+
+    def append_events(self, project_id: str, events: list[Event]) -> None:
+        """Add events to a job's log as they are (copying a store), in one transaction."""
+        validate_id(project_id, "projectId")
+
+        def work(cur: psycopg.Cursor) -> None:
+            cur.executemany(_INSERT_EVENT, [[e.job_id, project_id, e.model_dump_json()] for e in events])
+        self._transact(work)
+
+
+def _apply_migrations(cur: psycopg.Cursor) -> str:
+    schema = cur.execute("SELECT current_schema()").fetchone()[0]
+    if schema is None:
+        raise StoreUnavailable("The schema named by search_path in the store URL does not exist; "
+                               "create it first (CREATE SCHEMA name).")
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+    cur.execute("CREATE TABLE IF NOT EXISTS jobs_schema_version ("
+                "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+    current = cur.execute("SELECT coalesce(max(version), 0) FROM jobs_schema_version").fetchone()[0]
+    for version in sorted(MIGRATIONS):
+        if version > current:
+            cur.execute(MIGRATIONS[version])
+            cur.execute("INSERT INTO jobs_schema_version (version) VALUES (%s)", [version])
+    return schema
+
+
+def _before_a_durable_write(cur: psycopg.Cursor) -> psycopg.Cursor:
+    """Commit this transaction without waiting for the disk: it is always followed by a durable
+    write that needs it (an image before `complete`, a concept before `create`), whose flush of
+    the log makes this one durable too. A server crash in between loses nothing: the job was not
+    completed (or created) yet."""
+    return cur.execute("SET LOCAL synchronous_commit TO off")
+
+
+def _flush_at_exit(store_ref: weakref.ref[PostgresJobStore]) -> None:
+    store = store_ref()
+    if store is not None and not store.pool.closed:
+        store._stop_threads()
+
+
+def _pool_size_setting() -> int:
+    raw = os.environ.get("JOBS_PG_POOL_SIZE") or "8"
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInput(f"JOBS_PG_POOL_SIZE={raw!r} must be a whole number of connections, at least 1.")
+    return int(raw)
+
+
+def _roll_back(conn: psycopg.Connection) -> None:
+    """End a failed transaction so the connection goes back to the pool clean (if it still works)."""
+    if conn.closed or conn.broken or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass  # the pool discards a connection it cannot reset
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
