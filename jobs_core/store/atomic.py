@@ -34,11 +34,13 @@ def _describe(error: OSError) -> str:
     return reasons.get(error.errno or 0, error.strerror or str(error))
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
     """Write `data` to `path` via a temp file in the same directory and os.replace.
 
-    durable=True also fsyncs the file before the rename and the directory after it, so the new
-    content survives a power loss, not only a crash of this process.
+    durable=True also fsyncs the file before the rename and (unless sync_dir=False) the directory
+    after it, so the new content survives a power loss, not only a crash of this process. With
+    sync_dir=False a power loss may bring back the previous version, which is complete too: its
+    data was fsynced before, and the journal applies the rename whole or not at all.
     """
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
@@ -52,7 +54,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         finally:
             os.close(fd)
         os.replace(temp, path)
-        if durable:
+        if durable and sync_dir:
             fsync_dir(path.parent)
     except OSError as error:
         try:

@@ -71,6 +71,18 @@ def read_job_file(path: Path) -> Job:
         raise UnreadableJob(f"{path}: not a job document ({field}: {first['msg']}).") from None
 
 
+def _only_progress(old: Job | None, new: Job) -> bool:
+    """Whether a write only moves progress, stage or heartbeat of a running attempt.
+
+    Such writes skip the directory fsync (the file's own data is still fsynced): after a power
+    loss the previous version may come back, which only loses the latest progress. Every
+    transition (status, owner, attempt, cancel request) stays fully durable.
+    """
+    return (old is not None and old.status is new.status is JobStatus.PROCESSING
+            and old.worker_id == new.worker_id and old.attempts == new.attempts
+            and old.cancel_requested == new.cancel_requested)
+
+
 class QueueSnapshot:
     """Queue order from one sorted listing of .state/ready, reused across claims while it is exact.
 
@@ -209,7 +221,8 @@ class FileJobStore(JobStore):
         if running_before and not running_after:
             unlink_quietly(Path(self._hint(old.job_id, old.project_id)))  # before: never a hint on a non-processing job
         try:
-            atomic_write(self._ensure_parent(self.job_path(new.project_id, new.job_id)), new.to_json().encode())
+            atomic_write(self._ensure_parent(self.job_path(new.project_id, new.job_id)), new.to_json().encode(),
+                         sync_dir=not _only_progress(old, new))
         except StoreWriteError:
             for marker in added:  # the job file kept its old version: drop the index entries for the new one
                 unlink_quietly(marker)
@@ -294,7 +307,8 @@ class FileJobStore(JobStore):
                 continue  # processing, or claimed, canceled or rescheduled since the queue was listed
             fd = self.locks.try_hold(job_id)
             if fd is None:
-                self._queue.forget()  # busy now, maybe due later: the next call lists afresh
+                # Someone else is on it (or on its lock stripe). Not relisting here keeps a claim O(1)
+                # under contention; if that job stays unclaimed, the next listing shows it again.
                 continue  # someone else is on it (or on its lock stripe): try the next one
             try:
                 claimed = self._claim_locked(Path(marker), job_id, project_id, change)
