@@ -8,16 +8,20 @@ from pathlib import Path
 from .errors import InvalidInput
 
 
-def _number(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
+def env_number(name: str, default: float, minimum: float = 0.0, *, strict: bool = False) -> float:
+    """A number from the environment variable `name` (default when unset or blank).
+
+    At least `minimum`, or more than it when strict; otherwise InvalidInput with one sentence.
+    """
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
         raise InvalidInput(f"{name}={raw!r} is not a number.") from None
-    if value < minimum:
-        raise InvalidInput(f"{name}={raw!r} must be at least {minimum:g}.")
+    if value < minimum or (strict and value == minimum):
+        raise InvalidInput(f"{name}={raw!r} must be {'more than' if strict else 'at least'} {minimum:g}.")
     return value
 
 
@@ -46,8 +50,8 @@ def load_settings(jobs_dir: str | os.PathLike | None = None) -> Settings:
     return Settings(
         jobs_dir=Path(jobs_dir or os.environ.get("JOBS_DIR") or ".jobs"),
         store_url=os.environ.get("JOBS_STORE_URL") or None,
-        lease_seconds=_number("JOBS_LEASE_SECONDS", 30.0, 0.1),
-        max_attempts=int(_number("JOBS_MAX_ATTEMPTS", 3, 1)),
+        lease_seconds=env_number("JOBS_LEASE_SECONDS", 30.0, 0.1),
+        max_attempts=int(env_number("JOBS_MAX_ATTEMPTS", 3, 1)),
         renderer=os.environ.get("JOBS_RENDERER") or "axonometric",
-        retry_backoff_seconds=_number("JOBS_RETRY_BACKOFF_SECONDS", 2.0, 0.0),
+        retry_backoff_seconds=env_number("JOBS_RETRY_BACKOFF_SECONDS", 2.0, 0.0),
     )

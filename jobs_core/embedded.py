@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import _number, load_settings
+from .config import env_number, load_settings
 from .errors import InvalidInput
 from .ids import validate_id
 from .lifecycle import is_expired
@@ -79,17 +79,17 @@ class EmbeddedRuntime:
 
 def app_worker_count() -> int:
     """Threads in the app's embedded pool: JOBS_APP_WORKERS (default 1; 0 = external workers only)."""
-    return int(_number("JOBS_APP_WORKERS", 1, 0))
+    return int(env_number("JOBS_APP_WORKERS", 1, 0))
 
 
 def app_max_wait_seconds() -> float:
     """How long the render page polls before it asks whether to keep waiting (JOBS_APP_MAX_WAIT_SECONDS)."""
-    return _number("JOBS_APP_MAX_WAIT_SECONDS", 120.0, 1.0)
+    return env_number("JOBS_APP_MAX_WAIT_SECONDS", 120.0, 1.0)
 
 
 def app_poll_seconds() -> float:
     """Interval of the page's live status refresh (JOBS_APP_POLL_SECONDS, default 0.5 s)."""
-    return _number("JOBS_APP_POLL_SECONDS", 0.5, 0.2)
+    return env_number("JOBS_APP_POLL_SECONDS", 0.5, 0.2)
 
 
 def start_runtime(store_location: str, concurrency: int) -> EmbeddedRuntime:

@@ -4,21 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..errors import InvalidInput
-
-
-def _number(name: str, default: float, minimum: float = 0.0, strict: bool = True) -> float:
-    """A number from the environment: more than `minimum` (or at least it, when not strict)."""
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name}={raw!r} is not a number.") from None
-    if value < minimum or (strict and value == minimum):
-        raise InvalidInput(f"{name}={raw!r} must be {'more than' if strict else 'at least'} {minimum:g}.")
-    return value
+from ..config import env_number
 
 
 @dataclass(frozen=True)
@@ -45,8 +31,8 @@ class ApiSettings:
         return cls(
             token=os.environ.get("JOBS_API_TOKEN") or None,
             cors_origins=origins,
-            max_body_bytes=int(_number("JOBS_API_MAX_BODY_BYTES", cls.max_body_bytes)),
-            process_wait_seconds=_number("JOBS_API_PROCESS_WAIT_SECONDS", cls.process_wait_seconds, strict=False),
-            max_wait_seconds=_number("JOBS_API_MAX_WAIT_SECONDS", cls.max_wait_seconds, strict=False),
-            max_inline_renders=int(_number("JOBS_API_MAX_INLINE_RENDERS", cls.max_inline_renders, strict=False)),
+            max_body_bytes=int(env_number("JOBS_API_MAX_BODY_BYTES", cls.max_body_bytes, strict=True)),
+            process_wait_seconds=env_number("JOBS_API_PROCESS_WAIT_SECONDS", cls.process_wait_seconds),
+            max_wait_seconds=env_number("JOBS_API_MAX_WAIT_SECONDS", cls.max_wait_seconds),
+            max_inline_renders=int(env_number("JOBS_API_MAX_INLINE_RENDERS", cls.max_inline_renders)),
         )

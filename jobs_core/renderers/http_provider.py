@@ -12,7 +12,6 @@ import binascii
 import email.utils
 import io
 import logging
-import os
 import re
 import threading
 import time
@@ -23,7 +22,8 @@ from typing import Any
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import RenderError
+from .. import config
+from ..errors import InvalidInput, RenderError
 from . import ProgressFn, Renderer
 from .axonometric import RENDER_TYPES
 
@@ -35,16 +35,11 @@ SECRET_PATTERN = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
 
 
 def env_number(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+    """config.env_number, failing the render (not retryable) when the setting is wrong."""
     try:
-        value = float(raw)
-    except ValueError:
-        raise RenderError(f"{name}={raw!r} is not a number.", retryable=False) from None
-    if value < minimum:
-        raise RenderError(f"{name}={raw!r} must be at least {minimum:g}.", retryable=False)
-    return value
+        return config.env_number(name, default, minimum)
+    except InvalidInput as error:
+        raise RenderError(str(error), retryable=False) from None
 
 
 @dataclass(frozen=True)
