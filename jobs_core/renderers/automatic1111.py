@@ -70,12 +70,7 @@ class Automatic1111Renderer(HttpImageProvider):
         return body
 
     def render(self, task: RenderTask, progress: ProgressFn) -> RenderResult:
-        progress(5, "validating")
-        self.check_render_type(task.render_type)
-        problem = self.configuration_problem()
-        if problem:
-            raise self.fail(f"The automatic1111 renderer is not configured on this worker: {problem}.")
-        prompt = self.prompt(task)
+        prompt = self.begin(task, progress)
         body = self.request_body(task, prompt)
         where = self.public_url(self.base_url)
         url = f"{self.base_url}/sdapi/v1/txt2img"

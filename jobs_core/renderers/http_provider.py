@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import config
 from ..errors import InvalidInput, RenderError
-from . import ProgressFn, Renderer
+from . import ProgressFn, Renderer, RenderTask
 from .axonometric import RENDER_TYPES
 
 log = logging.getLogger("jobs_core.renderers.http")
@@ -161,6 +161,15 @@ class HttpImageProvider(Renderer):
 
     def fail(self, message: str, retryable: bool = False) -> RenderError:
         return RenderError(redact(message, self.secrets()), retryable=retryable)
+
+    def begin(self, task: RenderTask, progress: ProgressFn) -> str:
+        """The first stage of every provider render: check the job and the setup; the prompt."""
+        progress(5, "validating")
+        self.check_render_type(task.render_type)
+        problem = self.configuration_problem()
+        if problem:
+            raise self.fail(f"The {self.name} renderer is not configured on this worker: {problem}.")
+        return self.prompt(task)
 
     def call(self, send: Callable[[], httpx.Response], progress: ProgressFn, percent: int, what: str,
              where: str, estimate: Callable[[], int | None] | None = None) -> httpx.Response:

@@ -70,12 +70,7 @@ class OpenAIImagesRenderer(HttpImageProvider):
         return body
 
     def render(self, task: RenderTask, progress: ProgressFn) -> RenderResult:
-        progress(5, "validating")
-        self.check_render_type(task.render_type)
-        problem = self.configuration_problem()
-        if problem:
-            raise self.fail(f"The openai renderer is not configured on this worker: {problem}.")
-        prompt = self.prompt(task)
+        prompt = self.begin(task, progress)
         where = self.public_url(self.base_url)
         url = f"{self.base_url}/images/generations"
         headers = {"Authorization": f"Bearer {self.key}"}

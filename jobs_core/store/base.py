@@ -104,13 +104,13 @@ class JobStore(ABC):
     def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
         """The job's event log, oldest first."""
 
+    @abstractmethod
     def append_events(self, project_id: str, events: list[Event]) -> None:
         """Add events to a job's log exactly as they are (for copying one store into another)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot import events.")
 
+    @abstractmethod
     def iter_concepts(self) -> Iterator[Concept]:
         """Every readable saved concept (for copying one store into another)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot list concepts.")
 
     def iter_jobs(self) -> Iterator[Job]:
         """Every readable job (all pages)."""
