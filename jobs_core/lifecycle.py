@@ -65,7 +65,9 @@ def _update(job: Job, now: datetime, **changes: object) -> Job:
 
 
 def created(job: Job) -> Event:
-    return _event(job, "created", job.created_at, f"{job.render_type} render queued")
+    """The creation event, from any later version of the job too: it only reads what never changes."""
+    return Event(at=job.created_at, job_id=job.job_id, type="created", status=P, attempt=0,
+                 worker_id=None, progress=0, message=f"{job.render_type} render queued")
 
 
 def is_claimable(job: Job, now: datetime) -> bool:

@@ -81,7 +81,15 @@ class JobService:
         return queue.index(job.job_id) + 1 if job.job_id in queue else None
 
     def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
-        return self.store.events(job_id, project_id)
+        events = self.store.events(job_id, project_id)
+        if not events or events[0].type != "created":
+            # A store may leave the creation out of the log (the file store does: the job file
+            # records it, and a submit saves an inode); it is told from the job itself.
+            try:
+                events.insert(0, lifecycle.created(self.store.get(job_id, project_id)))
+            except JobNotFound:
+                pass
+        return events
 
     def image(self, job: Job) -> bytes:
         if job.status is not JobStatus.COMPLETED:

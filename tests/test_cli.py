@@ -9,6 +9,7 @@ import pytest
 from proc_helpers import cli_env, run_cli, start_worker, tree_snapshot, wait_until, worker_log
 
 from jobs_core.models import Job, JobStatus
+from jobs_core.service import JobService
 from jobs_core.store import FileJobStore
 
 pytestmark = pytest.mark.slow
@@ -151,9 +152,9 @@ def test_sigterm_mid_job_releases_the_job_to_pending_and_exits_0(tmp_path):
 
     released = status(jobs_dir, job_id)
     assert released.status is JobStatus.PENDING and released.attempts == 0 and released.worker_id is None
-    store = FileJobStore(jobs_dir)
-    assert [e.type for e in store.events(job_id) if e.type != "progress"] == ["created", "claimed", "released"]
-    assert [job for _, job in store.pending()] == [job_id]  # back in the queue, not lost
+    service = JobService(FileJobStore(jobs_dir))
+    assert [e.type for e in service.events(job_id) if e.type != "progress"] == ["created", "claimed", "released"]
+    assert [job for _, job in service.store.pending()] == [job_id]  # back in the queue, not lost
 
     (gate / "open").touch()
     assert run_cli("worker", "--drain", "--poll", "0.05", jobs_dir=jobs_dir).returncode == 0

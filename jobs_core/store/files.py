@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
-from .atomic import StripedLocks, atomic_write, is_temp_name, touch_durable, unlink_quietly
+from .atomic import StripedLocks, atomic_write, is_temp_name, link_quietly, unlink_quietly
 from .base import Change, JobPage, JobStore, Unreadable
 
 log = logging.getLogger("jobs_core.store")
@@ -44,31 +44,41 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def read_job_file(path: Path) -> Job:
+def read_job_file(path: str | Path) -> Job:
     """Parse one job file, raising UnreadableJob with the reason when it is not a job document."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read()
     except FileNotFoundError:
-        raise JobNotFound(f"No job file {path.name}.") from None
+        raise JobNotFound(f"No job file {os.path.basename(path)}.") from None
     except OSError as error:
         raise UnreadableJob(f"{path}: cannot be read ({error.strerror}).") from None
+    try:
+        return Job.model_validate_json(data)  # one pass in pydantic-core: the common case
+    except ValidationError:
+        pass
+    raise UnreadableJob(f"{path}: {_why_not_a_job(data)}")
+
+
+def _why_not_a_job(data: bytes) -> str:
+    """The reason, in words, that a file which failed validation is not a job document."""
     if not data.strip():
-        raise UnreadableJob(f"{path}: the file is empty.")
+        return "the file is empty."
     try:
         parsed = json.loads(data)
     except json.JSONDecodeError as error:
-        where = f"line {error.lineno}, column {error.colno}"
-        raise UnreadableJob(f"{path}: not valid JSON at {where} ({error.msg.lower()}).") from None
+        return f"not valid JSON at line {error.lineno}, column {error.colno} ({error.msg.lower()})."
     except ValueError:
-        raise UnreadableJob(f"{path}: not valid JSON (not UTF-8 text).") from None
+        return "not valid JSON (not UTF-8 text)."
     if not isinstance(parsed, dict):
-        raise UnreadableJob(f"{path}: holds a JSON {type(parsed).__name__}, not a job object.")
+        return f"holds a JSON {type(parsed).__name__}, not a job object."
     try:
-        return Job.model_validate(parsed)
+        Job.model_validate(parsed)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise UnreadableJob(f"{path}: not a job document ({field}: {first['msg']}).") from None
+        return f"not a job document ({field}: {first['msg']})."
+    return "not a job document."
 
 
 def _only_progress(old: Job | None, new: Job) -> bool:
@@ -145,6 +155,8 @@ class FileJobStore(JobStore):
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.jobs_dir = self.root / "jobs"
+        self.jobs_dir_str = str(self.jobs_dir)
+        self.events_dir_str = str(self.root / "events")
         self.state_dir = self.root / ".state"
         self.ready_dir = self.state_dir / "ready"
         self.running_dir = self.state_dir / "running"
@@ -155,7 +167,7 @@ class FileJobStore(JobStore):
         # Separate lock files: a key lock is held while the job lock is taken, and two flocks on
         # one file from one process would deadlock.
         self.key_locks = StripedLocks(self.state_dir / "key-locks", stripes=64)
-        self._made: set[Path] = set()
+        self._made: set[str | Path] = set()
         self._project_of: dict[str, str] = {}
         self._queue = QueueSnapshot(self.ready_dir)
 
@@ -166,36 +178,46 @@ class FileJobStore(JobStore):
     def _dir(self, kind: str, project_id: str) -> Path:
         return self.root / kind / validate_id(project_id, "projectId")
 
-    def _ensure_parent(self, path: Path) -> Path:
+    def _ensure_parent(self, path: str | Path) -> str | Path:
         """Create the file's project folder, on writes only: a read never makes a project appear."""
-        if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
         return path
 
     def job_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("jobs", project_id) / f"{validate_id(job_id, 'jobId')}.json"
+        return Path(self._job_file(project_id, job_id))
+
+    def _job_file(self, project_id: str, job_id: str) -> str:
+        # Strings, not Paths, on the hot path: pathlib's parsing costs more than the rest of a claim.
+        return os.path.join(self.jobs_dir_str, validate_id(project_id, "projectId"),
+                            validate_id(job_id, "jobId") + ".json")
 
     def image_path(self, project_id: str, job_id: str) -> Path:
         return self._dir("renders", project_id) / f"{validate_id(job_id, 'jobId')}.png"
 
     def _event_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("events", project_id) / f"{validate_id(job_id, 'jobId')}.jsonl"
+        return Path(self._event_file(project_id, job_id))
 
-    def _markers(self, job: Job) -> set[Path]:
+    def _event_file(self, project_id: str, job_id: str) -> str:
+        return os.path.join(self.events_dir_str, validate_id(project_id, "projectId"),
+                            validate_id(job_id, "jobId") + ".jsonl")
+
+    def _markers(self, job: Job) -> set[str]:
         """The job's durable queue marker: pending and processing jobs have one, final jobs none."""
         if job.status in (JobStatus.PENDING, JobStatus.PROCESSING):
-            return {self.ready_dir / f"{_ms(job.available_at):013d}.{job.job_id}.{job.project_id}"}
+            return {os.path.join(self.ready_dir, f"{_ms(job.available_at):013d}.{job.job_id}.{job.project_id}")}
         return set()
 
     def _hint(self, job_id: str, project_id: str) -> str:
         return os.path.join(self.running_dir, f"{job_id}.{project_id}")
 
     def _touch_hint(self, job: Job) -> None:
-        try:
-            os.close(os.open(self._hint(job.job_id, job.project_id), os.O_WRONLY | os.O_CREAT, 0o644))
-        except OSError as error:  # only a hint: the job is found through its ready marker anyway
-            log.warning("could not write the running hint of %s: %s", job.job_id, error.strerror)
+        # A hard link to the job file, not a new empty file: no inode to allocate. Only a hint:
+        # if it cannot be made, the job is still found through its ready marker.
+        if not link_quietly(self._job_file(job.project_id, job.job_id), self._hint(job.job_id, job.project_id)):
+            log.warning("could not write the running hint of %s", job.job_id)
 
     def _locate(self, job_id: str, project_id: str | None) -> str:
         validate_id(job_id, "jobId")
@@ -214,15 +236,15 @@ class FileJobStore(JobStore):
         before = self._markers(old) if old else set()
         after = self._markers(new)
         added = after - before
-        for marker in added:
-            touch_durable(marker)  # index first: a crash now leaves a stale marker, never a lost job
         running_before = old is not None and old.status is JobStatus.PROCESSING
         running_after = new.status is JobStatus.PROCESSING
         if running_before and not running_after:
-            unlink_quietly(Path(self._hint(old.job_id, old.project_id)))  # before: never a hint on a non-processing job
+            unlink_quietly(self._hint(old.job_id, old.project_id))  # before: never a hint on a non-processing job
         try:
-            atomic_write(self._ensure_parent(self.job_path(new.project_id, new.job_id)), new.to_json().encode(),
-                         sync_dir=not _only_progress(old, new))
+            # New markers are links to the new file, made durable before it replaces the old one:
+            # a crash leaves at worst a stale marker, never a lost job.
+            atomic_write(self._ensure_parent(self._job_file(new.project_id, new.job_id)), new.to_json().encode(),
+                         sync_dir=not _only_progress(old, new), links=sorted(added))
         except StoreWriteError:
             for marker in added:  # the job file kept its old version: drop the index entries for the new one
                 unlink_quietly(marker)
@@ -233,7 +255,9 @@ class FileJobStore(JobStore):
             self._touch_hint(new)  # after: the job file already says processing
         for marker in before - after:
             unlink_quietly(marker)
-        if event is not None:
+        if event is not None and not (old is None and event.type == "created"):
+            # A creation is not logged: the job file records it, and events() tells it from there.
+            # That keeps a submit to the job file and its marker (the log costs an inode).
             self._append_event(new.project_id, event)
         if new.status is JobStatus.PENDING:
             self.notify_work()
@@ -241,7 +265,7 @@ class FileJobStore(JobStore):
     def _append_event(self, project_id: str, event: Event) -> None:
         line = event.model_dump_json() + "\n"
         # One write() with O_APPEND: lines from concurrent writers never interleave.
-        path = self._ensure_parent(self._event_path(project_id, event.job_id))
+        path = self._ensure_parent(self._event_file(project_id, event.job_id))
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
@@ -282,9 +306,9 @@ class FileJobStore(JobStore):
         return job if job.idempotency_key == key else None
 
     def _create(self, job: Job, event: Event | None) -> None:
-        path = self.job_path(job.project_id, job.job_id)
+        path = self._job_file(job.project_id, job.job_id)
         with self.locks.hold(job.job_id):
-            if path.exists():
+            if os.path.exists(path):
                 raise TransitionConflict(f"Job {job.job_id} already exists.")
             self._write(None, job, event)
         self._project_of[job.job_id] = job.project_id
@@ -292,7 +316,7 @@ class FileJobStore(JobStore):
     def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
         project_id = self._locate(job_id, project_id)
         with self.locks.hold(job_id):
-            old = read_job_file(self.job_path(project_id, job_id))
+            old = read_job_file(self._job_file(project_id, job_id))
             new, event = change(old)
             if new is not old:
                 self._write(old, new, event)
@@ -311,16 +335,16 @@ class FileJobStore(JobStore):
                 # under contention; if that job stays unclaimed, the next listing shows it again.
                 continue  # someone else is on it (or on its lock stripe): try the next one
             try:
-                claimed = self._claim_locked(Path(marker), job_id, project_id, change)
+                claimed = self._claim_locked(marker, job_id, project_id, change)
             finally:
                 self.locks.release(fd)
             if claimed is not None:
                 return claimed
         return None
 
-    def _claim_locked(self, marker: Path, job_id: str, project_id: str, change: Change) -> Job | None:
+    def _claim_locked(self, marker: str, job_id: str, project_id: str, change: Change) -> Job | None:
         try:
-            old = read_job_file(self.job_path(project_id, job_id))
+            old = read_job_file(self._job_file(project_id, job_id))
         except (JobNotFound, UnreadableJob):
             unlink_quietly(marker)
             return None
@@ -349,7 +373,7 @@ class FileJobStore(JobStore):
                 check(job)
                 for marker in self._markers(job):
                     unlink_quietly(marker)
-            unlink_quietly(Path(self._hint(job_id, project_id)))
+            unlink_quietly(self._hint(job_id, project_id))
             unlink_quietly(path)
             unlink_quietly(self.image_path(project_id, job_id))
             unlink_quietly(self._event_path(project_id, job_id))
@@ -359,7 +383,7 @@ class FileJobStore(JobStore):
     def get(self, job_id: str, project_id: str | None = None) -> Job:
         project_id = self._locate(job_id, project_id)
         try:
-            return read_job_file(self.job_path(project_id, job_id))
+            return read_job_file(self._job_file(project_id, job_id))
         except JobNotFound:
             raise JobNotFound(f"No job with id {job_id} in project {project_id}.") from None
 
