@@ -6,7 +6,8 @@ Prints figures, asserts nothing. Each figure sits beside what it is compared to,
 same run on the same disk:
   * floor: one fsynced atomic write of a job-sized file (temp file, fsync, rename, directory fsync);
   * per operation (one process, `noop` renderer): create, claim, progress, complete, and their sum,
-    a job's whole lifecycle; targets create <= 2x floor, lifecycle <= 6x floor;
+    a job's whole lifecycle, each call timed right after a floor write (medians and means);
+    targets create <= 2x floor, lifecycle <= 6x floor;
   * throughput: --jobs jobs submitted, then drained by 1 and by 4 worker processes (each claims
     and runs jobs through the real Worker.run path), beside RQ's SimpleWorker on this machine's
     Redis (bench/rq_peer.py); target at 4 workers >= 1.5x RQ's jobs/s;
@@ -55,40 +56,45 @@ def per_op_ms(count: int, action: Callable[[int], object]) -> float:
     return (time.perf_counter() - started) * 1000 / count
 
 
-# -- the floor --------------------------------------------------------------------------------------
-def floor_ms(directory: Path, count: int) -> float:
-    """One fsynced atomic write of a file the size of a job document."""
-    data = Job(job_id="job_" + "0" * 26, concept_id="cpt_" + "0" * 26, project_id="bench",
-               render_type="axonometric", renderer="noop", concept_inputs=BRIEF).to_json().encode()
-    target = directory / "floor.json"
-    return per_op_ms(count, lambda _: atomic_write(target, data))
-
-
 # -- per-operation costs ---------------------------------------------------------------------------
-def lifecycle_ms(root: Path, floor_dir: Path, count: int, rounds: int) -> dict[str, float]:
-    """Median per-op cost over `rounds` batches, each batch next to its own floor measurement.
+def lifecycle_ms(root: Path, floor_dir: Path, count: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """(median, mean) ms per call of the floor and of each operation, each call paired with a floor write.
 
-    The disk is shared, and its latency drifts within a run: interleaving the floor with the
-    operations compares each with the other under the same conditions.
+    The disk is shared and its latency drifts by 2x within a minute: every operation is timed
+    right after one floor write, so each sample and its floor see the same conditions. Medians
+    show the typical call; means include the disk's stalls.
     """
     service = open_service(root)
-    batches: dict[str, list[float]] = {}
+    floor_data = Job(job_id="job_" + "0" * 26, concept_id="cpt_" + "0" * 26, project_id="bench",
+                     render_type="axonometric", renderer="noop", concept_inputs=BRIEF).to_json().encode()
+    floor_path = floor_dir / "floor.json"
+    samples: dict[str, list[float]] = {"floor": []}
+
+    def paired(name: str, action: Callable[[], object]) -> None:
+        began = time.perf_counter()
+        atomic_write(floor_path, floor_data)
+        middle = time.perf_counter()
+        action()
+        samples["floor"].append((middle - began) * 1000)
+        samples.setdefault(name, []).append((time.perf_counter() - middle) * 1000)
+
     batch = max(count // rounds, 1)
+    png = _tiny_png()
     for _ in range(rounds):
-        for name, ms in one_batch(service, floor_dir, batch).items():
-            batches.setdefault(name, []).append(ms)
-    return {name: statistics.median(values) for name, values in batches.items()}
-
-
-def one_batch(service: JobService, floor_dir: Path, count: int) -> dict[str, float]:
-    costs = {"floor": floor_ms(floor_dir, count), "create": per_op_ms(count, lambda _: submit(service))}
-    claimed: list[Job] = []
-    costs["claim"] = per_op_ms(count, lambda _: claimed.append(service.claim_next("bench-worker")))
-    leases = [Lease.of(job) for job in claimed]
-    costs["progress"] = per_op_ms(count, lambda i: service.report_progress(leases[i], 50, "encoding"))
-    costs["complete"] = per_op_ms(count, lambda i: service.complete(leases[i], _tiny_png()))
-    costs["lifecycle"] = sum(ms for name, ms in costs.items() if name != "floor")
-    return costs
+        jobs: list[Job] = []
+        for _ in range(batch):
+            paired("create", lambda: submit(service))
+        for _ in range(batch):
+            paired("claim", lambda jobs=jobs: jobs.append(service.claim_next("bench-worker")))
+        leases = [Lease.of(job) for job in jobs]
+        for lease in leases:
+            paired("progress", lambda lease=lease: service.report_progress(lease, 50, "encoding"))
+        for lease in leases:
+            paired("complete", lambda lease=lease: service.complete(lease, png))
+    figures = {name: (statistics.median(values), statistics.fmean(values)) for name, values in samples.items()}
+    ops = [name for name in figures if name != "floor"]
+    figures["lifecycle"] = (sum(figures[name][0] for name in ops), sum(figures[name][1] for name in ops))
+    return figures
 
 
 # -- throughput with worker processes ------------------------------------------------------------
@@ -199,12 +205,14 @@ def run(args: argparse.Namespace, base: Path) -> None:
     print(f"disk: {base.resolve()}  cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}\n")
     print(f"per operation, one process, {args.ops} jobs in {args.rounds} batches, noop renderer (medians)")
     costs = lifecycle_ms(base / "ops", base, args.ops, args.rounds)
-    floor = costs.pop("floor")
-    print(f"  floor: one fsynced atomic write of a job-sized file  {floor:7.2f} ms")
+    floor_median, floor_mean = costs.pop("floor")
+    print(f"  {'':10s} {'median':>9s} {'mean':>9s}   (each call timed right after one floor write)")
+    print(f"  {'floor':10s} {floor_median:6.2f} ms {floor_mean:6.2f} ms   one fsynced atomic write of a job-sized file")
     targets = {"create": 2.0, "lifecycle": 6.0}
-    for name, ms in costs.items():
+    for name, (median, mean) in costs.items():
         target = f"   target <= {targets[name]:.0f}x" if name in targets else ""
-        print(f"  {name:10s} {ms:7.2f} ms  = {ms / floor:4.2f}x floor{target}")
+        print(f"  {name:10s} {median:6.2f} ms {mean:6.2f} ms   = {median / floor_median:4.2f}x (median)"
+              f" {mean / floor_mean:4.2f}x (mean) floor{target}")
     print()
 
     print(f"throughput, {args.jobs} jobs, worker processes (noop renderer), beside RQ SimpleWorker "

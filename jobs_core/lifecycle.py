@@ -115,6 +115,16 @@ def complete(job: Job, lease: Lease, image_url: str, prompt: str | None,
     return new, _event(new, "completed", now)
 
 
+def image_lost(job: Job, now: datetime | None = None) -> Outcome:
+    """A completed job whose image did not survive a power loss: render it again, attempt unspent."""
+    now = now or utcnow()
+    _expect(job, C, action="requeue")
+    new = _update(job, now, status=P, progress=0, stage="queued", image_url=None, worker_id=None,
+                  heartbeat_at=None, started_at=None, finished_at=None, attempts=max(job.attempts - 1, 0),
+                  available_at=now)
+    return new, _event(new, "requeued", now, "its image was lost when the machine stopped; rendering it again")
+
+
 def backoff(attempt: int, base_seconds: float) -> timedelta:
     """Exponential backoff before the next attempt: base, 2*base, 4*base ... capped at 5 minutes."""
     return timedelta(seconds=min(base_seconds * (2 ** max(attempt - 1, 0)), 300.0))

@@ -214,3 +214,69 @@ def test_a_stale_queue_marker_is_dropped(tmp_path):
     ghost.touch()  # as if a crash came between the job write and the marker removal
     assert service.claim_next("w1") is None and not ghost.exists()
     assert service.get(job.job_id).status is JobStatus.CANCELED
+
+
+def pretend_the_machine_restarted(root: Path) -> None:
+    """The store's index record now names a boot that is over (written when the store was opened)."""
+    record = root / ".state" / "index-boot"
+    written = record.stat().st_mtime_ns
+    record.write_text("a-boot-that-is-over\n")
+    os.utime(record, ns=(written, written))
+
+
+def test_queue_markers_lost_in_a_power_loss_are_rebuilt_when_the_store_opens_after_a_restart(tmp_path):
+    """Ready markers are not fsynced while the machine runs: a power loss may take them, never a job.
+
+    The loss is played as it would look afterwards: markers gone, and the store last known whole
+    under another boot of the machine (.state/index-boot names a boot that is over).
+    """
+    root = tmp_path / "store"
+    service = file_service(root)
+    waiting = service.submit({"projectId": "p1"})
+    running = service.submit({"projectId": "p2"})
+    done = service.submit({"projectId": "p1"})
+    assert service.claim_next("w1").job_id == waiting.job_id
+    service.release(Lease.of(service.get(waiting.job_id)))  # back to pending, with a new marker
+    service.claim(running.job_id, "w1")
+    service.complete(Lease.of(service.claim(done.job_id, "w1")), _tiny_png())
+    ready = root / ".state" / "ready"
+    for marker in ready.iterdir():
+        marker.unlink()
+    pretend_the_machine_restarted(root)
+
+    reopened = file_service(root)
+    assert sorted(name.split(".")[1] for name in os.listdir(ready)) == sorted([waiting.job_id, running.job_id])
+    assert (root / ".state" / "index-boot").read_text() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert reopened.claim_next("w2").job_id == waiting.job_id
+    assert reopened.claim_next("w2") is None  # the running one is not handed out twice
+    assert [job.job_id for job in reopened.store.processing()] == sorted([waiting.job_id, running.job_id])
+    assert reopened.get(done.job_id).status is JobStatus.COMPLETED
+
+
+def test_a_store_opened_in_the_boot_it_was_whole_for_is_not_rebuilt(tmp_path):
+    root = tmp_path / "store"
+    service = file_service(root)
+    job = service.submit({"projectId": "p1"})
+    [marker] = (root / ".state" / "ready").iterdir()
+    marker.unlink()  # not something a running machine can lose: the store must not go looking
+    assert file_service(root).claim_next("w1") is None
+    assert service.get(job.job_id).status is JobStatus.PENDING
+
+
+def test_a_completed_job_whose_image_a_power_loss_took_is_rendered_again(tmp_path):
+    """Renders' folder entries are not fsynced on their own: the check after a restart finds a loss."""
+    root = tmp_path / "store"
+    service = file_service(root)
+    job = service.submit({"projectId": "p1"})
+    kept = service.submit({"projectId": "p1"})
+    service.complete(Lease.of(service.claim(job.job_id, "w1")), _tiny_png())
+    service.complete(Lease.of(service.claim(kept.job_id, "w1")), _tiny_png())
+    (root / "renders" / "p1" / f"{job.job_id}.png").unlink()
+    pretend_the_machine_restarted(root)
+
+    reopened = file_service(root)
+    again = reopened.get(job.job_id)
+    assert again.status is JobStatus.PENDING and again.image_url is None and again.attempts == 0
+    assert reopened.get(kept.job_id).status is JobStatus.COMPLETED
+    assert [e.type for e in reopened.events(job.job_id)][-1] == "requeued"
+    assert reopened.claim_next("w2").job_id == job.job_id

@@ -35,7 +35,7 @@ def _describe(error: OSError) -> str:
 
 
 def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_dir: bool = True,
-                 links: Sequence[str] = ()) -> None:
+                 links: Sequence[str] = (), sync_links: bool = True) -> None:
     """Write `data` to `path` via a temp file in the same directory and os.replace.
 
     durable=True also fsyncs the file before the rename and (unless sync_dir=False) the directory
@@ -46,7 +46,8 @@ def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_di
     `links` are extra names (index markers, on the same file system) given to the new file before
     it takes its place, with their folders fsynced first when durable: the index entry is on disk
     before the file it points to. A hard link costs a directory entry; a new empty file would
-    cost an inode allocation, the most expensive step of a small write on ext4.
+    cost an inode allocation, the most expensive step of a small write on ext4. sync_links=False
+    leaves their folders to the file system's own schedule, for an index that can be rebuilt.
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
@@ -61,7 +62,7 @@ def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_di
                 os.fsync(fd)
         finally:
             os.close(fd)
-        _link_all(temp, links, durable)
+        _link_all(temp, links, durable and sync_links)
         os.replace(temp, path)
         if durable and sync_dir:
             fsync_dir(directory)

@@ -8,18 +8,23 @@
     {root}/.state/running/{jobId}.{projectId}                hint: which of those are processing
     {root}/.state/locks/NNN.lock                              striped flock files
     {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
+    {root}/.state/index-boot                                  boot id the queue index is whole for
 
 The .state markers let workers find work without reading finished jobs: sorted(listdir(ready))
-is the queue order (huey's trick). A ready marker is durable: it is written (and its folder
-fsynced) before the job file and removed after it, so a crash leaves at worst a stale marker,
-which the next reader recognises and drops. It stays while the job is processing (a claim does
-not change availableAt), so a claim costs no marker write; the running hint beside it is not
-fsynced, because it can always be rebuilt: it is created after the job file says processing and
-removed before it says anything else, a claimer that finds a processing job without a hint
-recreates it, and `processing()` drops hints whose job is not processing.
+is the queue order (huey's trick). A ready marker is a hard link to the job file (a directory
+entry, not a new inode), made before the job file takes its new version and removed after it, so
+a crash leaves at worst a stale marker, which the next reader recognises and drops. Its folder is
+not fsynced while the machine runs: only a power loss can lose it, and a store opened after a
+restart of the machine rebuilds missing markers from the job files first (`.state/index-boot`
+records the boot the index is whole for). It stays while the job is processing (a claim does not
+change availableAt), so a claim costs no marker write; the running hint beside it can always be
+rebuilt too: it is created after the job file says processing and removed before it says
+anything else, a claimer that finds a processing job without a hint recreates it, and
+`processing()` drops hints whose job is not processing.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -31,10 +36,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .. import lifecycle
 from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
-from .atomic import StripedLocks, atomic_write, is_temp_name, link_quietly, unlink_quietly
+from .atomic import StripedLocks, atomic_write, fsync_dir, is_temp_name, link_quietly, unlink_quietly
 from .base import Change, JobPage, JobStore, Unreadable
 
 log = logging.getLogger("jobs_core.store")
@@ -79,6 +85,20 @@ def _why_not_a_job(data: bytes) -> str:
         field = ".".join(str(part) for part in first["loc"])
         return f"not a job document ({field}: {first['msg']})."
     return "not a job document."
+
+
+def _boot_id() -> str | None:
+    try:
+        return _read_text(Path("/proc/sys/kernel/random/boot_id"))
+    except OSError:
+        return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
 
 
 def _only_progress(old: Job | None, new: Job) -> bool:
@@ -170,9 +190,78 @@ class FileJobStore(JobStore):
         self._made: set[str | Path] = set()
         self._project_of: dict[str, str] = {}
         self._queue = QueueSnapshot(self.ready_dir)
+        # Entries a restart can check and rebuild: queue markers, and renders' folder entries.
+        self._sync_rebuildable = not self._index_survived_since_boot()
 
     def describe(self) -> str:
         return f"files in {self.root.resolve()}"
+
+    # -- the queue index across power losses -----------------------------------------------------
+    def _index_survived_since_boot(self) -> bool:
+        """Whether ready markers may skip their folder fsync, rebuilding the index first if needed.
+
+        Markers only go missing when the machine stops without flushing its page cache (a power
+        loss or a kernel crash); a killed process loses nothing that was written. So the index is
+        trusted for as long as the machine has not restarted since it was last known whole: its
+        boot id is recorded in .state/index-boot, and a store opened under another boot id
+        rebuilds the markers from the job files (which are always durable) before any claim.
+        That saves a submit the fsync of .state/ready (and a completion that of renders/: see
+        save_image). Where the boot id cannot be read (not Linux) or the store cannot be
+        written, both stay fsynced instead.
+        """
+        boot_id = _boot_id()
+        if boot_id is None:
+            return False
+        record = self.state_dir / "index-boot"
+        try:
+            if _read_text(record) == boot_id:
+                return True
+            with open(self.state_dir / "index-rebuild.lock", "a") as guard:  # one rebuilder at a time
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                if _read_text(record) == boot_id:
+                    return True  # another process rebuilt it while we waited
+                # Renders finished since the record was written may have lost their folder entry;
+                # with no record (a new store, or one from an older version) none was left unsynced.
+                since = datetime.fromtimestamp(record.stat().st_mtime, UTC) if record.exists() else None
+                self.rebuild_queue_index(images_since=since)
+                atomic_write(record, boot_id.encode())
+        except OSError as error:  # e.g. a store we may read but not write
+            log.warning("queue markers of %s stay fsynced: %s", self.root, error.strerror)
+            return False
+        return True
+
+    def rebuild_queue_index(self, images_since: datetime | None = None) -> int:
+        """Make the index whole again after a restart: returns how many jobs it was missing.
+
+        Every pending or processing job gets its ready marker back (durably), and a job completed
+        after `images_since` whose image is gone (its folder entry was not fsynced when the
+        machine stopped) goes back to the queue to be rendered again.
+        """
+        repaired = 0
+        found, _ = self._job_files(None)
+        for job_id, project_id in found:
+            path = self._job_file(project_id, job_id)
+            try:
+                job = read_job_file(path)
+            except (JobNotFound, UnreadableJob):
+                continue
+            if (images_since is not None and job.status is JobStatus.COMPLETED and job.finished_at is not None
+                    and job.finished_at >= images_since
+                    and not os.path.exists(self.image_path(project_id, job_id))):
+                with self.locks.hold(job_id):
+                    self._write(job, *lifecycle.image_lost(job), sync_links=True)
+                repaired += 1
+                continue
+            for marker in self._markers(job):
+                if not os.path.exists(marker):
+                    link_quietly(path, marker)
+                    repaired += 1
+        fsync_dir(self.ready_dir)
+        if repaired:
+            log.warning("repaired the queue index of %s for %d jobs after a restart of the machine",
+                        self.root, repaired)
+        self._queue.forget()
+        return repaired
 
     # -- paths (ids are validated before any path is built) ------------------------------------
     def _dir(self, kind: str, project_id: str) -> Path:
@@ -232,7 +321,7 @@ class FileJobStore(JobStore):
         raise JobNotFound(f"No job with id {job_id}.")
 
     # -- writes ----------------------------------------------------------------------------------
-    def _write(self, old: Job | None, new: Job, event: Event | None) -> None:
+    def _write(self, old: Job | None, new: Job, event: Event | None, sync_links: bool | None = None) -> None:
         before = self._markers(old) if old else set()
         after = self._markers(new)
         added = after - before
@@ -244,7 +333,8 @@ class FileJobStore(JobStore):
             # New markers are links to the new file, made durable before it replaces the old one:
             # a crash leaves at worst a stale marker, never a lost job.
             atomic_write(self._ensure_parent(self._job_file(new.project_id, new.job_id)), new.to_json().encode(),
-                         sync_dir=not _only_progress(old, new), links=sorted(added))
+                         sync_dir=not _only_progress(old, new), links=sorted(added),
+                         sync_links=self._sync_rebuildable if sync_links is None else sync_links)
         except StoreWriteError:
             for marker in added:  # the job file kept its old version: drop the index entries for the new one
                 unlink_quietly(marker)
@@ -487,7 +577,10 @@ class FileJobStore(JobStore):
                 continue  # a foreign file is not a concept
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
-        atomic_write(self._ensure_parent(self.image_path(project_id, job_id)), png)
+        # The folder entry is fsynced with the job's own (the journal keeps their order), or, where
+        # that fails, found missing by the check after a restart and the job rendered again.
+        atomic_write(self._ensure_parent(self.image_path(project_id, job_id)), png,
+                     sync_dir=self._sync_rebuildable)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:
