@@ -118,8 +118,8 @@ class StripedLocks:
         self.stripes = stripes
         directory.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, key: str) -> Path:
-        return self.directory / f"{zlib.crc32(key.encode()) % self.stripes:03d}.lock"
+    def _path(self, key: str) -> str:
+        return os.path.join(self.directory, f"{zlib.crc32(key.encode()) % self.stripes:03d}.lock")
 
     def _open(self, key: str) -> int:
         path = self._path(key)

@@ -177,6 +177,7 @@ class FileJobStore(JobStore):
         self.jobs_dir = self.root / "jobs"
         self.jobs_dir_str = str(self.jobs_dir)
         self.events_dir_str = str(self.root / "events")
+        self.renders_dir_str = str(self.root / "renders")
         self.state_dir = self.root / ".state"
         self.ready_dir = self.state_dir / "ready"
         self.running_dir = self.state_dir / "running"
@@ -579,7 +580,8 @@ class FileJobStore(JobStore):
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
         # The folder entry is fsynced with the job's own (the journal keeps their order), or, where
         # that fails, found missing by the check after a restart and the job rendered again.
-        atomic_write(self._ensure_parent(self.image_path(project_id, job_id)), png,
+        atomic_write(self._ensure_parent(os.path.join(self.renders_dir_str, validate_id(project_id, "projectId"),
+                                                      validate_id(job_id, "jobId") + ".png")), png,
                      sync_dir=self._sync_rebuildable)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
