@@ -86,6 +86,10 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
+# Seconds between two batches of notifications from one store: the first change after a quiet
+# spell is announced at once, a burst's changes at most this much later.
+ANNOUNCE_INTERVAL = 0.02
+
 # A peer that vanishes without closing (a host powered off) is noticed in ~25 s, not hours;
 # used unless the URL sets its own.
 KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
@@ -200,6 +204,7 @@ class PostgresJobStore(JobStore):
         self._announcements: list[tuple[str, str]] = []
         self._announce_ready = threading.Condition()
         self._announcer: threading.Thread | None = None
+        self._work_announced = False  # the pending batch already wakes idle workers
         self._leased: dict[str, str] = {}  # job id -> document last committed, for `_swap`
         self._leased_lock = threading.Lock()
 
@@ -301,8 +306,10 @@ class PostgresJobStore(JobStore):
 
         Not inside the change's transaction: PostgreSQL serialises the commits of notifying
         transactions, fsync included, which would make workers take turns at every commit. Sent
-        from a background thread in batches, off the worker's path. Best effort: a lost
-        notification costs an idle worker one poll interval, never a job.
+        from a background thread in batches, off the worker's path, at most one batch per
+        ANNOUNCE_INTERVAL (every NOTIFY wakes every listening session of the database, so a busy
+        worker must not send one per change). Best effort: a lost notification costs an idle
+        worker one poll interval, never a job.
         """
         with self._announce_ready:
             if self._announcer is None:
@@ -311,8 +318,9 @@ class PostgresJobStore(JobStore):
                 # A short-lived process (`submit`) must still send what it announced before exiting.
                 atexit.register(_flush_at_exit, weakref.ref(self))
             self._announcements.append((self.change_channel, f"{project_id} {job_id} {status}"))
-            if status == JobStatus.PENDING.value:
-                self._announcements.append((self.work_channel, job_id))
+            if status == JobStatus.PENDING.value and not self._work_announced:
+                self._announcements.append((self.work_channel, job_id))  # one per batch wakes them all
+                self._work_announced = True
             self._announce_ready.notify()
 
     def _announce_loop(self) -> None:
@@ -321,6 +329,7 @@ class PostgresJobStore(JobStore):
                 while not self._announcements and not self._closing.is_set():
                     self._announce_ready.wait()
                 batch, self._announcements = self._announcements, []
+                self._work_announced = False
             if not batch:
                 return  # closing, and everything was sent
             try:
@@ -331,6 +340,8 @@ class PostgresJobStore(JobStore):
             except psycopg.Error as error:
                 log.warning("could not send %d notifications (%s); listeners will poll", len(batch),
                             _first_line(error))
+            # What is announced meanwhile goes in the next batch; closing sends it at once.
+            self._closing.wait(ANNOUNCE_INTERVAL)
 
     def _announced(self, job: Job | None) -> Job | None:
         if job is not None:
