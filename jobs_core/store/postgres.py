@@ -450,7 +450,7 @@ class PostgresJobStore(JobStore):
             remembered = self._leased.get(job_id)
         if remembered is None:
             return None
-        old = _parse_job(job_id, remembered)
+        old = Job.model_validate_json(remembered)  # written by us from a job in brief order: no reordering
         if project_id is not None and old.project_id != project_id:
             return None
         try:
