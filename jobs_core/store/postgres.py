@@ -7,8 +7,12 @@
 
 Every change runs in one transaction on the row read with SELECT ... FOR UPDATE (or, to claim, on
 the oldest due pending row picked with FOR UPDATE SKIP LOCKED on a partial index), so a change
-function that raises rolls everything back. After each commit a NOTIFY wakes idle workers in
-every process (a job is pending) and tells live views what changed (`on_change`).
+function that raises rolls everything back. A job this process holds the lease of (it claimed it)
+is changed in one statement instead: the change is applied to the document this process last
+committed, and the row is written only if it still holds exactly that document (compare-and-set);
+otherwise the change runs again the first way, on the row as it is. After commits, NOTIFY (in
+batches) wakes idle workers in every process (a job is pending) and tells live views what changed
+(`on_change`).
 
 The schema of the URL's search_path is used (`?options=-csearch_path%3Dmyschema`), which lets
 several stores share one database.
