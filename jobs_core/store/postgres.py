@@ -533,6 +533,7 @@ class PostgresJobStore(JobStore):
         written: list[str] = []
 
         def work(cur: psycopg.Cursor) -> Job:
+            written.clear()  # a retried attempt: only what the last one wrote is committed
             old = self._lock_job(cur, job_id, project_id)
             new, event = change(old)
             if new is not old or png is not None:
@@ -547,6 +548,7 @@ class PostgresJobStore(JobStore):
         written: list[str] = []
 
         def work(cur: psycopg.Cursor) -> Job | None:
+            written.clear()  # a retried attempt: only what the last one wrote is committed
             row = cur.execute(
                 "SELECT job_id, doc::text FROM jobs WHERE status = 'pending' AND available_at <= %s "
                 "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now], prepare=True).fetchone()
