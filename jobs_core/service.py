@@ -125,11 +125,11 @@ class JobService:
         return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.heartbeat, lease=lease))
 
     def complete(self, lease: Lease, png: bytes, prompt: str | None = None) -> Job:
-        # The image is written first: a completed job always has its image.
-        self.store.save_image(lease.project_id, lease.job_id, png)
+        # The image is written first (or with the change, in one transaction): a completed job
+        # always has its image.
         url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"
-        return self.store.modify(lease.job_id, lease.project_id,
-                                 partial(lifecycle.complete, lease=lease, image_url=url, prompt=prompt))
+        return self.store.save_image_and_modify(lease.project_id, lease.job_id, png, partial(
+            lifecycle.complete, lease=lease, image_url=url, prompt=prompt))
 
     def fail(self, lease: Lease, message: str, retryable: bool = False) -> Job:
         job = self.store.modify(lease.job_id, lease.project_id, partial(

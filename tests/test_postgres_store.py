@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from postgres_scratch import create_schema, drop_schema, require_postgres, schema_url
 
 from jobs_core import lifecycle
-from jobs_core.errors import TransitionConflict, UnreadableJob
+from jobs_core.errors import JobCanceled, LeaseLost, TransitionConflict, UnreadableJob
 from jobs_core.lifecycle import Lease
 from jobs_core.models import JobStatus, utcnow
 from jobs_core.renderers.noop import _tiny_png
@@ -323,6 +324,46 @@ def test_server_gone_for_good_raises_and_writes_nothing(proxied, schema: str):
     with pytest.raises(StoreUnavailable, match="is unavailable"):
         service.cancel(job.job_id)
     assert admin(f"SELECT status FROM {schema}.jobs") == [("pending",)]
+
+
+# -- a worker's changes: one compare-and-set on the document it last wrote ------------------------
+@pytest.fixture
+def other_service(schema: str, settings) -> Iterator[JobService]:
+    """A second store on the same schema: another process's view of the jobs."""
+    from jobs_core.store.postgres import PostgresJobStore
+
+    store = PostgresJobStore(schema_url(schema), pool_size=2)
+    yield JobService(store, settings)
+    store.close()
+
+
+def test_a_leased_job_changed_by_another_process_is_decided_on_the_row(pg_service, other_service):
+    job = submit(pg_service)
+    lease = Lease.of(pg_service.claim_next("w1"))
+    assert pg_service.report_progress(lease, 10, "drawing").progress == 10
+    other_service.cancel(job.job_id)  # the row moves on behind the worker's store
+    with pytest.raises(JobCanceled):
+        pg_service.report_progress(lease, 20, "drawing")
+    assert pg_service.get(job.job_id).progress == 10
+    assert pg_service.confirm_cancel(lease).status is JobStatus.CANCELED
+    assert [e.type for e in pg_service.events(job.job_id)] == [
+        "created", "claimed", "progress", "cancel-requested", "canceled"]
+
+
+def test_a_refused_completion_writes_no_image(pg_service, other_service, schema: str):
+    job = submit(pg_service)
+    stale = Lease.of(pg_service.claim_next("w1"))
+    later = utcnow() + timedelta(hours=1)  # w1's lease has expired by then: another worker takes over
+    assert [j.job_id for j in other_service.reclaim_expired(now=later)] == [job.job_id]
+    lease = Lease.of(other_service.claim_next("w2", now=later))
+    with pytest.raises(LeaseLost):
+        pg_service.complete(stale, _tiny_png())
+    assert admin(f"SELECT count(*) FROM {schema}.job_images") == [(0,)]
+    assert pg_service.get(job.job_id).worker_id == "w2"
+    assert other_service.complete(lease, _tiny_png()).status is JobStatus.COMPLETED
+    assert pg_service.image(pg_service.get(job.job_id)) == _tiny_png()
+    assert [e.type for e in pg_service.events(job.job_id)] == [
+        "created", "claimed", "requeued", "claimed", "completed"]
 
 
 # -- rows that are not jobs; images as files -------------------------------------------------------

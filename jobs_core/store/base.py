@@ -100,6 +100,15 @@ class JobStore(ABC):
     @abstractmethod
     def load_image(self, project_id: str, job_id: str) -> bytes: ...
 
+    def save_image_and_modify(self, project_id: str, job_id: str, png: bytes, change: Change) -> Job:
+        """Save the job's image, then `modify` it (a completion: a completed job always has its image).
+
+        This default makes two writes, the image first; a backend may do both in one transaction,
+        in which case a refused change leaves no image behind either.
+        """
+        self.save_image(project_id, job_id, png)
+        return self.modify(job_id, project_id, change)
+
     @abstractmethod
     def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
         """The job's event log, oldest first."""

@@ -7,8 +7,12 @@
 
 Every change runs in one transaction on the row read with SELECT ... FOR UPDATE (or, to claim, on
 the oldest due pending row picked with FOR UPDATE SKIP LOCKED on a partial index), so a change
-function that raises rolls everything back. After each commit a NOTIFY wakes idle workers in
-every process (a job is pending) and tells live views what changed (`on_change`).
+function that raises rolls everything back. A job this process holds the lease of (it claimed it)
+is changed in one statement instead: the change is applied to the document this process last
+committed, and the row is written only if it still holds exactly that document (compare-and-set);
+otherwise the change runs again the first way, on the row as it is. After commits, NOTIFY (in
+batches) wakes idle workers in every process (a job is pending) and tells live views what changed
+(`on_change`).
 
 The schema of the URL's search_path is used (`?options=-csearch_path%3Dmyschema`), which lets
 several stores share one database.
@@ -86,6 +90,10 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
+# Seconds between two batches of notifications from one store: the first change after a quiet
+# spell is announced at once, a burst's changes at most this much later.
+ANNOUNCE_INTERVAL = 0.02
+
 # A peer that vanishes without closing (a host powered off) is noticed in ~25 s, not hours;
 # used unless the URL sets its own.
 KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
@@ -104,12 +112,26 @@ _INSERT_JOB = """
                           idempotency_key, doc)
         VALUES (%(job_id)s, %(project_id)s, %(status)s, %(available_at)s, %(updated_at)s, %(heartbeat_at)s,
                 %(worker_id)s, %(idempotency_key)s, %(doc)s::jsonb))""" + _WRITE_TAIL
+# The update is a compare-and-set when `old_doc` is given: the row is written only if its document
+# is still the one the change function was applied to (see PostgresJobStore._swap); the event and
+# the image (a completion's) are written only with the row. Returns 1 when the row was written.
 _UPDATE_JOB = """
     WITH written AS (
         UPDATE jobs SET status = %(status)s, available_at = %(available_at)s, updated_at = %(updated_at)s,
                         heartbeat_at = %(heartbeat_at)s, worker_id = %(worker_id)s,
                         idempotency_key = %(idempotency_key)s, doc = %(doc)s::jsonb
-        WHERE job_id = %(job_id)s)""" + _WRITE_TAIL
+        WHERE job_id = %(job_id)s AND project_id = %(project_id)s
+          AND (%(old_doc)s::jsonb IS NULL OR doc = %(old_doc)s::jsonb)
+        RETURNING job_id),
+    logged AS (INSERT INTO job_events (job_id, project_id, doc)
+               SELECT w.job_id, %(project_id)s, %(event)s::jsonb FROM written w WHERE %(event)s::jsonb IS NOT NULL),
+    imaged AS (INSERT INTO job_images (project_id, job_id, png)
+               SELECT %(project_id)s, w.job_id, %(png)s::bytea FROM written w WHERE %(png)s::bytea IS NOT NULL
+               ON CONFLICT (project_id, job_id) DO UPDATE SET png = EXCLUDED.png)
+    SELECT count(*), set_config('synchronous_commit', %(sync)s, true) FROM written
+"""
+# How many leased jobs' documents a store remembers for compare-and-set (a few per worker thread).
+_LEASED_MEMORY = 1024
 _INSERT_EVENT = "INSERT INTO job_events (job_id, project_id, doc) VALUES (%s, %s, %s::jsonb)"
 
 
@@ -186,6 +208,9 @@ class PostgresJobStore(JobStore):
         self._announcements: list[tuple[str, str]] = []
         self._announce_ready = threading.Condition()
         self._announcer: threading.Thread | None = None
+        self._work_announced = False  # the pending batch already wakes idle workers
+        self._leased: dict[str, str] = {}  # job id -> document last committed, for `_swap`
+        self._leased_lock = threading.Lock()
 
     # -- connection handling -----------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
@@ -285,8 +310,10 @@ class PostgresJobStore(JobStore):
 
         Not inside the change's transaction: PostgreSQL serialises the commits of notifying
         transactions, fsync included, which would make workers take turns at every commit. Sent
-        from a background thread in batches, off the worker's path. Best effort: a lost
-        notification costs an idle worker one poll interval, never a job.
+        from a background thread in batches, off the worker's path, at most one batch per
+        ANNOUNCE_INTERVAL (every NOTIFY wakes every listening session of the database, so a busy
+        worker must not send one per change). Best effort: a lost notification costs an idle
+        worker one poll interval, never a job.
         """
         with self._announce_ready:
             if self._announcer is None:
@@ -295,8 +322,9 @@ class PostgresJobStore(JobStore):
                 # A short-lived process (`submit`) must still send what it announced before exiting.
                 atexit.register(_flush_at_exit, weakref.ref(self))
             self._announcements.append((self.change_channel, f"{project_id} {job_id} {status}"))
-            if status == JobStatus.PENDING.value:
-                self._announcements.append((self.work_channel, job_id))
+            if status == JobStatus.PENDING.value and not self._work_announced:
+                self._announcements.append((self.work_channel, job_id))  # one per batch wakes them all
+                self._work_announced = True
             self._announce_ready.notify()
 
     def _announce_loop(self) -> None:
@@ -305,6 +333,7 @@ class PostgresJobStore(JobStore):
                 while not self._announcements and not self._closing.is_set():
                     self._announce_ready.wait()
                 batch, self._announcements = self._announcements, []
+                self._work_announced = False
             if not batch:
                 return  # closing, and everything was sent
             try:
@@ -315,6 +344,8 @@ class PostgresJobStore(JobStore):
             except psycopg.Error as error:
                 log.warning("could not send %d notifications (%s); listeners will poll", len(batch),
                             _first_line(error))
+            # What is announced meanwhile goes in the next batch; closing sends it at once.
+            self._closing.wait(ANNOUNCE_INTERVAL)
 
     def _announced(self, job: Job | None) -> Job | None:
         if job is not None:
@@ -384,13 +415,68 @@ class PostgresJobStore(JobStore):
         self.pool.close()
 
     # -- writes ----------------------------------------------------------------------------------
-    def _write(self, cur: psycopg.Cursor, statement: str, old: Job | None, new: Job, event: Event | None) -> None:
-        cur.execute(statement, prepare=True, params={
+    def _write(self, cur: psycopg.Cursor, statement: str, old: Job | None, new: Job, event: Event | None,
+               old_doc: str | None = None, png: bytes | None = None) -> str:
+        """Send the write of `new` (with its event, and an image when given); the document written."""
+        doc = new.model_dump_json()
+        params = {
             "job_id": new.job_id, "project_id": new.project_id, "status": new.status.value,
             "available_at": new.available_at, "updated_at": new.updated_at, "heartbeat_at": new.heartbeat_at,
-            "worker_id": new.worker_id, "idempotency_key": new.idempotency_key, "doc": new.model_dump_json(),
+            "worker_id": new.worker_id, "idempotency_key": new.idempotency_key, "doc": doc,
             "event": event.model_dump_json() if event is not None else None,
-            "sync": "on" if _durable(old, new) else "off"})
+            "sync": "on" if _durable(old, new) else "off"}
+        if statement is _UPDATE_JOB:
+            params["old_doc"], params["png"] = old_doc, png
+        cur.execute(statement, params, prepare=True)
+        return doc
+
+    def _remember(self, job: Job, doc: str) -> None:
+        """Keep the document just committed for a job this process leases (processing), so its
+        next change can be one compare-and-set statement (`_swap`); forget it otherwise."""
+        with self._leased_lock:
+            self._leased.pop(job.job_id, None)
+            if job.status is JobStatus.PROCESSING:
+                if len(self._leased) >= _LEASED_MEMORY:
+                    del self._leased[next(iter(self._leased))]
+                self._leased[job.job_id] = doc
+
+    def _forget(self, job_id: str) -> None:
+        with self._leased_lock:
+            self._leased.pop(job_id, None)
+
+    def _swap(self, job_id: str, project_id: str | None, change: Change, png: bytes | None) -> Job | None:
+        """Apply `change` in one statement to the document this process last committed for the job,
+        writing only if the row still holds exactly that document (compare-and-set, in autocommit:
+        one round trip, no lock held across round trips). None when it cannot tell: the job is not
+        remembered, the row moved on, or the change refused the remembered version; the caller then
+        applies the change under a row lock to the row as it is (which decides a refusal)."""
+        with self._leased_lock:
+            remembered = self._leased.get(job_id)
+        if remembered is None:
+            return None
+        old = Job.model_validate_json(remembered)  # written by us from a job in brief order: no reordering
+        if project_id is not None and old.project_id != project_id:
+            return None
+        try:
+            new, event = change(old)
+        except Exception:  # refused, maybe only because the remembered version is stale
+            return None
+        if new is old:
+            return None
+        doc: list[str] = []
+
+        def work(cur: psycopg.Cursor) -> bool:
+            doc.append(self._write(cur, _UPDATE_JOB, old, new, event, old_doc=remembered, png=png))
+            return cur.fetchone()[0] == 1
+        try:
+            swapped = self._once(work, writes=False)  # one statement: its own (implicit) transaction
+        except psycopg.OperationalError:  # sent, but whether it was applied is unknown: the row tells
+            swapped = self._check_applied(self._is_written, new)
+        if not swapped:
+            self._forget(job_id)
+            return None
+        self._remember(new, doc[-1])
+        return new
 
     def _is_written(self, cur: psycopg.Cursor, job: Job | None) -> bool:
         """Whether the row holds exactly `job` (to learn the outcome of an interrupted COMMIT)."""
@@ -430,16 +516,39 @@ class PostgresJobStore(JobStore):
         return _parse_job(job_id, row[0])
 
     def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
+        return self._modify(job_id, project_id, change, None)
+
+    def save_image_and_modify(self, project_id: str, job_id: str, png: bytes, change: Change) -> Job:
+        """The image is written with the change, in its transaction (none is left if it refuses)."""
+        validate_id(project_id, "projectId")
+        validate_id(job_id, "jobId")
+        if self.artifacts_dir is not None:
+            return super().save_image_and_modify(project_id, job_id, png, change)
+        return self._modify(job_id, project_id, change, png)
+
+    def _modify(self, job_id: str, project_id: str | None, change: Change, png: bytes | None) -> Job:
+        swapped = self._swap(job_id, project_id, change, png)
+        if swapped is not None:
+            return self._announced(swapped)
+        written: list[str] = []
+
         def work(cur: psycopg.Cursor) -> Job:
+            written.clear()  # a retried attempt: only what the last one wrote is committed
             old = self._lock_job(cur, job_id, project_id)
             new, event = change(old)
-            if new is not old:
-                self._write(cur, _UPDATE_JOB, old, new, event)
+            if new is not old or png is not None:
+                written.append(self._write(cur, _UPDATE_JOB, old, new, event, png=png))
             return new
-        return self._announced(self._transact(work, self._is_written))
+        new = self._transact(work, self._is_written)
+        if written:
+            self._remember(new, written[-1])
+        return self._announced(new)
 
     def claim_next(self, change: Change, now: datetime) -> Job | None:
+        written: list[str] = []
+
         def work(cur: psycopg.Cursor) -> Job | None:
+            written.clear()  # a retried attempt: only what the last one wrote is committed
             row = cur.execute(
                 "SELECT job_id, doc::text FROM jobs WHERE status = 'pending' AND available_at <= %s "
                 "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now], prepare=True).fetchone()
@@ -450,9 +559,12 @@ class PostgresJobStore(JobStore):
                 new, event = change(old)
             except TransitionConflict:
                 return None
-            self._write(cur, _UPDATE_JOB, old, new, event)
+            written.append(self._write(cur, _UPDATE_JOB, old, new, event))
             return new
-        return self._announced(self._transact(work, self._is_written))
+        new = self._transact(work, self._is_written)
+        if new is not None:
+            self._remember(new, written[-1])
+        return self._announced(new)
 
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
         def work(cur: psycopg.Cursor) -> str:
@@ -467,6 +579,7 @@ class PostgresJobStore(JobStore):
             cur.execute("DELETE FROM job_images WHERE project_id = %s AND job_id = %s", [project, job_id])
             return project
         project = self._transact(work)
+        self._forget(job_id)
         self._announce(project, job_id, "deleted")
         if self.artifacts_dir is not None:
             self._artifact_path(project, job_id).unlink(missing_ok=True)
