@@ -15,6 +15,7 @@ from .errors import InvalidInput, JobNotFound, TransitionConflict
 from .ids import new_concept_id, new_job_id, validate_id
 from .lifecycle import Lease
 from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
+from .png import is_whole_png
 from .renderers import RenderTask, get_renderer
 from .store import JobPage, JobStore, open_store
 
@@ -125,6 +126,10 @@ class JobService:
         return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.heartbeat, lease=lease))
 
     def complete(self, lease: Lease, png: bytes, prompt: str | None = None) -> Job:
+        if not is_whole_png(png):
+            # Stores keep renders as .png, and the file store checks their ends after a power loss.
+            raise InvalidInput(f"The renderer's image is not a whole PNG ({len(png)} bytes that do not "
+                               "start with the PNG signature and end with its IEND chunk).")
         # The image is written first (or with the change, in one transaction): a completed job
         # always has its image.
         url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"

@@ -8,7 +8,7 @@ stop or cancel it) unless `conceptInputs.quiet` is true, in which case only the 
 heartbeat thread keeps the lease alive.
 
 `broken`, `flaky` and `crash` fail in the three ways a renderer can: a non-retryable RenderError,
-a retryable one, and an unexpected exception (a bug).
+a retryable one, and an unexpected exception (a bug); `jpeg` returns an image that is not a PNG.
 """
 from __future__ import annotations
 
@@ -74,5 +74,14 @@ class CrashRenderer(Renderer):
         return RenderResult(png=bytes(1 // len(task.concept_inputs.get("empty", []))))
 
 
-for _renderer in (GateRenderer, BrokenRenderer, FlakyRenderer, CrashRenderer):
+class JpegRenderer(Renderer):
+    name = "jpeg"
+    description = "Returns JPEG bytes where a PNG is due (tests only)."
+    render_types = RENDER_TYPES
+
+    def render(self, task: RenderTask, progress: ProgressFn) -> RenderResult:
+        return RenderResult(png=b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64) + b"\xff\xd9")
+
+
+for _renderer in (GateRenderer, BrokenRenderer, FlakyRenderer, CrashRenderer, JpegRenderer):
     register(_renderer.name, _renderer)

@@ -12,6 +12,7 @@ import gate_renderer  # noqa: F401  (registers gate, broken, flaky, crash)
 import pytest
 from proc_helpers import wait_until
 
+from jobs_core.errors import JobNotFound
 from jobs_core.models import JobStatus, utcnow
 from jobs_core.worker import Worker
 
@@ -83,6 +84,16 @@ def test_renderer_failures_become_readable_errors_and_the_worker_goes_on(fast, w
                              "(ZeroDivisionError: integer division or modulo by zero).")
     assert "Traceback" not in crashed.error
     assert final(fast, fine.job_id).status is JobStatus.COMPLETED
+
+
+def test_an_image_that_is_not_a_whole_png_fails_the_job_and_is_not_stored(fast, workers):
+    job = submit(fast, "jpeg")
+    workers.append(Worker(fast, poll_seconds=0.05).start())
+    failed = final(fast, job.job_id)
+    assert failed.status is JobStatus.FAILED and failed.image_url is None
+    assert failed.error.startswith("The renderer's image is not a whole PNG (77 bytes")
+    with pytest.raises(JobNotFound):
+        fast.store.load_image(job.project_id, job.job_id)
 
 
 def test_retryable_failures_are_retried_until_attempts_are_spent(fast, workers):

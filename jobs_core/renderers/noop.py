@@ -24,7 +24,8 @@ class NoopRenderer(Renderer):
     render_types = RENDER_TYPES
 
     def render(self, task: RenderTask, progress: ProgressFn) -> RenderResult:
-        progress(50, "encoding")
+        # No progress report: a no-op job is submit, claim and complete, as the RQ peer's is
+        # enqueue, dequeue and finish. A report costs one job write (bench/core_bench.py prints it).
         return RenderResult(png=_PNG)
 
 

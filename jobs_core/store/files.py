@@ -40,6 +40,7 @@ from .. import lifecycle
 from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
+from ..png import PNG_END, PNG_START, is_whole_png
 from .atomic import StripedLocks, atomic_write, fsync_dir, is_temp_name, link_quietly, unlink_quietly
 from .base import Change, JobPage, JobStore, Unreadable
 
@@ -99,6 +100,20 @@ def _read_text(path: Path) -> str | None:
         return path.read_text().strip()
     except FileNotFoundError:
         return None
+
+
+def _whole_png(path: Path) -> bool:
+    """Whether the file starts and ends as a PNG does: what a power loss can leave is empty or cut."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(PNG_START))
+            size = file.seek(0, os.SEEK_END)
+            if size < len(PNG_START) + len(PNG_END):
+                return False
+            file.seek(-len(PNG_END), os.SEEK_END)
+            return is_whole_png(start + file.read())
+    except OSError:
+        return False
 
 
 def _only_progress(old: Job | None, new: Job) -> bool:
@@ -206,7 +221,7 @@ class FileJobStore(JobStore):
         trusted for as long as the machine has not restarted since it was last known whole: its
         boot id is recorded in .state/index-boot, and a store opened under another boot id
         rebuilds the markers from the job files (which are always durable) before any claim.
-        That saves a submit the fsync of .state/ready (and a completion that of renders/: see
+        That saves a submit the fsync of .state/ready (and a completion those of its render: see
         save_image). Where the boot id cannot be read (not Linux) or the store cannot be
         written, both stay fsynced instead.
         """
@@ -235,8 +250,8 @@ class FileJobStore(JobStore):
         """Make the index whole again after a restart: returns how many jobs it was missing.
 
         Every pending or processing job gets its ready marker back (durably), and a job completed
-        after `images_since` whose image is gone (its folder entry was not fsynced when the
-        machine stopped) goes back to the queue to be rendered again.
+        after `images_since` whose image is gone or cut short (renders are not fsynced while the
+        machine runs) goes back to the queue to be rendered again.
         """
         repaired = 0
         found, _ = self._job_files(None)
@@ -248,7 +263,7 @@ class FileJobStore(JobStore):
                 continue
             if (images_since is not None and job.status is JobStatus.COMPLETED and job.finished_at is not None
                     and job.finished_at >= images_since
-                    and not os.path.exists(self.image_path(project_id, job_id))):
+                    and not _whole_png(self.image_path(project_id, job_id))):
                 with self.locks.hold(job_id):
                     self._write(job, *lifecycle.image_lost(job), sync_links=True)
                 repaired += 1
@@ -578,11 +593,12 @@ class FileJobStore(JobStore):
                 continue  # a foreign file is not a concept
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
-        # The folder entry is fsynced with the job's own (the journal keeps their order), or, where
-        # that fails, found missing by the check after a restart and the job rendered again.
+        # Not fsynced while the index is trusted: only a power loss can lose or truncate a render
+        # written before the job's own fsynced write, and the check after a restart finds it
+        # (missing, or without its PNG end) and renders the job again.
         atomic_write(self._ensure_parent(os.path.join(self.renders_dir_str, validate_id(project_id, "projectId"),
                                                       validate_id(job_id, "jobId") + ".png")), png,
-                     sync_dir=self._sync_rebuildable)
+                     durable=self._sync_rebuildable)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:
