@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
+from ..renderers import renderer_names
 from ..service import JobService
 from ..worker import Worker
 from .errors import install_error_handlers
@@ -30,6 +31,7 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
         raise ValueError(f"workers must be 0 or more, not {workers}.")
     service = service or JobService.from_env()
     settings = settings or ApiSettings.from_env()
+    renderer_names()  # import the renderers now: the first create would otherwise wait ~0.3 s for them
     worker = Worker(service, concurrency=max(workers, 1), render_size=render_size)
     runner = InlineRunner(service, worker, settings.max_inline_renders)
 
