@@ -282,3 +282,33 @@ def test_completed_jobs_whose_image_a_power_loss_took_or_cut_are_rendered_again(
         assert [e.type for e in reopened.events(job.job_id)][-1] == "requeued"
     assert reopened.get(kept.job_id).status is JobStatus.COMPLETED
     assert {reopened.claim_next("w2").job_id, reopened.claim_next("w2").job_id} == {gone.job_id, cut.job_id}
+
+
+def test_the_temp_file_sweep_removes_only_old_leftovers_and_never_trips_on_live_writes(tmp_path):
+    """Workers sweep at start-up while other processes write: a temp file may vanish mid-sweep."""
+    import threading
+
+    root = tmp_path / "store"
+    service = file_service(root)
+    job = service.submit({"projectId": "p1"})
+    folder = root / "jobs" / "p1"
+    old, fresh = folder / f".{job.job_id}.json.dead0001.tmp", folder / f".{job.job_id}.json.live0001.tmp"
+    old.write_text("{half")
+    fresh.write_text("{half")
+    os.utime(old, (0, 0))  # left by a process killed long ago
+    assert service.store.sweep_temp_files() == 1
+    assert not old.exists() and fresh.exists() and service.get(job.job_id).status is JobStatus.PENDING
+    fresh.unlink()
+
+    writing = threading.Event()
+    def write_many() -> None:
+        writing.set()
+        for _ in range(300):
+            service.submit({"projectId": "p1"})
+    writer = threading.Thread(target=write_many)
+    writer.start()
+    writing.wait()
+    while writer.is_alive():
+        assert service.store.sweep_temp_files() == 0  # in-flight temp files are young: kept, and no crash
+    writer.join()
+    assert len(service.list("p1").jobs) == 301

@@ -630,9 +630,15 @@ class FileJobStore(JobStore):
         cutoff = datetime.now().timestamp() - older_than_seconds
         for directory, _, names in os.walk(self.root):
             for name in names:
+                if not is_temp_name(name):
+                    continue
                 path = os.path.join(directory, name)
-                if is_temp_name(name) and os.path.getmtime(path) < cutoff:
-                    unlink_quietly(Path(path))
+                try:
+                    stale = os.path.getmtime(path) < cutoff
+                except FileNotFoundError:
+                    continue  # another process's write in flight, renamed into place since the listing
+                if stale:
+                    unlink_quietly(path)
                     removed += 1
         return removed
 
