@@ -45,3 +45,14 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def service(store: JobStore, settings: Settings) -> JobService:
     return JobService(store, settings)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema, dropped afterwards (skips without a server)."""
+    from postgres_scratch import create_schema, drop_schema, require_postgres, schema_url
+
+    require_postgres()
+    schema = create_schema()
+    yield schema_url(schema)
+    drop_schema(schema)

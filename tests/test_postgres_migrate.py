@@ -6,9 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from postgres_scratch import create_schema, drop_schema, require_postgres, schema_url
-
 from jobs_core.lifecycle import Lease
 from jobs_core.models import Concept
 from jobs_core.renderers.noop import _tiny_png
@@ -16,14 +13,6 @@ from jobs_core.service import JobService
 from jobs_core.store import FileJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def url() -> str:
-    require_postgres()
-    schema = create_schema()
-    yield schema_url(schema)
-    drop_schema(schema)
 
 
 def migrate(*args: str, env: dict[str, str] | None = None) -> str:
@@ -77,23 +66,23 @@ def mtimes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def row_versions(url: str) -> dict[str, list]:
+def row_versions(pg_url: str) -> dict[str, list]:
     """Each table's rows with their xmin: any rewrite of a row changes its xmin."""
     import psycopg
 
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(pg_url) as conn:
         return {table: conn.execute(f"SELECT xmin::text, * FROM {table} ORDER BY 2, 3").fetchall()
                 for table in ("jobs", "job_events", "job_concepts", "job_images")}
 
 
-def test_files_to_postgres_and_back_loses_nothing_and_repeats_change_nothing(tmp_path: Path, url: str, settings):
+def test_files_to_postgres_and_back_loses_nothing_and_repeats_change_nothing(tmp_path: Path, pg_url: str, settings):
     from jobs_core.store.postgres import PostgresJobStore
 
     source = file_store_in_every_state(tmp_path / "source", settings)
 
-    first = migrate("--jobs-dir", str(source.root), "--to", url)
+    first = migrate("--jobs-dir", str(source.root), "--to", pg_url)
     assert "jobs: 6 copied" in first and "images: 1 copied" in first and "concepts: 8 copied" in first
-    database = PostgresJobStore(url, pool_size=2)
+    database = PostgresJobStore(pg_url, pool_size=2)
     try:
         for job in source.iter_jobs():
             assert database.get(job.job_id) == job
@@ -105,32 +94,32 @@ def test_files_to_postgres_and_back_loses_nothing_and_repeats_change_nothing(tmp
     finally:
         database.close()
 
-    before = row_versions(url)
-    again = migrate("--jobs-dir", str(source.root), "--to", url)
+    before = row_versions(pg_url)
+    again = migrate("--jobs-dir", str(source.root), "--to", pg_url)
     assert "nothing to change" in again and "6 unchanged" in again
-    assert row_versions(url) == before
+    assert row_versions(pg_url) == before
 
     back = tmp_path / "back"
-    migrate("--to", str(back), env={"JOBS_STORE_URL": url})
+    migrate("--to", str(back), env={"JOBS_STORE_URL": pg_url})
     # Byte for byte: jobs, briefs, images, event logs and the queue markers.
     assert contents(back) == contents(source.root)
 
     stamps = mtimes(back)
-    assert "nothing to change" in migrate("--to", str(back), env={"JOBS_STORE_URL": url})
+    assert "nothing to change" in migrate("--to", str(back), env={"JOBS_STORE_URL": pg_url})
     assert mtimes(back) == stamps
 
 
-def test_a_job_that_moved_on_in_the_source_is_brought_up_to_date(tmp_path: Path, url: str, settings):
+def test_a_job_that_moved_on_in_the_source_is_brought_up_to_date(tmp_path: Path, pg_url: str, settings):
     source = file_store_in_every_state(tmp_path / "source", settings)
-    migrate("--jobs-dir", str(source.root), "--to", url)
+    migrate("--jobs-dir", str(source.root), "--to", pg_url)
     service = JobService(source, settings)
     pending = service.list(status="pending").jobs[-1]
     service.cancel(pending.job_id)
 
-    report = migrate("--jobs-dir", str(source.root), "--to", url)
+    report = migrate("--jobs-dir", str(source.root), "--to", pg_url)
     assert "1 updated" in report and "events: 1 copied" in report
     back = tmp_path / "back"
-    migrate("--to", str(back), env={"JOBS_STORE_URL": url})
+    migrate("--to", str(back), env={"JOBS_STORE_URL": pg_url})
     assert contents(back) == contents(source.root)
 
 

@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from postgres_scratch import create_schema, drop_schema, require_postgres, schema_url
 
 from jobs_core.service import JobService
 
@@ -26,30 +25,22 @@ LEASE_SECONDS = 2.0
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def url():
-    require_postgres()
-    schema = create_schema()
-    yield schema_url(schema)
-    drop_schema(schema)
-
-
-def start_worker(url: str) -> subprocess.Popen:
-    env = {**os.environ, "JOBS_STORE_URL": url, "JOBS_LEASE_SECONDS": str(LEASE_SECONDS),
+def start_worker(pg_url: str) -> subprocess.Popen:
+    env = {**os.environ, "JOBS_STORE_URL": pg_url, "JOBS_LEASE_SECONDS": str(LEASE_SECONDS),
            "JOBS_PG_POOL_SIZE": "3", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "jobs_core", "worker", "--poll", "0.5"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def query(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+def query(pg_url: str, sql: str, params: tuple = ()) -> list[tuple]:
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
         return conn.execute(sql, params).fetchall()
 
 
-def completed_count(url: str) -> int:
-    return query(url, "SELECT count(*) FROM jobs WHERE status = 'completed'")[0][0]
+def completed_count(pg_url: str) -> int:
+    return query(pg_url, "SELECT count(*) FROM jobs WHERE status = 'completed'")[0][0]
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -60,12 +51,13 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def kill_while_holding_a_job(url: str, worker: subprocess.Popen) -> list[str]:
+def kill_while_holding_a_job(pg_url: str, worker: subprocess.Popen) -> list[str]:
     """Freeze the worker until we catch it holding a job, then SIGKILL it; the jobs it held."""
     for _ in range(200):
         os.kill(worker.pid, signal.SIGSTOP)
         held = [row[0] for row in query(
-            url, "SELECT job_id FROM jobs WHERE status = 'processing' AND worker_id LIKE %s", (f"%-{worker.pid}-%",))]
+            pg_url, "SELECT job_id FROM jobs WHERE status = 'processing' AND worker_id LIKE %s",
+            (f"%-{worker.pid}-%",))]
         if held:
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
@@ -75,18 +67,18 @@ def kill_while_holding_a_job(url: str, worker: subprocess.Popen) -> list[str]:
     raise AssertionError(f"worker {worker.pid} was never caught holding a job")
 
 
-def test_six_workers_two_killed_midway_each_job_completed_exactly_once(url: str, settings):
+def test_six_workers_two_killed_midway_each_job_completed_exactly_once(pg_url: str, settings):
     from jobs_core.store.postgres import PostgresJobStore
 
-    store = PostgresJobStore(url, pool_size=2)
+    store = PostgresJobStore(pg_url, pool_size=2)
     service = JobService(store, replace(settings, renderer="noop"))
     job_ids = {service.submit({"projectId": f"p{i % 7}"}).job_id for i in range(JOBS)}
-    workers = [start_worker(url) for _ in range(WORKERS)]
+    workers = [start_worker(pg_url) for _ in range(WORKERS)]
     try:
-        wait_for(lambda: completed_count(url) >= JOBS // 4, 120, "a quarter of the jobs")
+        wait_for(lambda: completed_count(pg_url) >= JOBS // 4, 120, "a quarter of the jobs")
         victims = workers[:2]
-        held = {job_id: victim.pid for victim in victims for job_id in kill_while_holding_a_job(url, victim)}
-        wait_for(lambda: completed_count(url) == JOBS, 180, "every job to complete")
+        held = {job_id: victim.pid for victim in victims for job_id in kill_while_holding_a_job(pg_url, victim)}
+        wait_for(lambda: completed_count(pg_url) == JOBS, 180, "every job to complete")
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -95,27 +87,28 @@ def test_six_workers_two_killed_midway_each_job_completed_exactly_once(url: str,
         store.close()
     assert exit_codes[2:] == [0] * (WORKERS - 2) and exit_codes[:2] == [-signal.SIGKILL] * 2
 
-    assert {job.job_id for job in store_jobs(url)} == job_ids  # none lost, none invented
-    completions = query(url, "SELECT doc->>'jobId', doc->>'workerId' FROM job_events WHERE doc->>'type' = 'completed'")
+    assert {job.job_id for job in store_jobs(pg_url)} == job_ids  # none lost, none invented
+    completions = query(pg_url, "SELECT doc->>'jobId', doc->>'workerId' FROM job_events "
+                                "WHERE doc->>'type' = 'completed'")
     assert sorted(job_id for job_id, _ in completions) == sorted(job_ids)  # each exactly once
     finishers = {worker_id for _, worker_id in completions}
     assert len(finishers) >= 3  # the work really was shared
 
-    reclaimed = query(url, "SELECT doc->>'jobId', doc->>'message' FROM job_events WHERE doc->>'type' = 'requeued'")
+    reclaimed = query(pg_url, "SELECT doc->>'jobId', doc->>'message' FROM job_events WHERE doc->>'type' = 'requeued'")
     reclaimed_ids = {job_id for job_id, _ in reclaimed}
     assert set(held) <= reclaimed_ids
     for job_id, pid in held.items():
         message = next(message for reclaimed_id, message in reclaimed if reclaimed_id == job_id)
         assert f"-{pid}-" in message  # requeued because *that* worker stopped responding
-        attempts, finisher = query(url, "SELECT (doc->>'attempts')::int, doc->>'workerId' FROM jobs "
+        attempts, finisher = query(pg_url, "SELECT (doc->>'attempts')::int, doc->>'workerId' FROM jobs "
                                         "WHERE job_id = %s", (job_id,))[0]
         assert attempts >= 2 and f"-{pid}-" not in finisher
 
 
-def store_jobs(url: str):
+def store_jobs(pg_url: str):
     from jobs_core.store.postgres import PostgresJobStore
 
-    store = PostgresJobStore(url, pool_size=1)
+    store = PostgresJobStore(pg_url, pool_size=1)
     try:
         return list(store.iter_jobs())
     finally:

@@ -40,7 +40,7 @@ from .. import lifecycle
 from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
-from ..png import PNG_END, PNG_START, is_whole_png
+from ..png import is_whole_png
 from .atomic import StripedLocks, atomic_write, fsync_dir, is_temp_name, link_quietly, unlink_quietly
 from .base import Change, JobPage, JobStore, Unreadable
 
@@ -102,16 +102,11 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _whole_png(path: Path) -> bool:
+def _whole_png(path: str) -> bool:
     """Whether the file starts and ends as a PNG does: what a power loss can leave is empty or cut."""
     try:
         with open(path, "rb") as file:
-            start = file.read(len(PNG_START))
-            size = file.seek(0, os.SEEK_END)
-            if size < len(PNG_START) + len(PNG_END):
-                return False
-            file.seek(-len(PNG_END), os.SEEK_END)
-            return is_whole_png(start + file.read())
+            return is_whole_png(file.read())
     except OSError:
         return False
 
@@ -206,7 +201,9 @@ class FileJobStore(JobStore):
         self._made: set[str | Path] = set()
         self._project_of: dict[str, str] = {}
         self._queue = QueueSnapshot(self.ready_dir)
-        # Entries a restart can check and rebuild: queue markers, and renders' folder entries.
+        # Entries a restart can check and rebuild: queue markers and renders. Fsynced until the
+        # index is known whole for this boot (a rebuild writes them durably).
+        self._sync_rebuildable = True
         self._sync_rebuildable = not self._index_survived_since_boot()
 
     def describe(self) -> str:
@@ -263,9 +260,9 @@ class FileJobStore(JobStore):
                 continue
             if (images_since is not None and job.status is JobStatus.COMPLETED and job.finished_at is not None
                     and job.finished_at >= images_since
-                    and not _whole_png(self.image_path(project_id, job_id))):
+                    and not _whole_png(self._image_file(project_id, job_id))):
                 with self.locks.hold(job_id):
-                    self._write(job, *lifecycle.image_lost(job), sync_links=True)
+                    self._write(job, *lifecycle.image_lost(job))
                 repaired += 1
                 continue
             for marker in self._markers(job):
@@ -300,7 +297,11 @@ class FileJobStore(JobStore):
                             validate_id(job_id, "jobId") + ".json")
 
     def image_path(self, project_id: str, job_id: str) -> Path:
-        return self._dir("renders", project_id) / f"{validate_id(job_id, 'jobId')}.png"
+        return Path(self._image_file(project_id, job_id))
+
+    def _image_file(self, project_id: str, job_id: str) -> str:
+        return os.path.join(self.renders_dir_str, validate_id(project_id, "projectId"),
+                            validate_id(job_id, "jobId") + ".png")
 
     def _event_path(self, project_id: str, job_id: str) -> Path:
         return Path(self._event_file(project_id, job_id))
@@ -337,7 +338,7 @@ class FileJobStore(JobStore):
         raise JobNotFound(f"No job with id {job_id}.")
 
     # -- writes ----------------------------------------------------------------------------------
-    def _write(self, old: Job | None, new: Job, event: Event | None, sync_links: bool | None = None) -> None:
+    def _write(self, old: Job | None, new: Job, event: Event | None) -> None:
         before = self._markers(old) if old else set()
         after = self._markers(new)
         added = after - before
@@ -350,7 +351,7 @@ class FileJobStore(JobStore):
             # a crash leaves at worst a stale marker, never a lost job.
             atomic_write(self._ensure_parent(self._job_file(new.project_id, new.job_id)), new.to_json().encode(),
                          sync_dir=not _only_progress(old, new), links=sorted(added),
-                         sync_links=self._sync_rebuildable if sync_links is None else sync_links)
+                         sync_links=self._sync_rebuildable)
         except StoreWriteError:
             for marker in added:  # the job file kept its old version: drop the index entries for the new one
                 unlink_quietly(marker)
@@ -596,9 +597,7 @@ class FileJobStore(JobStore):
         # Not fsynced while the index is trusted: only a power loss can lose or truncate a render
         # written before the job's own fsynced write, and the check after a restart finds it
         # (missing, or without its PNG end) and renders the job again.
-        atomic_write(self._ensure_parent(os.path.join(self.renders_dir_str, validate_id(project_id, "projectId"),
-                                                      validate_id(job_id, "jobId") + ".png")), png,
-                     durable=self._sync_rebuildable)
+        atomic_write(self._ensure_parent(self._image_file(project_id, job_id)), png, durable=self._sync_rebuildable)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:
