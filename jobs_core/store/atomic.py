@@ -62,7 +62,7 @@ def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_di
                 os.fsync(fd)
         finally:
             os.close(fd)
-        _link_all(temp, links, durable and sync_links)
+        _link_new(temp, links, durable and sync_links)
         os.replace(temp, path)
         if durable and sync_dir:
             fsync_dir(directory)
@@ -76,15 +76,131 @@ def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_di
         ) from error
 
 
-def _link_all(source: str, links: Sequence[str], durable: bool) -> None:
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_tmpfile_works = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
+
+
+def write_new(path: str | Path, data: bytes, *, durable: bool = True, links: Sequence[str] = (),
+              sync_links: bool = True) -> None:
+    """Write a file that must not exist yet; FileExistsError if it does (nothing is changed then).
+
+    Same guarantees as atomic_write, one step cheaper where Linux allows: the data goes into an
+    anonymous file (O_TMPFILE) that is given its name, complete, by one linkat. Nobody can see it
+    before, a crash leaves no temp file, and linkat never replaces, so two creators of one name
+    cannot both win, without a lock. `links` are made first, as in atomic_write.
+    """
+    global _tmpfile_works
+    path = os.fspath(path)
+    if _tmpfile_works:
+        try:
+            return _write_new_anonymous(path, data, durable, links, sync_links)
+        except _NoAnonymousFiles:
+            _tmpfile_works = False  # e.g. a file system without O_TMPFILE: the portable way from now on
+    _write_new_named(path, data, durable, links, sync_links)
+
+
+class _NoAnonymousFiles(Exception):
+    pass
+
+
+def _write_new_anonymous(path: str, data: bytes, durable: bool, links: Sequence[str], sync_links: bool) -> None:
+    directory, name = os.path.split(path)
+    made: list[str] = []
+    try:
+        try:
+            fd = os.open(directory, _O_TMPFILE | os.O_WRONLY, 0o644)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise _NoAnonymousFiles from error
+            raise
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+            made = _link_anonymous(fd, links, durable and sync_links)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                # AT_SYMLINK_FOLLOW (a dir fd makes Python call linkat) resolves /proc/self/fd/N
+                # to the open file itself: the one way to name an O_TMPFILE without privileges.
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+                if durable:
+                    os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        for link in made:
+            unlink_quietly(link)
+        raise
+    except OSError as error:
+        for link in made:
+            unlink_quietly(link)
+        raise StoreWriteError(f"Could not write {name}: {_describe(error)}. Nothing was changed.") from error
+
+
+def _write_new_named(path: str, data: bytes, durable: bool, links: Sequence[str], sync_links: bool) -> None:
+    """The portable way: a named temp file, then link() (which, unlike rename, never replaces)."""
+    directory, name = os.path.split(path)
+    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    made: list[str] = []
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        made = _link_new(temp, links, durable and sync_links)
+        os.link(temp, path)
+        os.unlink(temp)
+        if durable:
+            fsync_dir(directory)
+    except OSError as error:
+        for leftover in (temp, *made):
+            unlink_quietly(leftover)
+        if isinstance(error, FileExistsError):
+            raise
+        raise StoreWriteError(f"Could not write {name}: {_describe(error)}. Nothing was changed.") from error
+
+
+def _link_new(source: str, links: Sequence[str], durable: bool) -> list[str]:
+    """Give `source` each of `links` (one already there says the same thing); the names made."""
+    made = []
     for link in links:
         try:
             os.link(source, link)
+            made.append(link)
         except FileExistsError:
-            pass  # the name is the marker: one already there says the same thing
+            pass
     if durable:
         for directory in {os.path.dirname(link) for link in links}:
             fsync_dir(directory)
+    return made
+
+
+def _link_anonymous(fd: int, links: Sequence[str], durable: bool) -> list[str]:
+    """Name an O_TMPFILE at each of `links` (those already there are kept); the ones made."""
+    made = []
+    for link in links:
+        directory, name = os.path.split(link)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+                made.append(link)
+            except FileExistsError:
+                pass  # the name is the marker: one already there says the same thing
+            if durable:
+                os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return made
 
 
 def link_quietly(source: str, link: str) -> bool:

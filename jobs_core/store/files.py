@@ -41,7 +41,7 @@ from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConfl
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
 from ..png import is_whole_png
-from .atomic import StripedLocks, atomic_write, fsync_dir, is_temp_name, link_quietly, unlink_quietly
+from .atomic import StripedLocks, atomic_write, fsync_dir, is_temp_name, link_quietly, unlink_quietly, write_new
 from .base import Change, JobPage, JobStore, Unreadable
 
 log = logging.getLogger("jobs_core.store")
@@ -109,6 +109,14 @@ def _whole_png(path: str) -> bool:
             return is_whole_png(file.read())
     except OSError:
         return False
+
+
+def _write_or_replace(path: str, data: bytes, durable: bool) -> None:
+    """A new file the cheap way; the rare second version (a render done again) replaces the first."""
+    try:
+        write_new(path, data, durable=durable)
+    except FileExistsError:
+        atomic_write(path, data, durable=durable)
 
 
 def _only_progress(old: Job | None, new: Job) -> bool:
@@ -349,9 +357,12 @@ class FileJobStore(JobStore):
         try:
             # New markers are links to the new file, made durable before it replaces the old one:
             # a crash leaves at worst a stale marker, never a lost job.
-            atomic_write(self._ensure_parent(self._job_file(new.project_id, new.job_id)), new.to_json().encode(),
-                         sync_dir=not _only_progress(old, new), links=sorted(added),
-                         sync_links=self._sync_rebuildable)
+            path, data = self._ensure_parent(self._job_file(new.project_id, new.job_id)), new.to_json().encode()
+            if old is None:
+                write_new(path, data, links=sorted(added), sync_links=self._sync_rebuildable)
+            else:
+                atomic_write(path, data, sync_dir=not _only_progress(old, new), links=sorted(added),
+                             sync_links=self._sync_rebuildable)
         except StoreWriteError:
             for marker in added:  # the job file kept its old version: drop the index entries for the new one
                 unlink_quietly(marker)
@@ -413,11 +424,12 @@ class FileJobStore(JobStore):
         return job if job.idempotency_key == key else None
 
     def _create(self, job: Job, event: Event | None) -> None:
-        path = self._job_file(job.project_id, job.job_id)
-        with self.locks.hold(job.job_id):
-            if os.path.exists(path):
-                raise TransitionConflict(f"Job {job.job_id} already exists.")
+        # No job lock: write_new gives the file its name with one link, which never replaces, so
+        # of two creators of one jobId exactly one wins, and nobody modifies a job before it exists.
+        try:
             self._write(None, job, event)
+        except FileExistsError:
+            raise TransitionConflict(f"Job {job.job_id} already exists.") from None
         self._project_of[job.job_id] = job.project_id
 
     def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
@@ -575,7 +587,7 @@ class FileJobStore(JobStore):
     def save_concept(self, concept: Concept) -> None:
         path = self._dir("concepts", concept.project_id) / f"{validate_id(concept.concept_id, 'conceptId')}.json"
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy.
-        atomic_write(self._ensure_parent(path), concept.model_dump_json(indent=2).encode(), durable=False)
+        _write_or_replace(self._ensure_parent(path), concept.model_dump_json(indent=2).encode(), durable=False)
 
     def load_concept(self, project_id: str, concept_id: str) -> Concept:
         path = self._dir("concepts", project_id) / f"{validate_id(concept_id, 'conceptId')}.json"
@@ -597,7 +609,8 @@ class FileJobStore(JobStore):
         # Not fsynced while the index is trusted: only a power loss can lose or truncate a render
         # written before the job's own fsynced write, and the check after a restart finds it
         # (missing, or without its PNG end) and renders the job again.
-        atomic_write(self._ensure_parent(self._image_file(project_id, job_id)), png, durable=self._sync_rebuildable)
+        _write_or_replace(self._ensure_parent(self._image_file(project_id, job_id)), png,
+                          durable=self._sync_rebuildable)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:

@@ -1,0 +1,74 @@
+"""write_new: a new file appears whole or not at all, never replaces one, and leaves nothing behind.
+
+Each test runs twice: on Linux's anonymous-file path (O_TMPFILE + linkat) and on the portable path
+(temp file + rename) that other systems use, so both keep the same promises.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobs_core.errors import StoreWriteError
+from jobs_core.store import atomic
+from jobs_core.store.atomic import is_temp_name, write_new
+
+
+@pytest.fixture(params=["anonymous", "portable"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "anonymous" and not atomic._tmpfile_works:
+        pytest.skip("this system has no O_TMPFILE")
+    monkeypatch.setattr(atomic, "_tmpfile_works", request.param == "anonymous")
+    return request.param
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def test_a_new_file_has_its_whole_content_and_its_links_share_it(tmp_path: Path, way: str) -> None:
+    (tmp_path / "index").mkdir()
+    marker = str(tmp_path / "index" / "m1")
+    write_new(tmp_path / "job.json", b'{"a": 1}', links=[marker])
+    assert (tmp_path / "job.json").read_bytes() == b'{"a": 1}'
+    assert os.path.samefile(marker, tmp_path / "job.json")  # a link, not a copy
+    assert names(tmp_path) == ["index", "job.json"]  # no temp file left
+
+
+def test_an_existing_file_is_never_replaced(tmp_path: Path, way: str) -> None:
+    (tmp_path / "index").mkdir()
+    (tmp_path / "job.json").write_bytes(b"first")
+    with pytest.raises(FileExistsError):
+        write_new(tmp_path / "job.json", b"second", links=[str(tmp_path / "index" / "m2")])
+    assert (tmp_path / "job.json").read_bytes() == b"first"
+    assert names(tmp_path / "index") == []  # the refused write left no index entry either
+    assert not any(is_temp_name(name) for name in names(tmp_path))
+
+
+def test_racing_creators_of_one_name_have_exactly_one_winner(tmp_path: Path, way: str) -> None:
+    wins, losses = [], []
+    start = threading.Barrier(8)
+
+    def create(number: int) -> None:
+        start.wait()
+        try:
+            write_new(tmp_path / "job.json", f"writer {number}".encode())
+            wins.append(number)
+        except FileExistsError:
+            losses.append(number)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1 and len(losses) == 7
+    assert (tmp_path / "job.json").read_bytes() == f"writer {wins[0]}".encode()
+
+
+def test_a_folder_that_is_gone_is_a_clear_error(tmp_path: Path, way: str) -> None:
+    with pytest.raises(StoreWriteError, match="Could not write job.json"):
+        write_new(tmp_path / "missing" / "job.json", b"x")
+    assert names(tmp_path) == []
