@@ -1,6 +1,7 @@
 """The HTTP API against a real uvicorn server on 127.0.0.1, on every store backend."""
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -344,6 +345,37 @@ def test_bad_or_hostile_requests_get_a_json_sentence_and_change_nothing(api, tmp
     _is_error(api.http.request(method, path, **request_kwargs), status)
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".state" not in p.parts)
     assert after == before
+
+
+CREATE_BODY_ERRORS = [
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
+     "The request body is not valid JSON (Expecting property name enclosed in double quotes)."),
+    ({"content": b"", "headers": {"content-type": "application/json"}}, 422,
+     "The request body is required: send a JSON object."),
+    ({"content": b'{"projectId": "p"}', "headers": {"content-type": "text/plain"}}, 422,
+     "The request body must be a JSON object sent with Content-Type: application/json."),
+    ({"json": [1, 2]}, 422, "The request body must be a JSON object."),
+    ({"json": {"projectId": "p", "surprise": 1}}, 422, "surprise is not a known field (got '1')."),
+    ({"json": {"projectId": "p", "conceptInputs": {"floors": "many"}}}, 422,
+     "conceptInputs.floors must be a valid integer, unable to parse string as an integer (got 'many')."),
+]
+
+
+@pytest.mark.parametrize(("request_kwargs", "status", "sentence"), CREATE_BODY_ERRORS)
+def test_a_bad_create_body_is_told_in_one_exact_sentence(api, request_kwargs, status, sentence):
+    # The create body is validated from the raw bytes (faster than FastAPI's way); its errors
+    # must still read exactly as FastAPI's validation of the same body reads.
+    answer = api.http.post("/api/jobs/render", **request_kwargs)
+    assert (answer.status_code, answer.json()) == (status, {"error": sentence})
+
+
+def test_a_create_body_in_any_json_form_fastapi_takes_is_taken(api):
+    body = json.dumps({"projectId": "forms", "conceptInputs": {"floors": 3}})
+    utf16 = api.http.post("/api/jobs/render", content=body.encode("utf-16"),
+                          headers={"content-type": "application/json"})
+    vendor = api.http.post("/api/jobs/render", content=body, headers={"content-type": "application/vnd.api+json"})
+    assert utf16.status_code == vendor.status_code == 201
+    assert [job.concept_inputs["floors"] for job in api.service.list("forms").jobs] == [3, 3]
 
 
 def test_bodies_over_the_limit_are_refused_declared_or_streamed(make_api):

@@ -12,11 +12,13 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
+from ..models import RenderRequest
 from ..renderers import renderer_names
 from ..service import JobService
 from ..worker import Worker
 from .errors import install_error_handlers
 from .guard import Guard
+from .render_body import document_models
 from .routes import ApiContext, add_routes
 from .runner import InlineRunner
 from .settings import ApiSettings
@@ -50,6 +52,7 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
                   description="Create render jobs in milliseconds, process them in the background, poll.")
     install_error_handlers(app)
     add_routes(app, ApiContext(service, settings, runner, workers))
+    document_models(app, RenderRequest)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # added last: outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

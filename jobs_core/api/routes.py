@@ -19,6 +19,7 @@ from ..models import Job, JobStatus, RenderRequest
 from ..service import JobService
 from .errors import BadRequestBody
 from .positions import QueuePositions
+from .render_body import CREATE_DOC, IDEMPOTENCY_HEADER, read_render_request
 from .runner import InlineRunner
 from .schemas import CreatedJob, ErrorBody, EventList, Health, JobEnvelope, JobList, ProcessRequest
 from .settings import ApiSettings
@@ -174,11 +175,11 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
     service, settings = context.service, context.settings
 
     @app.post("/api/jobs/render", status_code=201, response_model=CreatedJob, tags=["jobs"],
-              summary="Create a render job (fast)", responses=_errors(409, 422))
-    def create_job(request: RenderRequest = Body(...),
-                   idempotency_key: str | None = Header(None, alias="Idempotency-Key",
-                                                        description="same key + same body = same job")) -> Response:
-        job, replayed = handlers.create(request, _idempotency_key(idempotency_key))
+              summary="Create a render job (fast)", responses=_errors(409, 422), openapi_extra=CREATE_DOC)
+    async def create_job(request: Request) -> Response:
+        render_request = await read_render_request(request)
+        key = _idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+        job, replayed = await run_in_threadpool(handlers.create, render_request, key)
         poll_url = f"/api/jobs/{job.job_id}"
         body = {"jobId": job.job_id, "conceptId": job.concept_id, "status": job.status.value,
                 "pollUrl": poll_url, "processUrl": f"{poll_url}/process"}
