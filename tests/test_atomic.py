@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,47 @@ def test_a_folder_that_is_gone_is_a_clear_error(tmp_path: Path, way: str) -> Non
     with pytest.raises(StoreWriteError, match="Could not write job.json"):
         write_new(tmp_path / "missing" / "job.json", b"x")
     assert names(tmp_path) == []
+
+
+def test_concurrent_directory_syncs_share_fsyncs_and_each_waits_for_one_that_covers_it(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    # A spy on the real fsync (it still runs): which syncs ran, and what each caller saw.
+    ran: list[int] = []
+    real = atomic._fsync_dir_now
+    gate = threading.Event()
+
+    def counted(directory: str) -> None:
+        ran.append(len(ran))
+        gate.wait(5)  # the first fsync is slow, so the others pile up behind it
+        real(directory)
+
+    monkeypatch.setattr(atomic, "_fsync_dir_now", counted)
+    folder = str(tmp_path)
+    callers = [threading.Thread(target=atomic.fsync_dir, args=(folder,)) for _ in range(12)]
+    for caller in callers:
+        caller.start()
+    deadline = time.monotonic() + 10
+    while not ran and time.monotonic() < deadline:  # the first caller is inside its fsync; the rest queue
+        time.sleep(0.001)
+    gate.set()
+    for caller in callers:
+        caller.join(10)
+    assert not any(caller.is_alive() for caller in callers)
+    assert 2 <= len(ran) < 12  # the first, then shared ones: each caller's entries covered
+
+
+def test_a_failed_directory_sync_raises_for_every_caller_that_needed_it(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            atomic.fsync_dir(str(tmp_path / "gone"))
+        except OSError as error:
+            errors.append(error)
+
+    callers = [threading.Thread(target=sync) for _ in range(6)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(10)
+    assert len(errors) == 6 and all(isinstance(error, FileNotFoundError) for error in errors)
