@@ -1,6 +1,7 @@
 """Benchmark of the job machinery on the FileJobStore, beside its floor and its peer, in one run.
 
-    python -m bench.core_bench [--jobs 5000] [--ops 1000] [--finished 100000] [--workers 1 4] [--no-rq]
+    python -m bench.core_bench [--jobs 5000] [--ops 1000] [--finished 100000] [--workers 1 4]
+                               [--throughput-rounds 3] [--no-rq]
 
 Prints figures, asserts nothing. Each figure sits beside what it is compared to, measured in the
 same run on the same disk:
@@ -12,7 +13,8 @@ same run on the same disk:
     targets create <= 2x floor, lifecycle <= 6x floor;
   * throughput: --jobs jobs submitted, then drained by 1 and by 4 worker processes (each claims
     and runs jobs through the real Worker.run path), beside RQ's SimpleWorker on this machine's
-    Redis (bench/rq_peer.py); target at 4 workers >= 1.5x RQ's jobs/s;
+    Redis (bench/rq_peer.py), in alternating rounds (medians); both clocks start once every
+    worker process has started and opened its queue; target at 4 workers >= 1.5x RQ's jobs/s;
   * a store already holding --finished completed jobs (written directly, without fsync, to set up
     quickly): create and claim must cost <= 1.2x what they cost in an empty store. Empty and full
     stores are measured in alternating rounds so that disk noise from other processes hits both.
@@ -134,6 +136,10 @@ def throughput(root: Path, jobs: int, workers: int) -> dict[str, float]:
     return {"jobs_per_s": jobs / elapsed, "completed": done}
 
 
+def _rates(runs: list[float]) -> str:
+    return ", ".join(f"{rate:.0f}" for rate in runs)
+
+
 def rq_figures(jobs: int, workers: int) -> dict[str, float] | str:
     try:
         from bench.rq_peer import rq_throughput
@@ -196,6 +202,8 @@ def main() -> None:
     parser.add_argument("--finished", type=int, default=100_000, help="finished jobs in the full store")
     parser.add_argument("--rounds", type=int, default=8, help="alternating empty/full rounds")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--throughput-rounds", type=int, default=3,
+                        help="alternating ours/RQ throughput runs per worker count (medians)")
     parser.add_argument("--no-rq", action="store_true", help="skip the RQ peer")
     parser.add_argument("--dir", help="where to put the stores (default: a temp dir under the current one)")
     args = parser.parse_args()
@@ -229,17 +237,25 @@ def run(args: argparse.Namespace, base: Path) -> None:
     print(f"  create with up to {args.jobs} jobs queued: {create:.2f} ms per job (the same store is copied "
           f"for each worker count)")
     for workers in args.workers:
-        root = base / f"throughput-{workers}"
-        shutil.copytree(queued, root)
-        ours = throughput(root, args.jobs, workers)
-        peer = "skipped" if args.no_rq else rq_figures(args.jobs, workers)
-        line = f"  {workers} worker(s): ours {ours['jobs_per_s']:7.1f} jobs/s ({ours['completed']} completed)"
-        if isinstance(peer, dict):
-            line += (f" | RQ {peer['jobs_per_s']:7.1f} jobs/s (enqueue {peer['enqueue_ms']:.2f} ms)"
-                     f" | ours/RQ {ours['jobs_per_s'] / peer['jobs_per_s']:.2f}x")
+        ours_runs, peer_runs, completed = [], [], []
+        for round_number in range(args.throughput_rounds):  # alternating: both see the same disk and load
+            root = base / f"throughput-{workers}-{round_number}"
+            shutil.copytree(queued, root)
+            ours = throughput(root, args.jobs, workers)
+            ours_runs.append(ours["jobs_per_s"])
+            completed.append(ours["completed"])
+            peer = "skipped" if args.no_rq else rq_figures(args.jobs, workers)
+            if isinstance(peer, dict):
+                peer_runs.append(peer["jobs_per_s"])
+        line = (f"  {workers} worker(s): ours {statistics.median(ours_runs):7.1f} jobs/s ({min(completed)} of "
+                f"{args.jobs} completed in each run; runs {_rates(ours_runs)})")
+        if peer_runs:
+            ratio = statistics.median(ours_runs) / statistics.median(peer_runs)
+            line += f"\n  {'':11s} RQ   {statistics.median(peer_runs):7.1f} jobs/s (runs {_rates(peer_runs)})"
+            line += f"   ours/RQ {ratio:.2f}x" + ("   target at 4 workers >= 1.5x RQ" if workers == 4 else "")
         else:
             line += f" | RQ {peer}"
-        print(line + ("   target at 4 workers >= 1.5x RQ" if workers == 4 else ""))
+        print(line)
     print()
 
     print(f"a store with {args.finished:,} finished jobs vs an empty one ({args.ops} ops, "
