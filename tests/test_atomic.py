@@ -5,6 +5,7 @@ Each test runs twice: on Linux's anonymous-file path (O_TMPFILE + linkat) and on
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
@@ -117,3 +118,31 @@ def test_a_failed_directory_sync_raises_for_every_caller_that_needed_it(tmp_path
     for caller in callers:
         caller.join(10)
     assert len(errors) == 6 and all(isinstance(error, FileNotFoundError) for error in errors)
+
+
+def _sync_in_child(folder: str) -> None:
+    atomic.fsync_dir(folder)
+
+
+def test_a_process_forked_while_a_directory_sync_is_under_way_can_sync_that_directory(tmp_path: Path) -> None:
+    folder = str(tmp_path)
+    atomic.fsync_dir(folder)  # the folder's group exists in this process
+    group = atomic._directory_syncs._by_path[folder]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:  # another thread inside sync() at the moment of the fork
+        with group.changed:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    holding.wait(10)
+    child = multiprocessing.get_context("fork").Process(target=_sync_in_child, args=(folder,))
+    child.start()
+    release.set()
+    holder.join(10)
+    child.join(10)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0  # it synced instead of waiting forever on the inherited lock

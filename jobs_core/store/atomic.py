@@ -75,6 +75,10 @@ class _DirectorySync:
 
 class _DirectorySyncs:
     def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Start afresh: in a forked child, a lock another thread held at the fork stays held."""
         self._lock = threading.Lock()
         self._by_path: dict[str, _DirectorySync] = {}
 
@@ -87,6 +91,8 @@ class _DirectorySyncs:
 
 
 _directory_syncs = _DirectorySyncs()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_directory_syncs.forget)
 
 
 def _describe(error: OSError) -> str:
