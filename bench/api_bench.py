@@ -9,7 +9,9 @@ Two uvicorn processes, started the same way (uvloop/httptools when installed, no
 wrk (compiled, so the load generator does not eat the two cores) drives each case at 1 and 16
 connections, alternating bare and ours for a few rounds (the machine is shared: both sides then see
 the same background load); rows print side by side with the ratios the issue targets:
-create and poll p50 <= 1.5x bare, p99 <= 2x bare, and the seed's promise of < 1 s.
+create and poll p50 <= 1.5x bare, p99 <= 2x bare, and the seed's promise of < 1 s. Each row also
+shows the server process's CPU time per request (all its threads, from /proc): once clients keep
+both cores busy, p50 follows it.
 """
 from __future__ import annotations
 
@@ -94,6 +96,12 @@ class Figures:
     p99_ms: float
     rps: float
     errors: int
+    cpu_ms: float | None = None  # the server process's CPU time (all its threads) per request
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _ms(text: str) -> float:
@@ -101,44 +109,50 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, connections: int, seconds: float, post_body: str | None, workdir: Path) -> Figures:
+def wrk(url: str, connections: int, seconds: float, post_body: str | None, workdir: Path,
+        server_pid: int | None = None) -> Figures:
     command = [WRK, f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
     if post_body is not None:
         script = workdir / "post.lua"
         script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(post_body)}\n'
                           'wrk.headers["Content-Type"] = "application/json"\n')
         command += ["-s", str(script)]
+    cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    cpu_ms = (_cpu_seconds(server_pid) - cpu_before) * 1000 / max(requests, 1) if server_pid else None
     p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1)
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors = int(bad.group(1)) if bad else 0
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
-    return Figures(_ms(p50), _ms(p99), rps, errors)
+    return Figures(_ms(p50), _ms(p99), rps, errors, cpu_ms)
 
 
 def paired(bare_url: str, ours_url: str, connections: int, seconds: float, rounds: int, post_body: str | None,
-           workdir: Path) -> tuple[Figures, Figures]:
+           workdir: Path, pids: tuple[int, int]) -> tuple[Figures, Figures]:
     """Alternate bare and ours `rounds` times, so both see the same background load (the machine
     is shared), and keep the median of each figure."""
     bare_runs, ours_runs = [], []
     for _ in range(rounds):
-        bare_runs.append(wrk(bare_url, connections, seconds, post_body, workdir))
-        ours_runs.append(wrk(ours_url, connections, seconds, post_body, workdir))
+        bare_runs.append(wrk(bare_url, connections, seconds, post_body, workdir, pids[0]))
+        ours_runs.append(wrk(ours_url, connections, seconds, post_body, workdir, pids[1]))
     return _median(bare_runs), _median(ours_runs)
 
 
 def _median(runs: list[Figures]) -> Figures:
     def mid(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
+    cpu = [r.cpu_ms for r in runs if r.cpu_ms is not None]
     return Figures(mid([r.p50_ms for r in runs]), mid([r.p99_ms for r in runs]), mid([r.rps for r in runs]),
-                   sum(r.errors for r in runs))
+                   sum(r.errors for r in runs), mid(cpu) if cpu else None)
 
 
 def _row(label: str, figures: Figures) -> str:
+    cpu = "" if figures.cpu_ms is None else f"   server CPU {figures.cpu_ms:5.2f} ms/req"
     return (f"  {label:<34} p50 {figures.p50_ms:7.2f} ms   p99 {figures.p99_ms:7.2f} ms   "
-            f"{figures.rps:8.0f} req/s   errors {figures.errors}")
+            f"{figures.rps:8.0f} req/s   errors {figures.errors}{cpu}")
 
 
 def _verdict(ours: Figures, bare: Figures) -> str:
@@ -194,18 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         httpx.post(f"{ours}/api/jobs/{done}/process", headers={"Prefer": "wait=30"}, timeout=60)
         sample = httpx.get(f"{ours}/api/jobs/{done}?projectId=bench").content
         bare_id = httpx.post(f"{bare}/bare/write", content=sample).json()["id"]
+        pids = (bare_proc.pid, ours_proc.pid)
         print(f"API benchmark: wrk, {args.rounds} alternating rounds of {args.duration:g} s per case (medians), "
               f"{os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f} at start")
         for connections in args.connections:
             print(f"\n{connections} concurrent client(s)")
             create_bare, create_ours = paired(f"{bare}/bare/write", f"{ours}/api/jobs/render", connections,
-                                              args.duration, args.rounds, CREATE_BODY, work)
+                                              args.duration, args.rounds, CREATE_BODY, work, pids)
             print(_row("bare: one fsynced file write", create_bare))
             print(_row("create POST /api/jobs/render", create_ours))
             print(_verdict(create_ours, create_bare))
             poll_bare, poll_ours = paired(f"{bare}/bare/read/{bare_id}", f"{ours}/api/jobs/{done}?projectId=bench",
-                                          connections, args.duration, args.rounds, None, work)
+                                          connections, args.duration, args.rounds, None, work, pids)
             print(_row("bare: one file read", poll_bare))
             print(_row("poll GET /api/jobs/{id} (completed)", poll_ours))
             print(_verdict(poll_ours, poll_bare))
