@@ -118,29 +118,41 @@ def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_di
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    temp = None
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        temp = _write_temp(directory, name, data, durable)
         _link_new(temp, links, durable and sync_links)
         os.replace(temp, path)
         if durable and sync_dir:
             fsync_dir(directory)
     except OSError as error:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
+        if temp is not None:
+            unlink_quietly(temp)
         raise StoreWriteError(
             f"Could not write {name}: {_describe(error)}. The previous version is unchanged."
         ) from error
+
+
+def _fill(fd: int, data: bytes, durable: bool) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    if durable:
+        os.fsync(fd)
+
+
+def _write_temp(directory: str, name: str, data: bytes, durable: bool) -> str:
+    """A complete temp file beside `name` (fsynced if durable); none is left if writing fails."""
+    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _fill(fd, data, durable)
+    except BaseException:
+        unlink_quietly(temp)
+        raise
+    finally:
+        os.close(fd)
+    return temp
 
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
@@ -181,11 +193,7 @@ def _write_new_anonymous(path: str, data: bytes, durable: bool, links: Sequence[
                 raise _NoAnonymousFiles from error
             raise
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
+            _fill(fd, data, durable)
             made = _link_anonymous(fd, links, durable and sync_links)
             _name_anonymous(fd, path)
         finally:
@@ -205,25 +213,16 @@ def _write_new_anonymous(path: str, data: bytes, durable: bool, links: Sequence[
 def _write_new_named(path: str, data: bytes, durable: bool, links: Sequence[str], sync_links: bool) -> None:
     """The portable way: a named temp file, then link() (which, unlike rename, never replaces)."""
     directory, name = os.path.split(path)
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    made: list[str] = []
+    temp, made = None, []
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        temp = _write_temp(directory, name, data, durable)
         made = _link_new(temp, links, durable and sync_links)
         os.link(temp, path)
         os.unlink(temp)
         if durable:
             fsync_dir(directory)
     except OSError as error:
-        for leftover in (temp, *made):
+        for leftover in ([temp] if temp else []) + made:
             unlink_quietly(leftover)
         if isinstance(error, FileExistsError):
             raise
