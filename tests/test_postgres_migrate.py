@@ -53,13 +53,13 @@ def file_store_in_every_state(root: Path, settings) -> FileJobStore:
 
 
 def contents(root: Path) -> dict[str, bytes]:
-    """Every file of a file store, by relative path (lock files aside: they are not data).
+    """Every file of a file store, by relative path (lock files and spare inodes aside: not data).
 
     Queue markers and running hints count by name only: each is a hard link to whichever version
     of the job file was current when it was made.
     """
     return {str(p.relative_to(root)): b"" if ".state" in p.parts else p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and "locks" not in p.parts}
+            for p in sorted(root.rglob("*")) if p.is_file() and not {"locks", "spares"} & set(p.parts)}
 
 
 def mtimes(root: Path) -> dict[str, int]:

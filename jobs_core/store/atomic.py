@@ -10,8 +10,12 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import StoreWriteError
+
+if TYPE_CHECKING:
+    from .spares import Spares
 
 TEMP_SUFFIX = ".tmp"
 
@@ -23,7 +27,17 @@ def is_temp_name(name: str) -> bool:
 
 def fsync_dir(directory: str | Path) -> None:
     """Make the entries made in `directory` so far durable; concurrent callers share fsyncs."""
-    _directory_syncs.sync(os.fspath(directory))
+    _directory_syncs.group(os.fspath(directory)).sync()
+
+
+def directory_sync_mark(directory: str) -> int:
+    """A mark for fsync_dir_since: the directory fsyncs this process has begun so far."""
+    return _directory_syncs.group(directory).started
+
+
+def fsync_dir_since(directory: str, mark: int) -> None:
+    """Make the entries made before `mark` was taken durable: free if an fsync has begun since."""
+    _directory_syncs.group(directory).sync(after=mark)
 
 
 def _fsync_dir_now(directory: str) -> None:
@@ -50,9 +64,10 @@ class _DirectorySync:
         self.finished = 0  # the newest fsync that completed (each covers all entries before its start)
         self.running = False
 
-    def sync(self) -> None:
+    def sync(self, after: int | None = None) -> None:
         with self.changed:
-            needed = self.started + 1  # one that starts from now on: a running one may predate our entry
+            # One that starts from now on (a running one may predate our entry), or after `after`.
+            needed = (self.started if after is None else after) + 1
             while self.finished < needed:
                 if self.running:
                     self.changed.wait()
@@ -82,12 +97,12 @@ class _DirectorySyncs:
         self._lock = threading.Lock()
         self._by_path: dict[str, _DirectorySync] = {}
 
-    def sync(self, directory: str) -> None:
+    def group(self, directory: str) -> _DirectorySync:
         group = self._by_path.get(directory)
         if group is None:
             with self._lock:
                 group = self._by_path.setdefault(directory, _DirectorySync(directory))
-        group.sync()
+        return group
 
 
 _directory_syncs = _DirectorySyncs()
@@ -102,7 +117,7 @@ def _describe(error: OSError) -> str:
 
 
 def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_dir: bool = True,
-                 links: Sequence[str] = (), sync_links: bool = True) -> None:
+                 links: Sequence[str] = (), sync_links: bool = True, spares: Spares | None = None) -> None:
     """Write `data` to `path` via a temp file in the same directory and os.replace.
 
     durable=True also fsyncs the file before the rename and (unless sync_dir=False) the directory
@@ -115,11 +130,17 @@ def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_di
     before the file it points to. A hard link costs a directory entry; a new empty file would
     cost an inode allocation, the most expensive step of a small write on ext4. sync_links=False
     leaves their folders to the file system's own schedule, for an index that can be rebuilt.
+
+    With `spares` (durable writes of a file that exists), the temp file is a replaced version kept
+    for reuse and swapped in rather than renamed over: see spares.py.
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
     temp = None
     try:
+        if durable and spares is not None and spares.replace(
+                path, data, sync_dir=sync_dir, links=links, sync_links=sync_links, link_new=_link_new):
+            return
         temp = _write_temp(directory, name, data, durable)
         _link_new(temp, links, durable and sync_links)
         os.replace(temp, path)

@@ -9,6 +9,7 @@
     {root}/.state/locks/NNN.lock                              striped flock files
     {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
     {root}/.state/index-boot                                  boot id the queue index is whole for
+    {root}/.state/spares/{owner}.{n}                          replaced job versions, reused (spares.py)
 
 The .state markers let workers find work without reading finished jobs: sorted(listdir(ready))
 is the queue order (huey's trick). A ready marker is a hard link to the job file (a directory
@@ -43,6 +44,7 @@ from ..models import Concept, Event, Job, JobStatus
 from ..png import is_whole_png
 from .atomic import StripedLocks, atomic_write, fsync_dir, is_temp_name, link_quietly, unlink_quietly, write_new
 from .base import Change, JobPage, JobStore, Unreadable
+from .spares import Spares
 
 log = logging.getLogger("jobs_core.store")
 
@@ -209,6 +211,7 @@ class FileJobStore(JobStore):
         self._made: set[str | Path] = set()
         self._project_of: dict[str, str] = {}
         self._queue = QueueSnapshot(self.ready_dir)
+        self._spares = Spares(str(self.state_dir / "spares"))
         # Entries a restart can check and rebuild: queue markers and renders. Fsynced until the
         # index is known whole for this boot (a rebuild writes them durably).
         self._sync_rebuildable = True
@@ -362,7 +365,7 @@ class FileJobStore(JobStore):
                 write_new(path, data, links=sorted(added), sync_links=self._sync_rebuildable)
             else:
                 atomic_write(path, data, sync_dir=not _only_progress(old, new), links=sorted(added),
-                             sync_links=self._sync_rebuildable)
+                             sync_links=self._sync_rebuildable, spares=self._spares)
         except StoreWriteError:
             for marker in added:  # the job file kept its old version: drop the index entries for the new one
                 unlink_quietly(marker)
