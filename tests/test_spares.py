@@ -156,6 +156,26 @@ def test_a_live_process_keeps_its_spares(tmp_path: Path) -> None:
     assert set(kept) <= set(spare_files(tmp_path))  # not adopted: their owner's lock is held
 
 
+@pytest.mark.parametrize("ending", ["close", "garbage collection"])
+def test_spares_of_a_closed_or_collected_pool_pass_to_the_next(tmp_path: Path, ending: str) -> None:
+    import gc
+
+    first = pool(tmp_path, ripe_seconds=60.0)
+    write_new(tmp_path / "a.json", b"a1")
+    atomic_write(tmp_path / "a.json", b"a2", spares=first)
+    left = spare_files(tmp_path)
+    if ending == "close":
+        first.close()
+    else:
+        del first
+        gc.collect()
+    second = pool(tmp_path)
+    write_new(tmp_path / "b.json", b"b1")
+    atomic_write(tmp_path / "b.json", b"b2", spares=second)  # adopts what the first left, refills it
+    assert not set(left) & set(spare_files(tmp_path))
+    assert [name for name in os.listdir(tmp_path / "spares") if name.endswith(".owner")] == [f"{second._owner}.owner"]
+
+
 def test_a_forked_child_names_its_own_spares(tmp_path: Path) -> None:
     keep = pool(tmp_path)
     write_new(tmp_path / "job.json", b"v1")

@@ -220,6 +220,9 @@ class FileJobStore(JobStore):
     def describe(self) -> str:
         return f"files in {self.root.resolve()}"
 
+    def close(self) -> None:
+        self._spares.close()
+
     # -- the queue index across power losses -----------------------------------------------------
     def _index_survived_since_boot(self) -> bool:
         """Whether ready markers may skip their folder fsync, rebuilding the index first if needed.

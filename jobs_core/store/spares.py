@@ -109,13 +109,21 @@ class Spares:
         self.usable = supported()
         self._queue: deque[_Spare] = deque()
         self._owner: str | None = None
-        self._owner_fd: int | None = None
+        self._release: weakref.finalize | None = None  # closes the owner lock (also when collected)
         self._counter = 0
+
+    def close(self) -> None:
+        """Stop using spares here: the lock goes, and the next process to need spares adopts ours."""
+        with self._guard:
+            if self._release is not None:
+                self._release()
+            self._start()
+            self.usable = False
 
     def forget(self) -> None:
         """In a forked child: the parent's spares and name are the parent's."""
-        if self._owner_fd is not None:
-            os.close(self._owner_fd)  # the parent's lock stays held by the parent's copy
+        if self._release is not None:
+            self._release()  # the child's copy only: the parent's lock stays held by the parent's
         self._guard = threading.Lock()
         self._start()
 
@@ -262,7 +270,7 @@ class Spares:
                 _unlink_quietly(starting)
                 self.usable = False
                 return False
-            self._owner_fd, self._owner = fd, owner
+            self._release, self._owner = weakref.finalize(self, os.close, fd), owner
         self._adopt_orphans()
         return True
 
