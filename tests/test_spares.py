@@ -261,3 +261,44 @@ def test_jobs_run_through_refilled_inodes_stay_whole_and_their_markers_right(tmp
     assert os.listdir(store.ready_dir) == [] and os.listdir(store.running_dir) == []
     kept = os.listdir(store.state_dir / "spares")
     assert len(kept) < 30  # 90 versions replaced: most were refilled
+
+
+_REWRITER = """
+import json, os, sys
+from jobs_core.store.atomic import atomic_write
+from jobs_core.store.spares import Spares
+folder, start = sys.argv[1], int(sys.argv[2])
+keep = Spares(os.path.join(folder, "spares"), ripe_seconds=0.0)
+for version in range(start, start + 100000):
+    number = version % 4
+    path = os.path.join(folder, f"job{number}.json")
+    atomic_write(path, json.dumps({"file": number, "version": version, "pad": "x" * (version % 500)}).encode(),
+                 spares=keep)
+    print(version, flush=True)  # acknowledged: this version must survive a kill from here on
+"""
+
+
+def test_a_process_killed_at_random_moments_of_refilling_leaves_every_file_whole(tmp_path: Path) -> None:
+    """SIGKILL a rewriter 12 times at random points; each time every file holds a whole version,
+    at least the last one acknowledged, and the next rewriter adopts the dead one's spares."""
+    import random
+
+    files = [tmp_path / f"job{n}.json" for n in range(4)]
+    for number, path in enumerate(files):
+        write_new(path, json.dumps({"file": number, "version": -1}).encode())
+    acknowledged = [-1] * 4
+    start = 0
+    for _ in range(12):
+        rewriter = subprocess.Popen([sys.executable, "-c", _REWRITER, str(tmp_path), str(start)],
+                                    stdout=subprocess.PIPE, text=True)
+        for _ in range(random.randint(5, 400)):
+            version = int(rewriter.stdout.readline())
+            acknowledged[version % 4] = version
+        rewriter.send_signal(signal.SIGKILL)
+        rewriter.wait()
+        for number, path in enumerate(files):
+            document = json.loads(path.read_bytes())  # whole: parses
+            assert document["file"] == number and document["version"] >= acknowledged[number]
+            start = max(start, document["version"] + 1)
+        owners = [name for name in os.listdir(tmp_path / "spares") if name.endswith(".owner")]
+        assert len(owners) <= 1  # the previous dead owner's were adopted by this one
