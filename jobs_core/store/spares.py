@@ -159,10 +159,15 @@ class Spares:
                 return False
             raise
         directory = os.path.dirname(path)
-        if sync_dir:
-            fsync_dir(directory)
-        if temp is not None:  # it now holds the replaced version
-            self._hand_in(temp.path, None if sync_dir else (directory, directory_sync_mark(directory)))
+        # The replaced version may be refilled once an fsync of its old folder has begun after
+        # this mark: ours just below, or (if we skip it or it fails) a later one.
+        unsynced = (directory, directory_sync_mark(directory))
+        try:
+            if sync_dir:
+                fsync_dir(directory)
+        finally:
+            if temp is not None:  # it now holds the replaced version
+                self._hand_in(temp.path, unsynced)
         return True
 
     # -- spares ----------------------------------------------------------------------------------
