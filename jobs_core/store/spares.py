@@ -18,11 +18,11 @@ spare is refilled only if
 Otherwise the write uses a fresh file; without renameat2 or leases (not Linux, other file
 systems) the caller falls back to a temp file and os.replace.
 
-Durability. A write that skipped its folder's fsync (progress, heartbeat) leaves a version that a
-power loss could put back under the job's name; before that inode is refilled, the folder is
-fsynced (usually some later transition already did). The spares folder itself is never fsynced:
-after a power loss a spare may still carry a name it gave away, so a spare with two names is
-never refilled.
+Durability. Until an fsync of the job's folder has begun after the swap, a power loss could put
+the replaced version back under the job's name, so it is not refilled before one has (a write
+that skips that fsync, progress or heartbeat, leaves it to the next transition, or to the refill).
+The spares folder itself is never fsynced: after a power loss a spare may still carry a name it
+gave away, so a spare with two names is never refilled.
 
 Ownership. Each process owns the spares it names (`{owner}.{n}`) and holds an flock on
 `{owner}.owner` while it lives. A process adopts the spares of owners whose lock is free (a
@@ -91,7 +91,7 @@ class _Spare:
     def __init__(self, path: str, since: float, unsynced: tuple[str, int] | None) -> None:
         self.path = path
         self.since = since  # monotonic time it was last handed in: a cheap first ripeness check
-        self.unsynced = unsynced  # (folder, sync mark) of a replace that skipped the folder's fsync
+        self.unsynced = unsynced  # (folder, mark): refilled only once a fsync of the folder it left began after
 
 
 class Spares:
