@@ -21,6 +21,20 @@ from jobs_core.store.spares import Spares
 pytestmark = pytest.mark.skipif(not spares.supported(), reason="needs renameat2 and file leases (Linux)")
 
 
+@pytest.fixture(autouse=True)
+def swaps_work_here(tmp_path: Path) -> None:
+    """Skip (with the reason) on a file system without RENAME_EXCHANGE, e.g. some overlay mounts."""
+    (tmp_path / "probe-a").write_bytes(b"a")
+    (tmp_path / "probe-b").write_bytes(b"b")
+    try:
+        spares.exchange(str(tmp_path / "probe-a"), str(tmp_path / "probe-b"))
+    except OSError as error:
+        pytest.skip(f"this file system cannot swap two files ({error.strerror})")
+    finally:
+        for name in ("probe-a", "probe-b"):
+            (tmp_path / name).unlink()
+
+
 def pool(tmp_path: Path, **options) -> Spares:
     return Spares(str(tmp_path / "spares"), **{"ripe_seconds": 0.0, **options})
 
@@ -106,6 +120,8 @@ def test_a_replace_that_skipped_the_folder_fsync_has_it_synced_before_the_inode_
 
 def test_where_versions_cannot_be_swapped_the_write_falls_back_to_a_rename(tmp_path: Path) -> None:
     other_disk = Path("/dev/shm") / f"spares-test-{os.getpid()}"
+    if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the tests' temp folder")
     keep = Spares(str(other_disk), ripe_seconds=0.0)  # a spares folder on another file system: EXDEV
     job = tmp_path / "job.json"
     try:

@@ -65,7 +65,16 @@ _libc = _load_libc()
 
 
 def supported() -> bool:
-    return _libc is not None and hasattr(fcntl, "F_SETLEASE")
+    """Whether this system has renameat2 and file leases (the file system may still lack them)."""
+    return _libc is not None and hasattr(fcntl, "F_SETLEASE") and _leases_enabled()
+
+
+def _leases_enabled() -> bool:
+    try:
+        with open("/proc/sys/fs/leases-enable") as setting:
+            return setting.read().strip() != "0"
+    except OSError:
+        return True  # no such setting: leases are tried, and refused leases turn spares off
 
 
 def exchange(first: str, second: str) -> None:
