@@ -133,6 +133,30 @@ def test_where_versions_cannot_be_swapped_the_write_falls_back_to_a_rename(tmp_p
         subprocess.run(["rm", "-rf", str(other_disk)], check=True)
 
 
+_LEASE_HOLDER = """
+import os, signal, subprocess, sys
+from jobs_core.store import spares
+path = sys.argv[1]
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGURG, signal.SIGIO])  # to see which one comes
+fd = os.open(path, os.O_RDWR)
+spares._take_lease(fd)
+opener = subprocess.Popen([sys.executable, "-c", "import sys; open(sys.argv[1]).read()", path])
+got = signal.sigtimedwait([signal.SIGURG, signal.SIGIO], 30)  # the opener's open breaks the lease
+spares._drop_lease(fd)
+opener.wait()
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGURG, signal.SIGIO])  # a pending SIGIO would end us here
+print(signal.Signals(got.si_signo).name if got else "no signal", flush=True)
+"""
+
+
+def test_someone_opening_a_spare_while_its_lease_is_held_does_not_end_the_process(tmp_path: Path) -> None:
+    spare = tmp_path / "spare"
+    spare.write_bytes(b"a kept version")
+    holder = subprocess.run([sys.executable, "-c", _LEASE_HOLDER, str(spare)], capture_output=True, text=True,
+                            timeout=60)
+    assert (holder.returncode, holder.stdout) == (0, "SIGURG\n"), holder.stderr
+
+
 _OWNER = """
 import sys, os, signal
 from jobs_core.store.atomic import atomic_write, write_new

@@ -35,6 +35,7 @@ import errno
 import fcntl
 import os
 import secrets
+import signal
 import threading
 import time
 import weakref
@@ -66,7 +67,8 @@ _libc = _load_libc()
 
 def supported() -> bool:
     """Whether this system has renameat2 and file leases (the file system may still lack them)."""
-    return _libc is not None and hasattr(fcntl, "F_SETLEASE") and _leases_enabled()
+    return (_libc is not None and hasattr(fcntl, "F_SETLEASE") and hasattr(fcntl, "F_SETSIG")
+            and _leases_enabled())
 
 
 def _leases_enabled() -> bool:
@@ -232,8 +234,8 @@ class Spares:
             status = os.fstat(fd)
             if status.st_nlink != 1 or time.time() - status.st_ctime < self.ripe_seconds:
                 raise BlockingIOError(errno.EAGAIN, "still linked, or renamed lately: try again later")
-            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)  # refused while anyone has it open
-            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+            _take_lease(fd)  # refused while anyone has it open
+            _drop_lease(fd)
         except OSError as error:
             os.close(fd)
             if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY):
@@ -339,6 +341,21 @@ def _forget_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _take_lease(fd: int) -> None:
+    """A write lease on `fd`: granted only if no one else has the file open; OSError otherwise.
+
+    Whoever opens the file while the lease is held makes the kernel signal the holder, with
+    SIGIO by default, whose default action ends the process. A backup tool reading .state/spares
+    in the microsecond between take and drop would kill a worker; SIGURG is ignored by default.
+    """
+    fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+
+
+def _drop_lease(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
 
 
 def _fill_at_start(fd: int, data: bytes) -> None:
