@@ -139,7 +139,7 @@ def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_di
     temp = None
     try:
         if durable and spares is not None and spares.replace(
-                path, data, sync_dir=sync_dir, links=links, sync_links=sync_links, link_new=_link_new):
+                path, data, sync_dir=sync_dir, links=links, sync_links=sync_links):
             return
         temp = _write_temp(directory, name, data, durable)
         _link_new(temp, links, durable and sync_links)

@@ -40,9 +40,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from .atomic import directory_sync_mark, fsync_dir, fsync_dir_since
+from .atomic import _fill, _link_new, directory_sync_mark, fsync_dir, fsync_dir_since, unlink_quietly
 
 RIPE_SECONDS = 1.0
 CAPACITY = 2048  # spares kept per process; beyond it a replaced version is freed as before
@@ -139,19 +139,18 @@ class Spares:
         self._start()
 
     # -- the one public operation --------------------------------------------------------------
-    def replace(self, path: str, data: bytes, *, sync_dir: bool, links: Sequence[str], sync_links: bool,
-                link_new: Callable[[str, Sequence[str], bool], list[str]]) -> bool:
+    def replace(self, path: str, data: bytes, *, sync_dir: bool, links: Sequence[str], sync_links: bool) -> bool:
         """Put `data` at `path` (which exists) through a spare; False: nothing done, use os.replace.
 
-        `link_new(temp, links, durable)` gives the filled file its extra names first, as
-        atomic_write does. OSErrors are raised with nothing changed at `path`.
+        `links` are given to the filled file first, as atomic_write does. OSErrors are raised with
+        nothing changed at `path`.
         """
         temp = self._filled(data) if self.usable else None
         if temp is None:
             return False
         made: list[str] = []
         try:
-            made = link_new(temp.path, links, sync_links)
+            made = _link_new(temp.path, links, sync_links)
             try:
                 exchange(temp.path, path)
             except FileNotFoundError:
@@ -161,10 +160,12 @@ class Spares:
                 temp = None
         except OSError as error:
             for link in made:
-                _unlink_quietly(link)
+                unlink_quietly(link)
             unsupported = error.errno in _UNSUPPORTED  # e.g. another file system, or no RENAME_EXCHANGE
-            if temp is not None:
-                _unlink_quietly(temp.path) if unsupported else self._hand_in(temp.path, None)
+            if temp is not None and unsupported:
+                unlink_quietly(temp.path)
+            elif temp is not None:
+                self._hand_in(temp.path, None)
             if unsupported:
                 self.usable = False
                 return False
@@ -212,7 +213,7 @@ class Spares:
         try:
             _fill_at_start(fd, data)
         except BaseException:
-            _unlink_quietly(path)
+            unlink_quietly(path)
             raise
         finally:
             os.close(fd)
@@ -242,7 +243,7 @@ class Spares:
                 self._hand_in(spare.path, None)
             elif error.errno in _UNSUPPORTED:  # no leases here: spares can't be proven unread
                 self.usable = False
-                _unlink_quietly(spare.path)
+                unlink_quietly(spare.path)
             elif error.errno != errno.ENOENT:
                 raise
             return None
@@ -255,7 +256,7 @@ class Spares:
                 return
         if unsynced is not None:
             fsync_dir_since(*unsynced)  # freed now: its old name must not come back pointing at nothing
-        _unlink_quietly(path)
+        unlink_quietly(path)
 
     def _new_name(self) -> str:
         with self._guard:
@@ -283,7 +284,7 @@ class Spares:
                 os.rename(starting, os.path.join(self.directory, f"{owner}.owner"))
             except OSError:
                 os.close(fd)
-                _unlink_quietly(starting)
+                unlink_quietly(starting)
                 self.usable = False
                 return False
             self._release, self._owner = weakref.finalize(self, os.close, fd), owner
@@ -315,7 +316,7 @@ class Spares:
                 continue  # another process adopted it first
             self._hand_in(mine, None)
         for owner in orphans:
-            _unlink_quietly(os.path.join(self.directory, f"{owner}.owner"))
+            unlink_quietly(os.path.join(self.directory, f"{owner}.owner"))
 
     def _is_orphan(self, owner_file: str) -> bool:
         try:
@@ -359,16 +360,7 @@ def _drop_lease(fd: int) -> None:
 
 
 def _fill_at_start(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    offset = 0
-    while offset < len(view):
-        offset += os.pwrite(fd, view[offset:], offset)
+    """Overwrite a just-opened file with `data` (its old blocks reused), cut it to length, fsync."""
+    _fill(fd, data, durable=False)  # a fresh descriptor writes from offset 0
     os.ftruncate(fd, len(data))
     os.fsync(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
