@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -50,8 +51,12 @@ def _stop(process: subprocess.Popen) -> str:
 
 
 def _create_and_wait(base: str, project: str = "cli") -> dict:
+    job_id = httpx.post(f"{base}/api/jobs/render", json={"projectId": project}, timeout=30).json()["jobId"]
+    return _wait_done(base, job_id)
+
+
+def _wait_done(base: str, job_id: str) -> dict:
     with httpx.Client(base_url=base, timeout=30) as http:
-        job_id = http.post("/api/jobs/render", json={"projectId": project}).json()["jobId"]
         for _ in range(100):
             job = http.get(f"/api/jobs/{job_id}", headers={"Prefer": "wait=0.5"}).json()["job"]
             if job["status"] in ("completed", "failed"):
@@ -89,9 +94,37 @@ def test_hybrid_serve_without_workers_and_a_separate_worker_process(tmp_path):
         _stop(process)
 
 
+@pytest.mark.slow
+def test_serve_in_two_processes_shares_one_store_and_one_port(tmp_path):
+    store = tmp_path / "store"
+    process, base = _start(store, "--processes", "2", "--workers", "1")
+    body = {"projectId": "multi", "renderType": "axonometric", "conceptInputs": {"title": "Twin", "floors": 4}}
+
+    def create(key: str | None) -> str:
+        headers = {"Idempotency-Key": key} if key else {}
+        with httpx.Client(base_url=base, timeout=30) as http:  # a connection of its own: either process may take it
+            response = http.post("/api/jobs/render", json=body, headers=headers)
+            assert response.status_code == 201, response.text
+            return response.json()["jobId"]
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            same_key = set(pool.map(create, ["twin-key"] * 16))
+            fresh = list(pool.map(create, [None] * 8))
+        assert len(same_key) == 1  # one job for one key, whichever process each request reached
+        jobs = [_wait_done(base, job_id) for job_id in [*same_key, *fresh]]
+        assert {job["status"] for job in jobs} == {"completed"}  # the embedded workers of both render
+        assert len(list((store / "jobs" / "multi").glob("*.json"))) == 9
+    finally:
+        output = _stop(process)
+    assert output.count("Started server process") == 2 and output.count("Application shutdown complete") == 2
+    assert "2 processes with 1 embedded worker thread(s) each" in output and "Traceback" not in output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--port", "0"], "--port must be between 1 and 65535"),
     (["--workers", "-1"], "--workers must be 0 or more"),
+    (["--processes", "0"], "--processes must be between 1 and 64"),
     (["--port", "eighty"], "invalid int value"),
 ])
 def test_bad_serve_options_get_one_line(tmp_path, args, message):
