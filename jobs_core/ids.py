@@ -1,6 +1,7 @@
 """Identifiers: validation of user-supplied ids and generation of time-sortable ones."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -10,6 +11,8 @@ from .errors import InvalidInput
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# base64's base32 digits, in order, to Crockford's: the C encoder then does the 5-bit slicing.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 _last = [0, 0]
 _lock = threading.Lock()
 
@@ -34,11 +37,10 @@ def validate_id(value: object, what: str = "projectId") -> str:
 
 
 def _encode(number: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        number, rest = divmod(number, 32)
-        chars.append(_CROCKFORD[rest])
-    return "".join(reversed(chars))
+    """`number` as `length` Crockford base32 digits, most significant first (length <= 32)."""
+    # 20 bytes are 32 digits; the last `length` of them hold the number's low 5*length bits.
+    digits = base64.b32encode(number.to_bytes(20, "big")).translate(_TO_CROCKFORD)
+    return digits[-length:].decode()
 
 
 def new_id(prefix: str) -> str:

@@ -198,6 +198,7 @@ class FileJobStore(JobStore):
         self.jobs_dir_str = str(self.jobs_dir)
         self.events_dir_str = str(self.root / "events")
         self.renders_dir_str = str(self.root / "renders")
+        self.concepts_dir_str = str(self.root / "concepts")
         self.state_dir = self.root / ".state"
         self.ready_dir = self.state_dir / "ready"
         self.running_dir = self.state_dir / "running"
@@ -590,15 +591,20 @@ class FileJobStore(JobStore):
         return page
 
     # -- concepts, images, events --------------------------------------------------------------
+    def _concept_file(self, project_id: str, concept_id: str) -> str:
+        return os.path.join(self.concepts_dir_str, validate_id(project_id, "projectId"),
+                            validate_id(concept_id, "conceptId") + ".json")
+
     def save_concept(self, concept: Concept) -> None:
-        path = self._dir("concepts", concept.project_id) / f"{validate_id(concept.concept_id, 'conceptId')}.json"
+        path = self._ensure_parent(self._concept_file(concept.project_id, concept.concept_id))
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy.
-        _write_or_replace(self._ensure_parent(path), concept.model_dump_json(indent=2).encode(), durable=False)
+        _write_or_replace(path, concept.model_dump_json(indent=2).encode(), durable=False)
 
     def load_concept(self, project_id: str, concept_id: str) -> Concept:
-        path = self._dir("concepts", project_id) / f"{validate_id(concept_id, 'conceptId')}.json"
+        path = self._concept_file(project_id, concept_id)
         try:
-            return Concept.model_validate_json(path.read_bytes())
+            with open(path, "rb") as file:
+                return Concept.model_validate_json(file.read())
         except FileNotFoundError:
             raise JobNotFound(f"No concept {concept_id} in project {project_id}.") from None
         except ValidationError:
