@@ -1,17 +1,20 @@
 """HTTP API latency and throughput, beside a bare FastAPI endpoint, with the same load generator.
 
-    python3 -m bench.api_bench [--duration 2] [--rounds 3] [--connections 1 16]
+    python3 -m bench.api_bench [--duration 2] [--rounds 3] [--connections 1 16] [--processes 2]
 
-Two uvicorn processes, started the same way (uvloop/httptools when installed, no access log):
+uvicorn servers, started the same way (uvloop/httptools when installed, no access log):
   ours: `python -m jobs_core serve --workers 0` on a fresh store (create and poll only, the seed's
         hybrid set-up; nothing renders while we measure)
-  bare: a FastAPI app whose POST does only one fsynced file write and whose GET does one file read
+  bare: a FastAPI app whose POST does only one fsynced file write and whose GET does one file read;
+        a second POST does the file store's own create writes (concept, durable job file and its
+        queue marker) with none of the job logic: the floor the store's layout sets on this disk
+and, with --processes N > 1, both again as N processes (`serve --processes N`, `uvicorn --workers N`).
 wrk (compiled, so the load generator does not eat the two cores) drives each case at 1 and 16
-connections, alternating bare and ours for a few rounds (the machine is shared: both sides then see
-the same background load); rows print side by side with the ratios the issue targets:
+connections, taking turns for a few rounds (the machine is shared: all then see the same
+background load); rows print side by side with the ratios the issue targets:
 create and poll p50 <= 1.5x bare, p99 <= 2x bare, and the seed's promise of < 1 s. Each row also
-shows the server process's CPU time per request (all its threads, from /proc): once clients keep
-both cores busy, p50 follows it.
+shows the server's CPU time per request (all its threads and processes, from /proc): once clients
+keep both cores busy, p50 follows it.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+
+from jobs_core.store.atomic import write_new
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -57,6 +62,23 @@ def _write_fsynced(data: bytes) -> str:
 @bare_app.post("/bare/write", status_code=201)
 async def bare_write(request: Request) -> Response:
     name = await run_in_threadpool(_write_fsynced, await request.body())
+    return JSONResponse({"id": name}, status_code=201)
+
+
+def _store_create_writes(data: bytes) -> str:
+    """The disk steps of a create in the file store, through its own functions, without the job
+    logic around them: the concept (not fsynced) and the job file, fsynced, named after its queue
+    marker, its folder fsynced. What the store's layout and durability cost on this disk."""
+    name = uuid.uuid4().hex
+    write_new(os.path.join(BARE_DIR, "concepts", f"{name}.json"), data, durable=False)
+    write_new(os.path.join(BARE_DIR, "jobs", f"{name}.json"), data,
+              links=[os.path.join(BARE_DIR, "ready", name)], sync_links=False)
+    return name
+
+
+@bare_app.post("/bare/store-writes", status_code=201)
+async def bare_store_writes(request: Request) -> Response:
+    name = await run_in_threadpool(_store_create_writes, await request.body())
     return JSONResponse({"id": name}, status_code=201)
 
 
@@ -100,8 +122,14 @@ class Figures:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """CPU time of a server: its own and its server processes' (uvicorn's supervisor spawns those)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return own + sum(_cpu_seconds(int(child)) for child in children)
 
 
 def _ms(text: str) -> float:
@@ -130,15 +158,15 @@ def wrk(url: str, connections: int, seconds: float, post_body: str | None, workd
     return Figures(_ms(p50), _ms(p99), rps, errors, cpu_ms)
 
 
-def paired(bare_url: str, ours_url: str, connections: int, seconds: float, rounds: int, post_body: str | None,
-           workdir: Path, pids: tuple[int, int]) -> tuple[Figures, Figures]:
-    """Alternate bare and ours `rounds` times, so both see the same background load (the machine
-    is shared), and keep the median of each figure."""
-    bare_runs, ours_runs = [], []
+def alternating(urls: list[str], pids: list[int], connections: int, seconds: float, rounds: int,
+                post_body: str | None, workdir: Path) -> list[Figures]:
+    """Run each url in turn, `rounds` times, so all see the same background load (the machine is
+    shared), and keep the median of each figure."""
+    runs: list[list[Figures]] = [[] for _ in urls]
     for _ in range(rounds):
-        bare_runs.append(wrk(bare_url, connections, seconds, post_body, workdir, pids[0]))
-        ours_runs.append(wrk(ours_url, connections, seconds, post_body, workdir, pids[1]))
-    return _median(bare_runs), _median(ours_runs)
+        for url, pid, kept in zip(urls, pids, runs, strict=True):
+            kept.append(wrk(url, connections, seconds, post_body, workdir, pid))
+    return [_median(kept) for kept in runs]
 
 
 def _median(runs: list[Figures]) -> Figures:
@@ -190,56 +218,104 @@ def store_floor(work: Path, seconds: float) -> tuple[Figures, Figures]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/ours runs per case (median kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per case (median kept)")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--processes", type=int, default=2,
+                        help="also compare creates with this many server processes on each side (1: skip)")
     args = parser.parse_args(argv)
     if not os.access(WRK, os.X_OK):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     work = Path(tempfile.mkdtemp(prefix="api-bench-", dir=ROOT))  # same disk as a real ./.jobs
-    (work / "bare").mkdir()
-    ours_proc, ours = _start([sys.executable, "-m", "jobs_core", "serve", "--workers", "0"],
-                             {"JOBS_DIR": str(work / "store"), "JOBS_RENDER_SIZE": "64"})
-    bare_proc, bare = _start([sys.executable, "-m", "uvicorn", "bench.api_bench:bare_app", "--no-access-log",
-                              "--log-level", "warning"], {"BENCH_BARE_DIR": str(work / "bare")})
+    for folder in ("bare", "bare/concepts", "bare/jobs", "bare/ready", "bare-multi"):
+        (work / folder).mkdir()
+    servers = _start_servers(work, args.processes)
     try:
-        # Poll targets: a finished job (a plain read) and a pending one (read + queue position).
-        done = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
-                          headers={"content-type": "application/json"}).json()["jobId"]
-        httpx.post(f"{ours}/api/jobs/{done}/process", headers={"Prefer": "wait=30"}, timeout=60)
-        sample = httpx.get(f"{ours}/api/jobs/{done}?projectId=bench").content
-        bare_id = httpx.post(f"{bare}/bare/write", content=sample).json()["id"]
-        pids = (bare_proc.pid, ours_proc.pid)
-        print(f"API benchmark: wrk, {args.rounds} alternating rounds of {args.duration:g} s per case (medians), "
-              f"{os.cpu_count()} cores, "
-              f"load average {os.getloadavg()[0]:.1f} at start")
-        for connections in args.connections:
-            print(f"\n{connections} concurrent client(s)")
-            create_bare, create_ours = paired(f"{bare}/bare/write", f"{ours}/api/jobs/render", connections,
-                                              args.duration, args.rounds, CREATE_BODY, work, pids)
-            print(_row("bare: one fsynced file write", create_bare))
-            print(_row("create POST /api/jobs/render", create_ours))
-            print(_verdict(create_ours, create_bare))
-            poll_bare, poll_ours = paired(f"{bare}/bare/read/{bare_id}", f"{ours}/api/jobs/{done}?projectId=bench",
-                                          connections, args.duration, args.rounds, None, work, pids)
-            print(_row("bare: one file read", poll_bare))
-            print(_row("poll GET /api/jobs/{id} (completed)", poll_ours))
-            print(_verdict(poll_ours, poll_bare))
-        submit, write = store_floor(work, args.duration)
-        print("\nwithout HTTP (in this process, one caller): where create's time goes")
-        print(_row("one fsynced file write", write))
-        print(_row("JobService.submit (the file store)", submit))
-        queued = len(os.listdir(work / "store" / ".state" / "ready"))
-        pending = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
-                             headers={"content-type": "application/json"}).json()["jobId"]
-        poll_pending = wrk(f"{ours}/api/jobs/{pending}?projectId=bench", 1, args.duration, None, work)
-        print(f"\nextra: poll of a pending job behind {queued} queued jobs (queuePosition: shared listing)")
-        print(_row("poll GET /api/jobs/{id} (pending)", poll_pending))
+        _run(servers, work, args)
     finally:
-        for process in (ours_proc, bare_proc):
+        for process, _ in servers.values():
             process.terminate()
             process.wait(20)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _start_servers(work: Path, processes: int) -> dict[str, tuple[subprocess.Popen, str]]:
+    """ours and bare, one process each; with processes > 1, both again with that many processes."""
+    ours = [sys.executable, "-m", "jobs_core", "serve", "--workers", "0"]
+    bare = [sys.executable, "-m", "uvicorn", "bench.api_bench:bare_app", "--no-access-log", "--log-level", "warning"]
+    servers = {"ours": _start(ours, {"JOBS_DIR": str(work / "store"), "JOBS_RENDER_SIZE": "128"}),
+               "bare": _start(bare, {"BENCH_BARE_DIR": str(work / "bare")})}
+    if processes > 1:
+        servers["ours-multi"] = _start([*ours, "--processes", str(processes)],
+                                       {"JOBS_DIR": str(work / "store-multi")})
+        servers["bare-multi"] = _start([*bare, "--workers", str(processes)],
+                                       {"BENCH_BARE_DIR": str(work / "bare-multi")})
+    return servers
+
+
+def _run(servers: dict[str, tuple[subprocess.Popen, str]], work: Path, args: argparse.Namespace) -> None:
+    (ours_proc, ours), (bare_proc, bare) = servers["ours"], servers["bare"]
+    # Poll targets: a finished job (a plain read) and a pending one (read + queue position).
+    done = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
+                      headers={"content-type": "application/json"}).json()["jobId"]
+    httpx.post(f"{ours}/api/jobs/{done}/process", headers={"Prefer": "wait=30"}, timeout=60)
+    sample = httpx.get(f"{ours}/api/jobs/{done}?projectId=bench").content
+    bare_id = httpx.post(f"{bare}/bare/write", content=sample).json()["id"]
+    print(f"API benchmark: wrk, {args.rounds} alternating rounds of {args.duration:g} s per case (medians), "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    for connections in args.connections:
+        print(f"\n{connections} concurrent client(s)")
+        create_bare, floor, create_ours = alternating(
+            [f"{bare}/bare/write", f"{bare}/bare/store-writes", f"{ours}/api/jobs/render"],
+            [bare_proc.pid, bare_proc.pid, ours_proc.pid], connections, args.duration, args.rounds, CREATE_BODY, work)
+        print(_row("bare: one fsynced file write", create_bare))
+        print(_row("bare: the store's create writes", floor))
+        print(_row("create POST /api/jobs/render", create_ours))
+        print(_verdict(create_ours, create_bare))
+        print(_ratio("store's writes alone / bare", floor, create_bare,
+                     "the floor the store's layout and durability set on this disk"))
+        poll_bare, poll_ours = alternating(
+            [f"{bare}/bare/read/{bare_id}", f"{ours}/api/jobs/{done}?projectId=bench"],
+            [bare_proc.pid, ours_proc.pid], connections, args.duration, args.rounds, None, work)
+        print(_row("bare: one file read", poll_bare))
+        print(_row("poll GET /api/jobs/{id} (completed)", poll_ours))
+        print(_verdict(poll_ours, poll_bare))
+        if "ours-multi" in servers:
+            _multi_rows(servers, connections, args, work, create_bare)
+    _extras(ours, work, args)
+
+
+def _multi_rows(servers: dict[str, tuple[subprocess.Popen, str]], connections: int, args: argparse.Namespace,
+                work: Path, create_bare: Figures) -> None:
+    (ours_proc, ours), (bare_proc, bare) = servers["ours-multi"], servers["bare-multi"]
+    bare_multi, ours_multi = alternating([f"{bare}/bare/write", f"{ours}/api/jobs/render"],
+                                         [bare_proc.pid, ours_proc.pid], connections, args.duration,
+                                         args.rounds, CREATE_BODY, work)
+    print(f"  {args.processes} server processes on each side (serve --processes {args.processes}; "
+          f"uvicorn --workers {args.processes}):")
+    print(_row(f"bare: one fsynced file write, {args.processes} proc", bare_multi))
+    print(_row(f"create, {args.processes} processes", ours_multi))
+    print(_verdict(ours_multi, bare_multi))
+    print(_ratio(f"ours {args.processes} proc / bare 1 proc", ours_multi, create_bare,
+                 "more cores than the bare endpoint uses: not the target's comparison"))
+
+
+def _ratio(label: str, ours: Figures, bare: Figures, note: str) -> str:
+    return (f"  {label:<34} p50 {ours.p50_ms / bare.p50_ms:6.2f}x   p99 {ours.p99_ms / bare.p99_ms:6.2f}x   "
+            f"({note})")
+
+
+def _extras(ours: str, work: Path, args: argparse.Namespace) -> None:
+    submit, write = store_floor(work, args.duration)
+    print("\nwithout HTTP (in this process, one caller): where create's time goes")
+    print(_row("one fsynced file write", write))
+    print(_row("JobService.submit (the file store)", submit))
+    queued = len(os.listdir(work / "store" / ".state" / "ready"))
+    pending = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
+                         headers={"content-type": "application/json"}).json()["jobId"]
+    poll_pending = wrk(f"{ours}/api/jobs/{pending}?projectId=bench", 1, args.duration, None, work)
+    print(f"\nextra: poll of a pending job behind {queued} queued jobs (queuePosition: shared listing)")
+    print(_row("poll GET /api/jobs/{id} (pending)", poll_pending))
 
 
 if __name__ == "__main__":
