@@ -36,6 +36,7 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
     renderer_names()  # import the renderers now: the first create would otherwise wait ~0.3 s for them
     worker = Worker(service, concurrency=max(workers, 1), render_size=render_size)
     runner = InlineRunner(service, worker, settings.max_inline_renders)
+    context = ApiContext(service, settings, runner, workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,12 +47,13 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
             yield
         finally:
             runner.close()
+            await run_in_threadpool(context.creates.close)
             await run_in_threadpool(worker.stop)  # running jobs go back to pending
 
     app = FastAPI(title="Concept render jobs", version="1.0.0", lifespan=lifespan,
                   description="Create render jobs in milliseconds, process them in the background, poll.")
     install_error_handlers(app)
-    add_routes(app, ApiContext(service, settings, runner, workers))
+    add_routes(app, context)
     document_models(app, RenderRequest)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # added last: outermost, so preflights and 401s carry CORS headers

@@ -6,7 +6,7 @@ import asyncio
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
@@ -18,6 +18,7 @@ from ..ids import validate_id
 from ..models import Job, JobStatus, RenderRequest
 from ..service import JobService
 from .errors import BadRequestBody
+from .lane import ThreadLane
 from .positions import QueuePositions
 from .render_body import CREATE_DOC, IDEMPOTENCY_HEADER, read_render_request
 from .runner import InlineRunner
@@ -25,6 +26,9 @@ from .schemas import CreatedJob, ErrorBody, EventList, Health, JobEnvelope, JobL
 from .settings import ApiSettings
 
 RETRY_AFTER_SECONDS = "1"
+
+
+CREATE_THREADS = 4  # see lane.py: enough to share fsyncs, few enough to spare the GIL
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -40,6 +44,8 @@ class ApiContext:
     settings: ApiSettings
     runner: InlineRunner
     workers: int
+    #: creates run here, not on the shared thread pool (see lane.py)
+    creates: ThreadLane = field(default_factory=lambda: ThreadLane(CREATE_THREADS, "create"))
 
 
 def requested_wait(prefer: str | None, cap: float) -> float | None:
@@ -179,7 +185,7 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
     async def create_job(request: Request) -> Response:
         render_request = await read_render_request(request)
         key = _idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
-        job, replayed = await run_in_threadpool(handlers.create, render_request, key)
+        job, replayed = await context.creates.run(handlers.create, render_request, key)
         poll_url = f"/api/jobs/{job.job_id}"
         body = {"jobId": job.job_id, "conceptId": job.concept_id, "status": job.status.value,
                 "pollUrl": poll_url, "processUrl": f"{poll_url}/process"}
