@@ -7,14 +7,16 @@ uvicorn servers, started the same way (uvloop/httptools when installed, no acces
         hybrid set-up; nothing renders while we measure)
   bare: a FastAPI app whose POST does only one fsynced file write and whose GET does one file read;
         a second POST does the file store's own create writes (concept, durable job file and its
-        queue marker) with none of the job logic: the floor the store's layout sets on this disk
+        queue marker) with none of the job logic, on the threads our creates use: the floor the
+        store's layout sets on this disk
 and, with --processes N > 1, both again as N processes (`serve --processes N`, `uvicorn --workers N`).
 wrk (compiled, so the load generator does not eat the two cores) drives each case at 1 and 16
 connections, taking turns for a few rounds (the machine is shared: all then see the same
 background load); rows print side by side with the ratios the issue targets:
 create and poll p50 <= 1.5x bare, p99 <= 2x bare, and the seed's promise of < 1 s. Each row also
 shows the server's CPU time per request (all its threads and processes, from /proc): once clients
-keep both cores busy, p50 follows it.
+keep both cores busy, p50 follows it. On ext4 without a journal, deleting many files (this bench's
+own cleanup included) makes new files dearer for a minute or two: leave that long between runs.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from jobs_core.api.lane import ThreadLane
+from jobs_core.api.routes import CREATE_THREADS
 from jobs_core.store.atomic import write_new
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,9 +80,12 @@ def _store_create_writes(data: bytes) -> str:
     return name
 
 
+_store_lane = ThreadLane(CREATE_THREADS, "bench-store-writes")  # the threads our creates run on
+
+
 @bare_app.post("/bare/store-writes", status_code=201)
 async def bare_store_writes(request: Request) -> Response:
-    name = await run_in_threadpool(_store_create_writes, await request.body())
+    name = await _store_lane.run(_store_create_writes, await request.body())
     return JSONResponse({"id": name}, status_code=201)
 
 
@@ -225,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.access(WRK, os.X_OK):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    _settle_after_last_cleanup()
     work = Path(tempfile.mkdtemp(prefix="api-bench-", dir=ROOT))  # same disk as a real ./.jobs
     for folder in ("bare", "bare/concepts", "bare/jobs", "bare/ready", "bare-multi"):
         (work / folder).mkdir()
@@ -236,7 +244,25 @@ def main(argv: list[str] | None = None) -> int:
             process.terminate()
             process.wait(20)
         shutil.rmtree(work, ignore_errors=True)
+        CLEANUP_MARK.parent.mkdir(exist_ok=True)
+        CLEANUP_MARK.write_text(f"{time.time()}\n")
     return 0
+
+
+CLEANUP_MARK = ROOT / "bench" / "out" / "api_bench.cleanup"
+SETTLE_SECONDS = 150  # ext4 skips inodes freed in the last 60 s (360 s while their block is dirty)
+
+
+def _settle_after_last_cleanup() -> None:
+    """Wait until the last run's deleted files no longer slow new ones (see the docstring)."""
+    try:
+        remaining = float(CLEANUP_MARK.read_text()) + SETTLE_SECONDS - time.time()
+    except (OSError, ValueError):
+        return
+    if remaining > 0:
+        print(f"waiting {remaining:.0f} s: the last run deleted its files {SETTLE_SECONDS - remaining:.0f} s ago",
+              flush=True)
+        time.sleep(remaining)
 
 
 def _start_servers(work: Path, processes: int) -> dict[str, tuple[subprocess.Popen, str]]:
