@@ -48,6 +48,7 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
         finally:
             runner.close()
             await run_in_threadpool(context.creates.close)
+            await run_in_threadpool(context.reads.close)
             await run_in_threadpool(worker.stop)  # running jobs go back to pending
 
     app = FastAPI(title="Concept render jobs", version="1.0.0", lifespan=lifespan,

@@ -29,6 +29,7 @@ RETRY_AFTER_SECONDS = "1"
 
 
 CREATE_THREADS = 4  # see lane.py: enough to share fsyncs, few enough to spare the GIL
+READ_THREADS = 4
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -44,8 +45,9 @@ class ApiContext:
     settings: ApiSettings
     runner: InlineRunner
     workers: int
-    #: creates run here, not on the shared thread pool (see lane.py)
+    #: creates and polls run on lanes of their own, not on the shared thread pool (see lane.py)
     creates: ThreadLane = field(default_factory=lambda: ThreadLane(CREATE_THREADS, "create"))
+    reads: ThreadLane = field(default_factory=lambda: ThreadLane(READ_THREADS, "read"))
 
 
 def requested_wait(prefer: str | None, cap: float) -> float | None:
@@ -67,7 +69,7 @@ def _check_project(project_id: str | None) -> str | None:
 
 
 class Handlers:
-    """The work behind each route (blocking store calls run in the thread pool)."""
+    """The work behind each route (blocking store calls run on a lane or in the thread pool)."""
 
     def __init__(self, context: ApiContext) -> None:
         self.context = context
@@ -113,7 +115,7 @@ class Handlers:
             if remaining <= 0 or await request.is_disconnected():
                 break
             await asyncio.sleep(min(self.settings.wait_poll_seconds, remaining))
-            job = await run_in_threadpool(self.service.get, job.job_id, job.project_id)
+            job = await self.context.reads.run(self.service.get, job.job_id, job.project_id)
         return job
 
     def create(self, request: RenderRequest, key: str | None) -> tuple[Job, bool]:
@@ -199,12 +201,12 @@ def add_routes(app: FastAPI, context: ApiContext) -> None:  # noqa: C901 (one cl
     async def get_job(request: Request, job_id: str = JobIdPath, project_id: str | None = ProjectQuery,
                       prefer: str | None = PreferHeader) -> Response:
         project_id = _check_project(project_id)
-        job, body = await run_in_threadpool(handlers.read_body, validate_id(job_id, "jobId"), project_id)
+        job, body = await context.reads.run(handlers.read_body, validate_id(job_id, "jobId"), project_id)
         wait = requested_wait(prefer, settings.max_wait_seconds)
         if wait is None:
             return handlers.job_response(job, body=body)
         job = await handlers.wait_until_final(job, wait, request)
-        body = await run_in_threadpool(handlers.job_body, job)
+        body = await context.reads.run(handlers.job_body, job)
         return handlers.job_response(job, extra={"Preference-Applied": f"wait={wait:g}"}, body=body)
 
     @app.post("/api/jobs/{jobId}/process", response_model=JobEnvelope, tags=["jobs"],
