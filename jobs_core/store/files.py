@@ -133,6 +133,33 @@ def _only_progress(old: Job | None, new: Job) -> bool:
             and old.cancel_requested == new.cancel_requested)
 
 
+class ProjectsOfJobs:
+    """jobId -> projectId for jobs this process created or found, so a read without a projectId
+    skips the scan of every project folder. Bounded, oldest forgotten first: a long-lived server
+    creating millions of jobs must not grow with them (a forgotten job is found by the scan)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._projects: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._projects)
+
+    def get(self, job_id: str) -> str | None:
+        return self._projects.get(job_id)
+
+    def remember(self, job_id: str, project_id: str) -> None:
+        with self._lock:
+            self._projects[job_id] = project_id
+            while len(self._projects) > self.capacity:
+                del self._projects[next(iter(self._projects))]
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._projects.pop(job_id, None)
+
+
 class QueueSnapshot:
     """Queue order from one sorted listing of .state/ready, reused across claims while it is exact.
 
@@ -210,7 +237,7 @@ class FileJobStore(JobStore):
         # one file from one process would deadlock.
         self.key_locks = StripedLocks(self.state_dir / "key-locks", stripes=64)
         self._made: set[str | Path] = set()
-        self._project_of: dict[str, str] = {}
+        self._project_of = ProjectsOfJobs()
         self._queue = QueueSnapshot(self.ready_dir)
         self._spares = Spares(str(self.state_dir / "spares"))
         # Entries a restart can check and rebuild: queue markers and renders. Fsynced until the
@@ -344,11 +371,12 @@ class FileJobStore(JobStore):
         validate_id(job_id, "jobId")
         if project_id is not None:
             return validate_id(project_id, "projectId")
-        if job_id in self._project_of:
-            return self._project_of[job_id]
+        known = self._project_of.get(job_id)
+        if known is not None:
+            return known
         for entry in os.scandir(self.jobs_dir):
             if entry.is_dir() and os.path.exists(os.path.join(entry.path, f"{job_id}.json")):
-                self._project_of[job_id] = entry.name
+                self._project_of.remember(job_id, entry.name)
                 return entry.name
         raise JobNotFound(f"No job with id {job_id}.")
 
@@ -437,7 +465,7 @@ class FileJobStore(JobStore):
             self._write(None, job, event)
         except FileExistsError:
             raise TransitionConflict(f"Job {job.job_id} already exists.") from None
-        self._project_of[job.job_id] = job.project_id
+        self._project_of.remember(job.job_id, job.project_id)
 
     def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
         project_id = self._locate(job_id, project_id)
@@ -503,7 +531,7 @@ class FileJobStore(JobStore):
             unlink_quietly(path)
             unlink_quietly(self.image_path(project_id, job_id))
             unlink_quietly(self._event_path(project_id, job_id))
-        self._project_of.pop(job_id, None)
+        self._project_of.forget(job_id)
 
     # -- reads -----------------------------------------------------------------------------------
     def get(self, job_id: str, project_id: str | None = None) -> Job:
