@@ -201,8 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def configure_logging() -> None:
+    """One line per record, with time, level and logger: the commands' and the servers' format."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     try:
         args = build_parser().parse_args(argv)
         service = JobService.from_env(args.jobs_dir)

@@ -88,9 +88,10 @@ def _serve_in_processes(args: argparse.Namespace, service: JobService) -> int:
 
 def app_in_server_process() -> FastAPI:
     """The app of one server process started by `serve --processes N` (a uvicorn factory)."""
+    from ..cli import configure_logging
     from .app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     config = json.loads(os.environ[CHILD_CONFIG_ENV])
     service = JobService.from_env(config["location"])
     return create_app(service, workers=config["workers"], settings=ApiSettings.from_env())
