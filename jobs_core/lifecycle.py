@@ -1,7 +1,8 @@
 """The rules of the job lifecycle, in one place.
 
 Each function takes the job as it is *now* in the store (read under the store's lock or row lock)
-and returns the job as it must become plus the event to log, or raises TransitionConflict when
+and returns an `Outcome`: the job as it must become, the event to log and whether the write must
+be durable; or it raises TransitionConflict when
 the job is not in the state the caller expected. Stores apply these functions atomically
 (`JobStore.modify`); nothing else decides a status.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from .errors import JobCanceled, LeaseLost, TransitionConflict
 from .models import Event, Job, JobStatus, utcnow
@@ -22,7 +24,18 @@ from .models import Event, Job, JobStatus, utcnow
 P, R, C, F, X = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.COMPLETED,
                  JobStatus.FAILED, JobStatus.CANCELED)
 LOST_WORKER = "worker stopped responding"
-Outcome = tuple[Job, "Event | None"]
+
+
+class Outcome(NamedTuple):
+    """What a rule decided: the job as it must become, the event to log, and how durable the write
+    must be. `durable=False` (progress and heartbeats of a running attempt) lets a store skip the
+    flushes that make a write survive a power loss: the previous version may come back, which only
+    loses the latest progress. Every transition (status, owner, attempt, cancel request) is durable.
+    """
+
+    job: Job
+    event: Event | None = None
+    durable: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ def claim(job: Job, worker_id: str, now: datetime | None = None) -> Outcome:
     new = _update(job, now, status=R, worker_id=worker_id, attempts=job.attempts + 1,
                   started_at=now, heartbeat_at=now, progress=0, stage="starting", error=None,
                   finished_at=None)
-    return new, _event(new, "claimed", now, f"attempt {new.attempts} of {new.max_attempts}")
+    return Outcome(new, _event(new, "claimed", now, f"attempt {new.attempts} of {new.max_attempts}"))
 
 
 def progress(job: Job, lease: Lease, percent: int, stage: str, now: datetime | None = None) -> Outcome:
@@ -95,13 +108,13 @@ def progress(job: Job, lease: Lease, percent: int, stage: str, now: datetime | N
     stage = (stage or job.stage).strip()[:80]
     new = _update(job, now, progress=percent, stage=stage, heartbeat_at=now)
     event = _event(new, "progress", now, stage) if stage != job.stage else None
-    return new, event
+    return Outcome(new, event, durable=False)
 
 
 def heartbeat(job: Job, lease: Lease, now: datetime | None = None) -> Outcome:
     now = now or utcnow()
     _expect_owner(job, lease, "heartbeat")
-    return _update(job, now, heartbeat_at=now), None
+    return Outcome(_update(job, now, heartbeat_at=now), None, durable=False)
 
 
 def complete(job: Job, lease: Lease, image_url: str, prompt: str | None,
@@ -112,17 +125,18 @@ def complete(job: Job, lease: Lease, image_url: str, prompt: str | None,
     new = _update(job, now, status=C, progress=100, stage="done", image_url=image_url,
                   prompt=prompt if prompt is not None else job.prompt, error=None,
                   finished_at=now, heartbeat_at=now, cancel_requested=False)
-    return new, _event(new, "completed", now)
+    return Outcome(new, _event(new, "completed", now))
 
 
 def image_lost(job: Job, now: datetime | None = None) -> Outcome:
-    """A completed job whose image did not survive a power loss: render it again, attempt unspent."""
+    """A completed job whose image is missing or damaged (found by `repair`): render it again,
+    attempt unspent."""
     now = now or utcnow()
     _expect(job, C, action="requeue")
     new = _update(job, now, status=P, progress=0, stage="queued", image_url=None, worker_id=None,
                   heartbeat_at=None, started_at=None, finished_at=None, attempts=max(job.attempts - 1, 0),
                   available_at=now)
-    return new, _event(new, "requeued", now, "its image was lost when the machine stopped; rendering it again")
+    return Outcome(new, _event(new, "requeued", now, "its image was missing or damaged; rendering it again"))
 
 
 def backoff(attempt: int, base_seconds: float) -> timedelta:
@@ -140,9 +154,9 @@ def fail(job: Job, lease: Lease, message: str, retryable: bool, backoff_base: fl
     if retryable and job.attempts < job.max_attempts:
         new = _update(job, now, status=P, worker_id=None, heartbeat_at=None, error=message,
                       stage="waiting to retry", available_at=now + backoff(job.attempts, backoff_base))
-        return new, _event(new, "requeued", now, message)
+        return Outcome(new, _event(new, "requeued", now, message))
     new = _update(job, now, status=F, error=message, finished_at=now, stage="failed", cancel_requested=False)
-    return new, _event(new, "failed", now, message)
+    return Outcome(new, _event(new, "failed", now, message))
 
 
 def release(job: Job, lease: Lease, now: datetime | None = None) -> Outcome:
@@ -153,7 +167,7 @@ def release(job: Job, lease: Lease, now: datetime | None = None) -> Outcome:
         return _canceled(job, now)
     new = _update(job, now, status=P, worker_id=None, heartbeat_at=None, attempts=job.attempts - 1,
                   progress=0, stage="queued", available_at=now)
-    return new, _event(new, "released", now, "worker shut down; job returned to the queue")
+    return Outcome(new, _event(new, "released", now, "worker shut down; job returned to the queue"))
 
 
 def cancel(job: Job, now: datetime | None = None) -> Outcome:
@@ -163,9 +177,9 @@ def cancel(job: Job, now: datetime | None = None) -> Outcome:
     if job.status is P:
         return _canceled(job, now)
     if job.cancel_requested:
-        return job, None
+        return Outcome(job, None)
     new = _update(job, now, cancel_requested=True, stage="canceling")
-    return new, _event(new, "cancel-requested", now)
+    return Outcome(new, _event(new, "cancel-requested", now))
 
 
 def confirm_cancel(job: Job, lease: Lease, now: datetime | None = None) -> Outcome:
@@ -177,7 +191,7 @@ def confirm_cancel(job: Job, lease: Lease, now: datetime | None = None) -> Outco
 
 def _canceled(job: Job, now: datetime) -> Outcome:
     new = _update(job, now, status=X, stage="canceled", finished_at=now, cancel_requested=False)
-    return new, _event(new, "canceled", now)
+    return Outcome(new, _event(new, "canceled", now))
 
 
 def retry(job: Job, now: datetime | None = None) -> Outcome:
@@ -186,7 +200,7 @@ def retry(job: Job, now: datetime | None = None) -> Outcome:
     new = _update(job, now, status=P, attempts=0, progress=0, stage="queued", error=None,
                   image_url=None, worker_id=None, heartbeat_at=None, started_at=None,
                   finished_at=None, cancel_requested=False, available_at=now)
-    return new, _event(new, "retried", now, f"was {job.status.value}: {job.error or 'no error'}")
+    return Outcome(new, _event(new, "retried", now, f"was {job.status.value}: {job.error or 'no error'}"))
 
 
 def is_expired(job: Job, lease_seconds: float, now: datetime) -> bool:
@@ -205,9 +219,9 @@ def reclaim(job: Job, lease_seconds: float, now: datetime | None = None) -> Outc
     if job.attempts < job.max_attempts:
         new = _update(job, now, status=P, worker_id=None, heartbeat_at=None, stage="queued",
                       error=LOST_WORKER, available_at=now)
-        return new, _event(new, "requeued", now, f"{LOST_WORKER} (worker {job.worker_id})")
+        return Outcome(new, _event(new, "requeued", now, f"{LOST_WORKER} (worker {job.worker_id})"))
     new = _update(job, now, status=F, error=LOST_WORKER, finished_at=now, stage="failed")
-    return new, _event(new, "failed", now, f"{LOST_WORKER} (worker {job.worker_id})")
+    return Outcome(new, _event(new, "failed", now, f"{LOST_WORKER} (worker {job.worker_id})"))
 
 
 def deletable(job: Job) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import InvalidInput, JobNotFound
 from .models import Job
 from .service import JobService
-from .store import JobStore, open_store
+from .store import CopyableStore, JobStore, open_store
 
 
 @dataclass
@@ -40,6 +40,9 @@ class MigrationReport:
 
 def migrate(source: JobStore, target: JobStore) -> MigrationReport:
     """Make `target` hold everything `source` holds. Idempotent."""
+    for store in (source, target):
+        if not isinstance(store, CopyableStore):
+            raise InvalidInput(f"{store.describe()} cannot be copied to or from.")
     report = MigrationReport()
     for concept in source.iter_concepts():
         try:

@@ -6,6 +6,7 @@ Pages, the API, the CLI and workers call this; none of them writes a job themsel
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
@@ -18,6 +19,30 @@ from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept
 from .png import is_whole_png
 from .renderers import RenderTask, get_renderer
 from .store import JobPage, JobStore, open_store
+
+
+@dataclass
+class RepairReport:
+    """What `JobService.repair` fixed, in words."""
+
+    index_fixes: list[str] = field(default_factory=list)
+    #: completed jobs whose image was missing or damaged, queued to be rendered again
+    images_requeued: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.index_fixes or self.images_requeued)
+
+    def lines(self) -> list[str]:
+        return self.index_fixes + [f"job {job_id} had no whole image: queued to render again"
+                                   for job_id in self.images_requeued]
+
+    def summary(self) -> str:
+        if not self.changed:
+            return "Nothing to repair: the queue index and every completed job's image are whole."
+        return (f"Repaired {len(self.index_fixes)} queue index entr{'y' if len(self.index_fixes) == 1 else 'ies'} "
+                f"and queued {len(self.images_requeued)} job{'' if len(self.images_requeued) == 1 else 's'} "
+                "whose image was missing or damaged.")
 
 
 class JobService:
@@ -164,6 +189,29 @@ class JobService:
         if reclaimed:
             self.store.notify_work()
         return reclaimed
+
+    # -- operations -------------------------------------------------------------------------------
+    def repair(self) -> RepairReport:
+        """Make the store whole after damage (a disk fault, files removed by hand): the store's own
+        index agrees with its jobs again, and a completed job whose image is missing or not a whole
+        PNG is rendered again (its attempt unspent). Safe to run twice, and while workers run."""
+        report = RepairReport(index_fixes=self.store.repair_index())
+        for job in self.store.iter_jobs():
+            if job.status is JobStatus.COMPLETED and not self._has_whole_image(job):
+                try:
+                    self.store.modify(job.job_id, job.project_id, lifecycle.image_lost)
+                except (TransitionConflict, JobNotFound):
+                    continue  # retried, deleted or already requeued meanwhile
+                report.images_requeued.append(job.job_id)
+        if report.images_requeued:
+            self.store.notify_work()
+        return report
+
+    def _has_whole_image(self, job: Job) -> bool:
+        try:
+            return is_whole_png(self.store.load_image(job.project_id, job.job_id))
+        except JobNotFound:
+            return False
 
     def has_work(self, now: datetime | None = None) -> bool:
         """Whether any job is pending or reclaimable (for `worker --drain`)."""

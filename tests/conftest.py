@@ -9,7 +9,7 @@ import pytest
 
 from jobs_core.config import Settings, load_settings
 from jobs_core.service import JobService
-from jobs_core.store import FileJobStore, JobStore
+from jobs_core.store import FileJobStore, JobStore, MemoryJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,8 +25,12 @@ def make_postgres_store(tmp_path: Path) -> JobStore:
     return make_scratch_store()
 
 
+def make_memory_store(tmp_path: Path) -> JobStore:
+    return MemoryJobStore()
+
+
 # Backends the contract suite runs on: name -> factory(tmp_path) returning a fresh, empty store.
-BACKENDS = {"files": make_file_store, "postgres": make_postgres_store}
+BACKENDS = {"files": make_file_store, "memory": make_memory_store, "postgres": make_postgres_store}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -34,6 +38,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     created = BACKENDS[request.param](tmp_path)
     yield created
     created.close()
+
+
+@pytest.fixture
+def memory_service(settings: Settings) -> JobService:
+    """A service on a fresh in-memory store: for tests whose subject is not the store."""
+    return JobService(MemoryJobStore(), settings)
 
 
 @pytest.fixture

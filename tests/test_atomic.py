@@ -1,8 +1,5 @@
-"""write_new: a new file appears whole or not at all, never replaces one, and leaves nothing behind.
-
-Each test runs twice: on Linux's anonymous-file path (O_TMPFILE + linkat) and on the portable path
-(temp file + rename) that other systems use, so both keep the same promises.
-"""
+"""Crash-safe writes: a new file appears whole or not at all and never replaces one; a replacement
+is whole; neither leaves anything behind. Folder fsyncs are shared by concurrent callers."""
 from __future__ import annotations
 
 import multiprocessing
@@ -15,41 +12,49 @@ import pytest
 
 from jobs_core.errors import StoreWriteError
 from jobs_core.store import atomic
-from jobs_core.store.atomic import is_temp_name, write_new
-
-
-@pytest.fixture(params=["anonymous", "portable"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "anonymous" and not atomic._tmpfile_works:
-        pytest.skip("this system has no O_TMPFILE")
-    monkeypatch.setattr(atomic, "_tmpfile_works", request.param == "anonymous")
-    return request.param
+from jobs_core.store.atomic import atomic_write, write_new
 
 
 def names(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
 
 
-def test_a_new_file_has_its_whole_content_and_its_links_share_it(tmp_path: Path, way: str) -> None:
-    (tmp_path / "index").mkdir()
-    marker = str(tmp_path / "index" / "m1")
-    write_new(tmp_path / "job.json", b'{"a": 1}', links=[marker])
+def test_a_new_file_has_its_whole_content_and_nothing_else_is_left(tmp_path: Path) -> None:
+    write_new(tmp_path / "job.json", b'{"a": 1}')
     assert (tmp_path / "job.json").read_bytes() == b'{"a": 1}'
-    assert os.path.samefile(marker, tmp_path / "job.json")  # a link, not a copy
-    assert names(tmp_path) == ["index", "job.json"]  # no temp file left
+    assert names(tmp_path) == ["job.json"]  # no temp file left
 
 
-def test_an_existing_file_is_never_replaced(tmp_path: Path, way: str) -> None:
-    (tmp_path / "index").mkdir()
+def test_an_existing_file_is_never_replaced(tmp_path: Path) -> None:
     (tmp_path / "job.json").write_bytes(b"first")
     with pytest.raises(FileExistsError):
-        write_new(tmp_path / "job.json", b"second", links=[str(tmp_path / "index" / "m2")])
+        write_new(tmp_path / "job.json", b"second")
     assert (tmp_path / "job.json").read_bytes() == b"first"
-    assert names(tmp_path / "index") == []  # the refused write left no index entry either
-    assert not any(is_temp_name(name) for name in names(tmp_path))
+    assert names(tmp_path) == ["job.json"]
 
 
-def test_racing_creators_of_one_name_have_exactly_one_winner(tmp_path: Path, way: str) -> None:
+def test_a_replacement_takes_the_name_whole_and_a_reader_never_sees_a_part(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    versions = [bytes([65 + n]) * 200_000 for n in range(8)]
+    atomic_write(path, versions[0])
+    seen: set[bytes] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.add(path.read_bytes())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for version in versions[1:]:
+        atomic_write(path, version)
+    stop.set()
+    reader.join(10)
+    assert seen <= set(versions) and path.read_bytes() == versions[-1]
+    assert names(tmp_path) == ["job.json"]
+
+
+def test_racing_creators_of_one_name_have_exactly_one_winner(tmp_path: Path) -> None:
     wins, losses = [], []
     start = threading.Barrier(8)
 
@@ -70,9 +75,10 @@ def test_racing_creators_of_one_name_have_exactly_one_winner(tmp_path: Path, way
     assert (tmp_path / "job.json").read_bytes() == f"writer {wins[0]}".encode()
 
 
-def test_a_folder_that_is_gone_is_a_clear_error(tmp_path: Path, way: str) -> None:
-    with pytest.raises(StoreWriteError, match="Could not write job.json"):
-        write_new(tmp_path / "missing" / "job.json", b"x")
+def test_a_folder_that_is_gone_is_a_clear_error(tmp_path: Path) -> None:
+    for write in (write_new, atomic_write):
+        with pytest.raises(StoreWriteError, match="Could not write job.json"):
+            write(tmp_path / "missing" / "job.json", b"x")
     assert names(tmp_path) == []
 
 
@@ -127,7 +133,7 @@ def _sync_in_child(folder: str) -> None:
 def test_a_process_forked_while_a_directory_sync_is_under_way_can_sync_that_directory(tmp_path: Path) -> None:
     folder = str(tmp_path)
     atomic.fsync_dir(folder)  # the folder's group exists in this process
-    group = atomic._directory_syncs._by_path[folder]
+    group = atomic._directory_syncs[(os.getpid(), folder)]
     holding, release = threading.Event(), threading.Event()
 
     def hold_the_lock() -> None:  # another thread inside sync() at the moment of the fork

@@ -182,27 +182,11 @@ def test_permission_denied_on_the_job_folder_leaves_the_job_intact(root_owned_st
 
 
 # -- what a crash or a power loss can leave in the FileJobStore's index -------------------------------
-def test_a_lost_running_hint_is_rebuilt_and_the_job_still_reclaimed(tmp_path):
-    """The running hint is not fsynced; after a power loss a processing job may have none."""
-    from datetime import timedelta
-
-    service = file_service(tmp_path / "store")
-    job = service.submit({"projectId": "p1"})
-    claimed = service.claim_next("w1")
-    hint = tmp_path / "store" / ".state" / "running" / f"{job.job_id}.p1"
-    hint.unlink()
-    assert service.claim_next("w2") is None  # not claimed twice: the job file says processing
-    assert hint.exists()  # and the claimer rebuilt the hint
-    [requeued] = service.reclaim_expired(now=claimed.heartbeat_at + timedelta(seconds=31))
-    assert requeued.status is JobStatus.PENDING and not hint.exists()
-
-
-def test_a_stale_running_hint_does_not_hold_a_pending_job_back(tmp_path):
+def test_a_stale_running_marker_does_not_hold_a_pending_job_back(tmp_path):
     service = file_service(tmp_path / "store")
     job = service.submit({"projectId": "p1"})
     stale = tmp_path / "store" / ".state" / "running" / f"{job.job_id}.p1"
-    stale.touch()  # as if an unlink was lost: the hint says processing, the job file says pending
-    assert service.claim_next("w1") is None
+    stale.touch()  # as if a crash came between a release's job write and its marker removal
     assert service.reclaim_expired() == [] and not stale.exists()  # the maintenance pass drops it
     assert service.claim_next("w1").job_id == job.job_id
 
@@ -217,55 +201,40 @@ def test_a_stale_queue_marker_is_dropped(tmp_path):
     assert service.get(job.job_id).status is JobStatus.CANCELED
 
 
-def pretend_the_machine_restarted(root: Path) -> None:
-    """The store's index record now names a boot that is over (written when the store was opened)."""
-    record = root / ".state" / "index-boot"
-    written = record.stat().st_mtime_ns
-    record.write_text("a-boot-that-is-over\n")
-    os.utime(record, ns=(written, written))
-
-
-def test_queue_markers_lost_in_a_power_loss_are_rebuilt_when_the_store_opens_after_a_restart(tmp_path):
-    """Ready markers are not fsynced while the machine runs: a power loss may take them, never a job.
-
-    The loss is played as it would look afterwards: markers gone, and the store last known whole
-    under another boot of the machine (.state/index-boot names a boot that is over).
-    """
-    root = tmp_path / "store"
-    service = file_service(root)
-    waiting = service.submit({"projectId": "p1"})
-    running = service.submit({"projectId": "p2"})
-    done = service.submit({"projectId": "p1"})
-    assert service.claim_next("w1").job_id == waiting.job_id
-    service.release(Lease.of(service.get(waiting.job_id)))  # back to pending, with a new marker
-    service.claim(running.job_id, "w1")
-    service.complete(Lease.of(service.claim(done.job_id, "w1")), _tiny_png())
-    ready = root / ".state" / "ready"
-    for marker in ready.iterdir():
-        marker.unlink()
-    pretend_the_machine_restarted(root)
-
-    reopened = file_service(root)
-    assert sorted(name.split(".")[1] for name in os.listdir(ready)) == sorted([waiting.job_id, running.job_id])
-    assert (root / ".state" / "index-boot").read_text() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    assert reopened.claim_next("w2").job_id == waiting.job_id
-    assert reopened.claim_next("w2") is None  # the running one is not handed out twice
-    assert [job.job_id for job in reopened.store.processing()] == sorted([waiting.job_id, running.job_id])
-    assert reopened.get(done.job_id).status is JobStatus.COMPLETED
-
-
-def test_a_store_opened_in_the_boot_it_was_whole_for_is_not_rebuilt(tmp_path):
+def test_a_claim_moves_the_job_from_the_queue_to_the_running_list_and_back(tmp_path):
     root = tmp_path / "store"
     service = file_service(root)
     job = service.submit({"projectId": "p1"})
-    [marker] = (root / ".state" / "ready").iterdir()
-    marker.unlink()  # not something a running machine can lose: the store must not go looking
-    assert file_service(root).claim_next("w1") is None
-    assert service.get(job.job_id).status is JobStatus.PENDING
+    ready, running = root / ".state" / "ready", root / ".state" / "running"
+    assert [name.split(".")[1] for name in os.listdir(ready)] == [job.job_id] and os.listdir(running) == []
+    claimed = service.claim_next("w1")
+    assert os.listdir(ready) == [] and os.listdir(running) == [f"{job.job_id}.p1"]
+    service.release(Lease.of(claimed))
+    assert [name.split(".")[1] for name in os.listdir(ready)] == [job.job_id] and os.listdir(running) == []
 
 
-def test_completed_jobs_whose_image_a_power_loss_took_or_cut_are_rendered_again(tmp_path):
-    """Renders are not fsynced while the machine runs: the check after a restart finds a loss."""
+def test_repair_rebuilds_a_damaged_queue_index_and_a_second_run_finds_nothing(tmp_path):
+    """Markers are durable, so only damage (a disk fault, a hand) removes them: `repair` puts them back."""
+    root = tmp_path / "store"
+    service = file_service(root)
+    waiting, running, done = (service.submit({"projectId": p}) for p in ("p1", "p2", "p1"))
+    service.claim(running.job_id, "w1")
+    service.complete(Lease.of(service.claim(done.job_id, "w1")), _tiny_png())
+    for folder in ("ready", "running"):
+        for marker in (root / ".state" / folder).iterdir():
+            marker.unlink()
+    assert service.claim_next("w2") is None and service.store.processing() == []  # lost to workers
+    (root / ".state" / "running" / f"{done.job_id}.p1").touch()  # and one that no job calls for
+
+    report = service.repair()
+    assert report.changed and len(report.index_fixes) == 3 and report.images_requeued == []
+    assert service.repair().summary().startswith("Nothing to repair")
+    assert service.claim_next("w2").job_id == waiting.job_id
+    assert [job.job_id for job in service.store.processing()] == sorted([waiting.job_id, running.job_id])
+    assert service.claim_next("w2") is None and service.get(done.job_id).status is JobStatus.COMPLETED
+
+
+def test_repair_renders_again_completed_jobs_whose_image_is_missing_or_cut(tmp_path):
     root = tmp_path / "store"
     service = file_service(root)
     gone, cut, kept = (service.submit({"projectId": "p1"}) for _ in range(3))
@@ -273,16 +242,17 @@ def test_completed_jobs_whose_image_a_power_loss_took_or_cut_are_rendered_again(
         service.complete(Lease.of(service.claim(job.job_id, "w1")), _tiny_png())
     (root / "renders" / "p1" / f"{gone.job_id}.png").unlink()
     image = root / "renders" / "p1" / f"{cut.job_id}.png"
-    image.write_bytes(image.read_bytes()[:20])  # data blocks that never reached the disk
-    pretend_the_machine_restarted(root)
+    image.write_bytes(image.read_bytes()[:20])
 
-    reopened = file_service(root)
+    report = service.repair()
+    assert sorted(report.images_requeued) == sorted([gone.job_id, cut.job_id])
     for job in (gone, cut):
-        again = reopened.get(job.job_id)
+        again = service.get(job.job_id)
         assert again.status is JobStatus.PENDING and again.image_url is None and again.attempts == 0
-        assert [e.type for e in reopened.events(job.job_id)][-1] == "requeued"
-    assert reopened.get(kept.job_id).status is JobStatus.COMPLETED
-    assert {reopened.claim_next("w2").job_id, reopened.claim_next("w2").job_id} == {gone.job_id, cut.job_id}
+        assert [e.type for e in service.events(job.job_id)][-1] == "requeued"
+    assert service.get(kept.job_id).status is JobStatus.COMPLETED
+    assert {service.claim_next("w2").job_id, service.claim_next("w2").job_id} == {gone.job_id, cut.job_id}
+    assert not service.repair().changed
 
 
 def test_the_temp_file_sweep_removes_only_old_leftovers_and_never_trips_on_live_writes(tmp_path):

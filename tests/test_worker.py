@@ -1,4 +1,6 @@
-"""The embeddable Worker (thread pool) with real renderers on every store backend.
+"""The embeddable Worker (thread pool) with real renderers, on the memory store: the worker is the
+subject here; the store contract suite, and the process tests (test_processes.py on files,
+test_postgres_workers.py), run workers on the real backends.
 
 Jobs are held mid-render by the `gate` test renderer (tests/gate_renderer.py), which waits for a
 real file, so each test decides exactly when a render may finish.
@@ -15,6 +17,11 @@ from proc_helpers import wait_until
 from jobs_core.errors import JobNotFound
 from jobs_core.models import JobStatus, utcnow
 from jobs_core.worker import Worker
+
+
+@pytest.fixture
+def service(memory_service):
+    return memory_service
 
 
 @pytest.fixture

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import os
 
-from .base import Change, JobPage, JobStore, Unreadable
+from .base import Change, CopyableStore, JobPage, JobRecord, JobStore, Unreadable
 from .files import FileJobStore
+from .memory import MemoryJobStore, memory_store
+
+MEMORY_SCHEME = "memory://"
 
 
 def open_store(location: str | os.PathLike) -> JobStore:
-    """`postgresql://...` opens the PostgreSQL store; anything else is a jobs directory."""
+    """`postgresql://...` opens the PostgreSQL store, `memory://NAME` the process's memory store
+    NAME (for tests and throwaway demos); anything else is a jobs directory."""
     text = str(location)
+    if text.startswith(MEMORY_SCHEME):
+        return memory_store(text.removeprefix(MEMORY_SCHEME))
     if text.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresJobStore  # imported only when asked for: psycopg is optional
 
@@ -17,4 +23,5 @@ def open_store(location: str | os.PathLike) -> JobStore:
     return FileJobStore(text)
 
 
-__all__ = ["Change", "FileJobStore", "JobPage", "JobStore", "Unreadable", "open_store"]
+__all__ = ["Change", "CopyableStore", "FileJobStore", "JobPage", "JobRecord", "JobStore", "MemoryJobStore",
+           "Unreadable", "memory_store", "open_store"]

@@ -1,19 +1,36 @@
-"""The store contract, stated once. Every backend (files, PostgreSQL) implements exactly this.
+"""The store contract, stated once. Every backend (files, PostgreSQL, memory) implements exactly this.
 
 Stores only store: they never decide a status. State changes arrive as a `Change` function from
-`jobs_core.lifecycle`, which a store applies atomically to the job as it is at that instant.
+`jobs_core.lifecycle`, which a store applies atomically to the job as it is at that instant; the
+`Outcome` it returns also says how durable the write must be.
+
+Three parts:
+- `JobStore`: what the app, the API and workers use (create, read, change, claim, images, events);
+- its views for readers of every job (`scan_jobs`, `read_record`, `watch_jobs`: the monitor);
+- `CopyableStore`: the few extra calls only `migrate` needs.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Protocol
 
+from ..errors import JobNotFound, JobsError
+from ..lifecycle import Outcome
 from ..models import Concept, Event, Job, JobStatus
 
-Change = Callable[[Job], "tuple[Job, Event | None]"]
+Change = Callable[[Job], "Outcome | tuple[Job, Event | None]"]
+OnChange = Callable[[set[str]], None]
+log = logging.getLogger("jobs_core.store")
+
+
+def apply_change(change: Change, job: Job) -> Outcome:
+    """Run `change` on `job`; a plain (job, event) pair is a durable outcome."""
+    return Outcome(*change(job))
 
 
 @dataclass(frozen=True)
@@ -22,6 +39,34 @@ class Unreadable:
 
     location: str
     reason: str
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What the store holds at one place where a job may be, for views over every job.
+
+    `key` is the backend's own name for the place (stable; `JobStore.record_key` gives a job's);
+    `doc` the job document as JSON data (camelCase, as `Job.public()` writes it) when readable;
+    `problem` why the place does not hold a readable job. Neither: nothing is there (any more).
+    """
+
+    key: str
+    location: str
+    doc: dict | None = None
+    problem: str | None = None
+
+    @property
+    def gone(self) -> bool:
+        return self.doc is None and self.problem is None
+
+
+class JobWatch(Protocol):
+    """A running watch started by `JobStore.watch_jobs`."""
+
+    def describe(self) -> str:
+        """One sentence for people: how changes are learnt ("a file watcher ...")."""
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -113,13 +158,60 @@ class JobStore(ABC):
     def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
         """The job's event log, oldest first."""
 
-    @abstractmethod
-    def append_events(self, project_id: str, events: list[Event]) -> None:
-        """Add events to a job's log exactly as they are (for copying one store into another)."""
+    def repair_index(self) -> list[str]:
+        """Make the backend's own indexes agree with its jobs again; what was fixed, in words.
 
-    @abstractmethod
-    def iter_concepts(self) -> Iterator[Concept]:
-        """Every readable saved concept (for copying one store into another)."""
+        Only a store that keeps an index beside its documents (the file store's queue markers)
+        has anything to do here; a database keeps its indexes itself.
+        """
+        return []
+
+    # -- views over every job (the monitor) ----------------------------------------------------
+    def record_key(self, project_id: str, job_id: str) -> str:
+        """The key under which `scan_jobs` and `watch_jobs` name this job."""
+        return f"{project_id}/{job_id}"
+
+    def scan_jobs(self) -> Iterator[JobRecord]:
+        """Every job document, and every place that should hold one but is unreadable (with why).
+
+        This default reads page by page through `list_jobs`; backends may read faster.
+        """
+        cursor = None
+        while True:
+            page = self.list_jobs(limit=1000, cursor=cursor)
+            for bad in page.unreadable:
+                yield JobRecord(key=bad.location, location=bad.location, problem=bad.reason)
+            for job in page.jobs:
+                yield self._record(job)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def read_record(self, key: str) -> JobRecord:
+        """The place `key` as it is now (after a change was reported)."""
+        project_id, _, job_id = key.partition("/")
+        try:
+            return self._record(self.get(job_id, project_id))
+        except JobNotFound:
+            return JobRecord(key=key, location=self._location(key))
+        except JobsError as error:
+            return JobRecord(key=key, location=self._location(key), problem=str(error))
+
+    def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0) -> JobWatch:
+        """Call `on_change(keys)` from a background thread whenever jobs change, in any process.
+
+        This default asks `jobs_updated_since` every `poll_seconds` (deletions are not seen: a
+        reader learns of them when `read_record` finds the place empty). Backends that can be
+        told of changes (a file watcher, LISTEN/NOTIFY, their own writes) override it.
+        """
+        return _UpdatedSincePoller(self, on_change, poll_seconds)
+
+    def _record(self, job: Job) -> JobRecord:
+        key = self.record_key(job.project_id, job.job_id)
+        return JobRecord(key=key, location=self._location(key), doc=job.public())
+
+    def _location(self, key: str) -> str:
+        return f"{self.describe()}: {key}"
 
     def iter_jobs(self) -> Iterator[Job]:
         """Every readable job (all pages)."""
@@ -171,3 +263,55 @@ class JobStore(ABC):
 
     def close(self) -> None:
         """Release connections, watchers and locks."""
+
+
+class CopyableStore(ABC):
+    """What `migrate` needs beyond `JobStore`: copying one store into another, exactly."""
+
+    @abstractmethod
+    def append_events(self, project_id: str, events: list[Event]) -> None:
+        """Add events to a job's log exactly as they are."""
+
+    @abstractmethod
+    def iter_concepts(self) -> Iterator[Concept]:
+        """Every readable saved concept."""
+
+
+class _UpdatedSincePoller:
+    """`watch_jobs` for any store: ask for jobs updated since the newest change seen."""
+
+    #: ask again from a little before the newest change seen: a transaction that committed late
+    #: carries an updatedAt older than rows already seen. Reporting a job twice is harmless.
+    overlap = timedelta(seconds=5)
+
+    def __init__(self, store: JobStore, on_change: OnChange, poll_seconds: float) -> None:
+        self.store, self.on_change, self.poll_seconds = store, on_change, poll_seconds
+        self.newest: datetime | None = None
+        self._stop = threading.Event()
+        self.poll_once()  # from now on every change is seen
+        self._thread = threading.Thread(target=self._run, name="jobs-watch-poll", daemon=True)
+        self._thread.start()
+
+    def describe(self) -> str:
+        return f"the store is asked for changed jobs every {self.poll_seconds:g} s"
+
+    def poll_once(self) -> set[str]:
+        since = None if self.newest is None else self.newest - self.overlap
+        jobs = self.store.jobs_updated_since(since)
+        if jobs:
+            self.newest = max(self.newest or jobs[0].updated_at, *(job.updated_at for job in jobs))
+        return {self.store.record_key(job.project_id, job.job_id) for job in jobs}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                keys = self.poll_once()
+            except JobsError as error:  # the store is briefly unavailable: try again next time
+                log.warning("could not read changed jobs: %s", error)
+                continue
+            if keys:
+                self.on_change(keys)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -42,7 +42,7 @@ from ..errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, U
 from ..ids import validate_id
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from .atomic import atomic_write
-from .base import Change, JobPage, JobStore, Unreadable
+from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, apply_change
 
 log = logging.getLogger("jobs_core.store.postgres")
 T = TypeVar("T")
@@ -143,13 +143,6 @@ class _CommitUncertain(Exception):
     """The connection dropped during COMMIT: the transaction may or may not have been applied."""
 
 
-def _durable(old: Job | None, new: Job) -> bool:
-    """Whether a write must survive a server crash before we return. A change that moves only
-    progress and heartbeat (same status, same cancel request) is committed asynchronously: a
-    crash of the server may forget the last fraction of a second of progress, never a transition."""
-    return old is None or old.status is not new.status or old.cancel_requested != new.cancel_requested
-
-
 _BRIEF_ORDER = {field.alias or name: index for index, (name, field) in enumerate(ConceptInputs.model_fields.items())}
 
 
@@ -182,7 +175,7 @@ def _channel(kind: str, schema: str) -> str:
     return f"jobs_{kind}_{digest}"
 
 
-class PostgresJobStore(JobStore):
+class PostgresJobStore(JobStore, CopyableStore):
     wakes_across_processes = True
 
     def __init__(self, url: str, *, pool_size: int | None = None,
@@ -415,7 +408,7 @@ class PostgresJobStore(JobStore):
         self.pool.close()
 
     # -- writes ----------------------------------------------------------------------------------
-    def _write(self, cur: psycopg.Cursor, statement: str, old: Job | None, new: Job, event: Event | None,
+    def _write(self, cur: psycopg.Cursor, statement: str, new: Job, event: Event | None, durable: bool = True,
                old_doc: str | None = None, png: bytes | None = None) -> str:
         """Send the write of `new` (with its event, and an image when given); the document written."""
         doc = new.model_dump_json()
@@ -424,7 +417,9 @@ class PostgresJobStore(JobStore):
             "available_at": new.available_at, "updated_at": new.updated_at, "heartbeat_at": new.heartbeat_at,
             "worker_id": new.worker_id, "idempotency_key": new.idempotency_key, "doc": doc,
             "event": event.model_dump_json() if event is not None else None,
-            "sync": "on" if _durable(old, new) else "off"}
+            # a write that is not durable (progress) is committed asynchronously: a crash of the
+            # server may forget the last fraction of a second of progress, never a transition
+            "sync": "on" if durable else "off"}
         if statement is _UPDATE_JOB:
             params["old_doc"], params["png"] = old_doc, png
         cur.execute(statement, params, prepare=True)
@@ -458,7 +453,7 @@ class PostgresJobStore(JobStore):
         if project_id is not None and old.project_id != project_id:
             return None
         try:
-            new, event = change(old)
+            new, event, durable = apply_change(change, old)
         except Exception:  # refused, maybe only because the remembered version is stale
             return None
         if new is old:
@@ -466,7 +461,7 @@ class PostgresJobStore(JobStore):
         doc: list[str] = []
 
         def work(cur: psycopg.Cursor) -> bool:
-            doc.append(self._write(cur, _UPDATE_JOB, old, new, event, old_doc=remembered, png=png))
+            doc.append(self._write(cur, _UPDATE_JOB, new, event, durable, old_doc=remembered, png=png))
             return cur.fetchone()[0] == 1
         try:
             swapped = self._once(work, writes=False)  # one statement: its own (implicit) transaction
@@ -490,7 +485,7 @@ class PostgresJobStore(JobStore):
         validate_id(job.job_id, "jobId")
 
         def work(cur: psycopg.Cursor) -> Job:
-            self._write(cur, _INSERT_JOB, None, job, event)
+            self._write(cur, _INSERT_JOB, job, event)
             return job
         try:
             self._announced(self._transact(work, self._is_written))
@@ -535,9 +530,9 @@ class PostgresJobStore(JobStore):
         def work(cur: psycopg.Cursor) -> Job:
             written.clear()  # a retried attempt: only what the last one wrote is committed
             old = self._lock_job(cur, job_id, project_id)
-            new, event = change(old)
+            new, event, durable = apply_change(change, old)
             if new is not old or png is not None:
-                written.append(self._write(cur, _UPDATE_JOB, old, new, event, png=png))
+                written.append(self._write(cur, _UPDATE_JOB, new, event, durable, png=png))
             return new
         new = self._transact(work, self._is_written)
         if written:
@@ -556,10 +551,10 @@ class PostgresJobStore(JobStore):
                 return None
             old = _parse_job(row[0], row[1])
             try:
-                new, event = change(old)
+                new, event, durable = apply_change(change, old)
             except TransitionConflict:
                 return None
-            written.append(self._write(cur, _UPDATE_JOB, old, new, event))
+            written.append(self._write(cur, _UPDATE_JOB, new, event, durable))
             return new
         new = self._transact(work, self._is_written)
         if new is not None:
