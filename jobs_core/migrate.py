@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from .errors import InvalidInput, JobNotFound
+from .errors import InvalidInput, JobNotFound, UnreadableJob
 from .models import Job
 from .service import JobService
 from .store import CopyableStore, JobStore, open_store
@@ -79,7 +79,12 @@ def _copy_job(source: JobStore, target: JobStore, job: Job, report: MigrationRep
     else:
         report.jobs_unchanged += 1
     have = target.events(job.job_id, job.project_id)
-    missing = [event for event in source.events(job.job_id, job.project_id) if event not in have]
+    try:
+        events = source.events(job.job_id, job.project_id)
+    except UnreadableJob as error:
+        report.unreadable.append(f"the event log of job {job.job_id} ({error})")
+        return
+    missing = [event for event in events if event not in have]
     if missing:
         target.append_events(job.project_id, missing)
         report.events_copied += len(missing)
@@ -89,6 +94,9 @@ def _copy_image(source: JobStore, target: JobStore, job: Job, report: MigrationR
     try:
         png = source.load_image(job.project_id, job.job_id)
     except JobNotFound:
+        return
+    except UnreadableJob as error:  # what the store itself would not read is not copied either
+        report.unreadable.append(f"the image of job {job.job_id} ({error})")
         return
     try:
         same = target.load_image(job.project_id, job.job_id) == png

@@ -40,3 +40,14 @@ def test_a_watch_hears_every_write_until_it_is_closed():
     watch.close()
     store.create(a_job("p2"), None)
     assert heard == [{f"p2/{job.job_id}"}, {f"p2/{job.job_id}"}]
+
+
+def test_an_unknown_store_url_scheme_is_refused_with_a_sentence_not_made_into_a_folder(tmp_path, monkeypatch):
+    import pytest
+
+    from jobs_core.errors import InvalidInput
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInput, match="'postgress://' is not known"):
+        open_store("postgress://db/jobs")
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import InvalidInput
 from .base import Change, CopyableStore, JobPage, JobRecord, JobStore, Unreadable
 from .files import FileJobStore
 from .memory import MemoryJobStore, memory_store
@@ -16,6 +17,10 @@ def open_store(location: str | os.PathLike) -> JobStore:
     text = str(location)
     if text.startswith(MEMORY_SCHEME):
         return memory_store(text.removeprefix(MEMORY_SCHEME))
+    if "://" in text and not text.startswith(("postgresql://", "postgres://")):
+        scheme = text.split("://", 1)[0]
+        raise InvalidInput(f"The store URL scheme '{scheme}://' is not known: use postgresql://, memory:// "
+                           "or a directory.")
     if text.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresJobStore  # imported only when asked for: psycopg is optional
 

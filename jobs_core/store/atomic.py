@@ -2,9 +2,10 @@
 file or the new one, never a part of either.
 
 Every write goes through a temp file in the same folder: written, fsynced, then given its name by
-`os.replace` (or by `os.link` for a file that must not exist yet, since a link never replaces),
-then the folder is fsynced so the name itself survives a power loss. Temp files are hidden and end
-in `.tmp`, so `ls` and the store's readers never take one for a job.
+a rename (or by a link for a file that must not exist yet, since a link never replaces), then the
+folder is fsynced so the name itself survives a power loss. Temp files are hidden and end in
+`.tmp`, so `ls` and the store's readers never take one for a job. Every call works in a `Folder`
+opened by `folders.StoreFolders`, so no write follows a link out of the store.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from ..errors import StoreWriteError
+from .folders import Folder, StoreFolders, UnsafeEntry, open_regular
 
 TEMP_SUFFIX = ".tmp"
 
@@ -37,14 +38,13 @@ class _DirectorySync:
     entry; the first to ask runs one, those who wrote while it ran wait and share the next.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.changed = threading.Condition()
         self.started = 0  # fsyncs begun
         self.finished = 0  # the newest fsync that completed
         self.running = False
 
-    def sync(self) -> None:
+    def sync(self, fd: int) -> None:
         with self.changed:
             needed = self.started + 1  # one that starts from now on (a running one may predate our entry)
             while self.finished < needed:
@@ -57,7 +57,7 @@ class _DirectorySync:
                 self.changed.release()
                 synced = False
                 try:
-                    _fsync_dir_now(self.path)
+                    os.fsync(fd)
                     synced = True
                 finally:
                     self.changed.acquire()
@@ -71,85 +71,76 @@ class _DirectorySync:
 _directory_syncs: dict[tuple[int, str], _DirectorySync] = {}
 
 
-def fsync_dir(directory: str | Path) -> None:
-    """Make the entries made in `directory` so far durable; concurrent callers share fsyncs."""
-    key = (os.getpid(), os.fspath(directory))
-    group = _directory_syncs.get(key) or _directory_syncs.setdefault(key, _DirectorySync(key[1]))
-    group.sync()
-
-
-def _fsync_dir_now(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def fsync_dir(folder: Folder) -> None:
+    """Make the entries made in `folder` so far durable; concurrent callers share fsyncs."""
+    key = (os.getpid(), folder.path)
+    group = _directory_syncs.get(key) or _directory_syncs.setdefault(key, _DirectorySync())
+    group.sync(folder.fd)
 
 
 # -- writes ------------------------------------------------------------------------------------------
 def describe_os_error(error: OSError) -> str:
+    if isinstance(error, UnsafeEntry):
+        return f"{error.where} is {error.reason}"
     reasons = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied",
                errno.EROFS: "the file system is read-only", errno.EDQUOT: "the disk quota is exceeded"}
     return reasons.get(error.errno or 0, error.strerror or str(error))
 
 
-def atomic_write(path: str | Path, data: bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
-    """Write `data` to `path`, replacing what is there, via a temp file and os.replace.
+def atomic_write(folder: Folder, name: str, data: bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
+    """Write `data` as `name` in `folder`, replacing what is there, via a temp file and a rename.
 
     durable=True fsyncs the file before the rename and (unless sync_dir=False) the folder after
     it, so the new content survives a power loss. With sync_dir=False a power loss may bring back
     the previous version, which is whole too (its data was fsynced before it took the name).
+    A rename replaces the name itself: a link planted there is replaced, never followed.
     """
-    path = os.fspath(path)
-    directory, name = os.path.split(path)
     temp = None
     try:
-        temp = _write_temp(directory, name, data, durable)
-        os.replace(temp, path)
+        temp = _write_temp(folder, name, data, durable)
+        os.rename(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
         if durable and sync_dir:
-            fsync_dir(directory)
+            fsync_dir(folder)
     except OSError as error:
         if temp is not None:
-            unlink_quietly(temp)
+            unlink_quietly(folder, temp)
         raise StoreWriteError(
             f"Could not write {name}: {describe_os_error(error)}. The previous version is unchanged.") from error
 
 
-def write_new(path: str | Path, data: bytes, *, durable: bool = True) -> None:
-    """Write a file that must not exist yet; FileExistsError if it does (nothing is changed then).
+def write_new(folder: Folder, name: str, data: bytes, *, durable: bool = True) -> None:
+    """Write `name`, which must not exist yet; FileExistsError if it does (nothing is changed then).
 
-    The temp file takes the name with os.link, which never replaces: of two writers of one name
+    The temp file takes the name with a link, which never replaces: of two writers of one name
     exactly one wins, without a lock.
     """
-    path = os.fspath(path)
-    directory, name = os.path.split(path)
     temp = None
     try:
-        temp = _write_temp(directory, name, data, durable)
-        os.link(temp, path)
-        unlink_quietly(temp)
+        temp = _write_temp(folder, name, data, durable)
+        os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+        unlink_quietly(folder, temp)
         if durable:
-            fsync_dir(directory)
+            fsync_dir(folder)
     except OSError as error:
         if temp is not None:
-            unlink_quietly(temp)
+            unlink_quietly(folder, temp)
         if isinstance(error, FileExistsError):
             raise
         raise StoreWriteError(f"Could not write {name}: {describe_os_error(error)}. Nothing was changed.") from error
 
 
-def write_or_replace(path: str | Path, data: bytes, *, durable: bool = True) -> None:
+def write_or_replace(folder: Folder, name: str, data: bytes, *, durable: bool = True) -> None:
     """A new file, or a new version of one (a render done again)."""
     try:
-        write_new(path, data, durable=durable)
+        write_new(folder, name, data, durable=durable)
     except FileExistsError:
-        atomic_write(path, data, durable=durable)
+        atomic_write(folder, name, data, durable=durable)
 
 
-def _write_temp(directory: str, name: str, data: bytes, durable: bool) -> str:
+def _write_temp(folder: Folder, name: str, data: bytes, durable: bool) -> str:
     """A complete temp file beside `name` (fsynced if durable); none is left if writing fails."""
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    temp = f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    fd = open_regular(folder, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         view = memoryview(data)
         while view:
@@ -158,24 +149,33 @@ def _write_temp(directory: str, name: str, data: bytes, durable: bool) -> str:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        unlink_quietly(temp)
+        unlink_quietly(folder, temp)
         raise
     os.close(fd)
     return temp
 
 
-def touch_new(path: str) -> bool:
+def append_line(folder: Folder, name: str, line: bytes) -> None:
+    """Append one line with one write() in O_APPEND mode: lines of concurrent writers never mix."""
+    fd = open_regular(folder, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def touch_new(folder: Folder, name: str) -> bool:
     """Create an empty file (an index marker: its name is its content); False if it was there."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.close(open_regular(folder, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     except FileExistsError:
         return False
     return True
 
 
-def unlink_quietly(path: str | Path) -> None:
+def unlink_quietly(folder: Folder, name: str) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder.fd)
     except FileNotFoundError:
         pass
 
@@ -189,20 +189,19 @@ class StripedLocks:
     (unlinking a lock file while someone waits on it is the classic flock race).
     """
 
-    def __init__(self, directory: Path, stripes: int = 256) -> None:
-        self.directory = directory
-        self.stripes = stripes
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: str) -> str:
-        return os.path.join(self.directory, f"{zlib.crc32(key.encode()) % self.stripes:03d}.lock")
+    def __init__(self, folders: StoreFolders, parts: tuple[str, ...], stripes: int = 256) -> None:
+        self.folders, self.parts, self.stripes = folders, parts, stripes
+        with folders.open(*parts, create=True):
+            pass
 
     def _open(self, key: str) -> int:
-        path = self._path(key)
+        name = f"{zlib.crc32(key.encode()) % self.stripes:03d}.lock"
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            with self.folders.open(*self.parts) as folder:
+                return open_regular(folder, name, os.O_RDWR | os.O_CREAT)
         except OSError as error:  # e.g. a store created by another user: say so, no traceback
-            raise StoreWriteError(f"Could not open the lock file {path}: {describe_os_error(error)}.") from error
+            where = os.path.join(self.folders.root, *self.parts, name)
+            raise StoreWriteError(f"Could not open the lock file {where}: {describe_os_error(error)}.") from error
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:

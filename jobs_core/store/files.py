@@ -19,6 +19,9 @@ pending or processing job without its marker. `python -m jobs_core repair` rebui
 from the job files, for a store damaged by hand or by a disk fault.
 
 Only portable calls: temp files, fsync, rename, link, flock (see atomic.py). Runs on Linux and macOS.
+Every file in the store is untrusted (someone else may write there): folders and files are opened
+without following links, only regular files are read, and documents have a size limit (folders.py).
+An entry that breaks these rules is reported as unreadable with its reason, never followed.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +42,7 @@ from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
 from .atomic import (
     StripedLocks,
+    append_line,
     atomic_write,
     fsync_dir,
     is_temp_name,
@@ -47,28 +52,50 @@ from .atomic import (
     write_or_replace,
 )
 from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, apply_change
+from .folders import Folder, MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store")
+
+MAX_DOCUMENT_BYTES = 1 * MiB  # a job or concept document is about 1-2 KB
+MAX_IMAGE_BYTES = 64 * MiB
+MAX_EVENT_LOG_BYTES = 16 * MiB
+READY, RUNNING = (".state", "ready"), (".state", "running")
 
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def read_job_file(path: str | Path) -> Job:
-    """Parse one job file, raising UnreadableJob with the reason when it is not a job document."""
+def parse_job(where: str, data: bytes, job_id: str | None = None, project_id: str | None = None) -> Job:
+    """The job in `data`, or UnreadableJob with the reason; a document found where another job's
+    file should be (a job_A.json holding job B) is unreadable too, never served as B."""
     try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except FileNotFoundError:
-        raise JobNotFound(f"No job file {os.path.basename(path)}.") from None
-    except OSError as error:
-        raise UnreadableJob(f"{path}: cannot be read ({error.strerror}).") from None
-    try:
-        return Job.model_validate_json(data)  # one pass in pydantic-core: the common case
+        job = Job.model_validate_json(data)  # one pass in pydantic-core: the common case
     except ValidationError:
-        pass
-    raise UnreadableJob(f"{path}: {_why_not_a_job(data)}")
+        raise UnreadableJob(f"{where}: {_why_not_a_job(data)}") from None
+    if job_id is not None and (job.job_id, job.project_id) != (job_id, project_id):
+        raise UnreadableJob(f"{where}: names job {job.job_id} of project {job.project_id} but holds the "
+                            f"place of job {job_id} of project {project_id}.")
+    return job
+
+
+def read_job_file(path: str | Path) -> Job:
+    """Parse one job file by its path (its folder is trusted here; the file is not followed)."""
+    folder, name = os.path.split(os.fspath(path))
+    with StoreFolders(folder).open() as opened:
+        return _read_job(opened, name)
+
+
+def _read_job(folder: Folder, name: str, job_id: str | None = None, project_id: str | None = None) -> Job:
+    try:
+        data = read_regular(folder, name, MAX_DOCUMENT_BYTES)
+    except FileNotFoundError:
+        raise JobNotFound(f"No job file {name}.") from None
+    except UnsafeEntry as error:
+        raise UnreadableJob(f"{error.where}: {error.reason}.") from None
+    except OSError as error:
+        raise UnreadableJob(f"{folder.child(name)}: cannot be read ({error.strerror}).") from None
+    return parse_job(folder.child(name), data, job_id, project_id)
 
 
 def _why_not_a_job(data: bytes) -> str:
@@ -122,67 +149,46 @@ class ProjectsOfJobs:
 class FileJobStore(JobStore, CopyableStore):
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.folders = StoreFolders(self.root)
         self.jobs_dir = self.root / "jobs"
-        self.jobs_dir_str = str(self.jobs_dir)
-        self.events_dir_str = str(self.root / "events")
-        self.renders_dir_str = str(self.root / "renders")
-        self.concepts_dir_str = str(self.root / "concepts")
-        self.state_dir = self.root / ".state"
-        self.ready_dir = self.state_dir / "ready"
-        self.running_dir = self.state_dir / "running"
-        for directory in (self.jobs_dir, self.root / "concepts", self.root / "renders",
-                          self.root / "events", self.ready_dir, self.running_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        self.locks = StripedLocks(self.state_dir / "locks")
+        for parts in (("jobs",), ("concepts",), ("renders",), ("events",), READY, RUNNING):
+            try:
+                with self.folders.open(*parts, create=True):
+                    pass
+            except UnsafeEntry as error:
+                raise StoreWriteError(f"Cannot use the store in {self.root}: {error}.") from None
+        self.locks = StripedLocks(self.folders, (".state", "locks"))
         # Separate lock files: a key lock is held while the job lock is taken, and two flocks on
         # one file from one process would deadlock.
-        self.key_locks = StripedLocks(self.state_dir / "key-locks", stripes=64)
-        self._made: set[str] = set()
+        self.key_locks = StripedLocks(self.folders, (".state", "key-locks"), stripes=64)
         self._project_of = ProjectsOfJobs()
 
     def describe(self) -> str:
         return f"files in {self.root.resolve()}"
 
-    # -- paths (ids are validated before any path is built) ------------------------------------
-    def _ensure_parent(self, path: str) -> str:
-        """Create the file's project folder, on writes only: a read never makes a project appear.
-        A new folder is made durable in its parent too, or a power loss could take its files."""
-        parent = os.path.dirname(path)
-        if parent not in self._made:
-            if not os.path.isdir(parent):
-                os.makedirs(parent, exist_ok=True)
-                fsync_dir(os.path.dirname(parent))
-            self._made.add(parent)
-        return path
+    # -- where things are (ids are validated before any name is built) ----------------------------
+    def _open(self, kind: str, project_id: str, create: bool = False):  # -> ContextManager[Folder]
+        return self.folders.open(kind, validate_id(project_id, "projectId"), create=create)
 
     def job_path(self, project_id: str, job_id: str) -> Path:
-        return Path(self._job_file(project_id, job_id))
-
-    def _job_file(self, project_id: str, job_id: str) -> str:
-        return os.path.join(self.jobs_dir_str, validate_id(project_id, "projectId"),
-                            validate_id(job_id, "jobId") + ".json")
+        return self.jobs_dir / validate_id(project_id, "projectId") / f"{validate_id(job_id, 'jobId')}.json"
 
     def image_path(self, project_id: str, job_id: str) -> Path:
-        return Path(self._image_file(project_id, job_id))
+        return self.root / "renders" / validate_id(project_id, "projectId") / f"{validate_id(job_id, 'jobId')}.png"
 
-    def _image_file(self, project_id: str, job_id: str) -> str:
-        return os.path.join(self.renders_dir_str, validate_id(project_id, "projectId"),
-                            validate_id(job_id, "jobId") + ".png")
-
-    def _event_path(self, project_id: str, job_id: str) -> Path:
-        return Path(self._event_file(project_id, job_id))
-
-    def _event_file(self, project_id: str, job_id: str) -> str:
-        return os.path.join(self.events_dir_str, validate_id(project_id, "projectId"),
-                            validate_id(job_id, "jobId") + ".jsonl")
-
-    def _markers(self, job: Job) -> set[str]:
+    def _markers(self, job: Job) -> set[tuple[tuple[str, str], str]]:
         """The index entries a job's status calls for: pending and processing jobs have one each."""
         if job.status is JobStatus.PENDING:
-            return {os.path.join(self.ready_dir, f"{_ms(job.available_at):013d}.{job.job_id}.{job.project_id}")}
+            return {(READY, f"{_ms(job.available_at):013d}.{job.job_id}.{job.project_id}")}
         if job.status is JobStatus.PROCESSING:
-            return {os.path.join(self.running_dir, f"{job.job_id}.{job.project_id}")}
+            return {(RUNNING, f"{job.job_id}.{job.project_id}")}
         return set()
+
+    def _unmark(self, markers: set[tuple[tuple[str, str], str]]) -> None:
+        for parts, name in markers:
+            with self.folders.open(*parts) as folder:
+                unlink_quietly(folder, name)
 
     def _locate(self, job_id: str, project_id: str | None) -> str:
         validate_id(job_id, "jobId")
@@ -191,10 +197,14 @@ class FileJobStore(JobStore, CopyableStore):
         known = self._project_of.get(job_id)
         if known is not None:
             return known
-        for entry in os.scandir(self.jobs_dir):
-            if entry.is_dir() and os.path.exists(os.path.join(entry.path, f"{job_id}.json")):
-                self._project_of.remember(job_id, entry.name)
-                return entry.name
+        for project in self._project_names():
+            try:
+                with self._open("jobs", project) as folder:
+                    os.stat(f"{job_id}.json", dir_fd=folder.fd, follow_symlinks=False)
+            except OSError:
+                continue
+            self._project_of.remember(job_id, project)
+            return project
         raise JobNotFound(f"No job with id {job_id}.")
 
     # -- writes ----------------------------------------------------------------------------------
@@ -202,77 +212,70 @@ class FileJobStore(JobStore, CopyableStore):
         """Write `new` over `old` (None: a create) with its markers; see the module's docstring."""
         before = self._markers(old) if old else set()
         after = self._markers(new)
-        added = sorted(after - before)
-        path = self._ensure_parent(self._job_file(new.project_id, new.job_id))
+        added = after - before
         try:
             self._add_markers(added)
             data = new.to_json().encode()
-            if old is None:
-                write_new(path, data)
-            else:
-                atomic_write(path, data, sync_dir=durable)
+            with self._open("jobs", new.project_id, create=True) as folder:
+                if old is None:
+                    write_new(folder, f"{new.job_id}.json", data)
+                else:
+                    atomic_write(folder, f"{new.job_id}.json", data, sync_dir=durable)
         except (FileExistsError, StoreWriteError):
-            for marker in added:  # the job file kept its old version: so does the index
-                unlink_quietly(marker)
+            self._unmark(added)  # the job file kept its old version: so does the index
             raise
-        for marker in before - after:
-            unlink_quietly(marker)
+        except UnsafeEntry as error:
+            self._unmark(added)
+            raise StoreWriteError(f"Could not write job {new.job_id}: {error}. Nothing was changed.") from None
+        self._unmark(before - after)
         if event is not None and not (old is None and event.type == "created"):
             # A creation is not logged: the job file records it, and the service tells it from there.
             self._append_event(new.project_id, event)
         if new.status is JobStatus.PENDING:
             self.notify_work()
 
-    def _add_markers(self, markers: list[str]) -> None:
+    def _add_markers(self, markers: set[tuple[tuple[str, str], str]]) -> None:
         try:
-            for marker in markers:
-                touch_new(marker)
-            for directory in {os.path.dirname(marker) for marker in markers}:
-                fsync_dir(directory)  # on disk before the job file says so
+            for parts, name in markers:
+                with self.folders.open(*parts) as folder:
+                    touch_new(folder, name)
+                    fsync_dir(folder)  # on disk before the job file says so
         except OSError as error:
-            raise StoreWriteError(f"Could not update the queue index of {self.root}: {error.strerror}. "
+            raise StoreWriteError(f"Could not update the queue index of {self.root}: {error}. "
                                   "Nothing was changed.") from error
 
     def _append_event(self, project_id: str, event: Event) -> None:
-        line = event.model_dump_json() + "\n"
-        # One write() with O_APPEND: lines from concurrent writers never interleave.
-        path = self._ensure_parent(self._event_file(project_id, event.job_id))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+            with self._open("events", project_id, create=True) as folder:
+                append_line(folder, f"{event.job_id}.jsonl", (event.model_dump_json() + "\n").encode())
         except OSError as error:
             # The transition is already durable in the job file (the truth); raising now would
             # report a change that happened as one that failed. The log line is lost, not the job.
-            log.warning("could not append to %s: %s; the job file is up to date", path, error.strerror)
+            log.warning("could not log an event of job %s: %s; the job file is up to date", event.job_id, error)
 
     def create(self, job: Job, event: Event | None) -> None:
         if job.idempotency_key is None:
             return self._create(job, event)
-        marker = self._key_marker(job.project_id, job.idempotency_key)
-        with self.key_locks.hold(marker.name):
+        digest = hashlib.sha256(job.idempotency_key.encode()).hexdigest()
+        with self.key_locks.hold(digest):
             existing = self.find_by_idempotency_key(job.project_id, job.idempotency_key)
             if existing is not None:
                 raise TransitionConflict(
                     f"Idempotency-Key already used by job {existing.job_id} in project {job.project_id}.")
-            marker.parent.mkdir(parents=True, exist_ok=True)
             # Marker first: a crash before the job is written leaves a marker naming a missing
             # job, which find_by_idempotency_key treats as unused.
-            atomic_write(marker, job.job_id.encode())
+            with self.folders.open(".state", "idempotency", validate_id(job.project_id), create=True) as folder:
+                atomic_write(folder, digest, job.job_id.encode())
             self._create(job, event)
-
-    def _key_marker(self, project_id: str, key: str) -> Path:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return self.state_dir / "idempotency" / validate_id(project_id, "projectId") / digest
 
     def find_by_idempotency_key(self, project_id: str, key: str) -> Job | None:
         """O(1): the marker names the job; a marker whose job is gone (deleted, crash) is unused."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
         try:
-            job_id = self._key_marker(project_id, key).read_text()
+            with self.folders.open(".state", "idempotency", validate_id(project_id)) as folder:
+                job_id = read_regular(folder, digest, 64).decode()
             job = self.get(job_id, project_id)
-        except (FileNotFoundError, InvalidInput, JobNotFound, UnreadableJob):
+        except (OSError, UnicodeDecodeError, InvalidInput, JobNotFound, UnreadableJob):
             return None
         return job if job.idempotency_key == key else None
 
@@ -288,7 +291,7 @@ class FileJobStore(JobStore, CopyableStore):
     def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
         project_id = self._locate(job_id, project_id)
         with self.locks.hold(job_id):
-            old = read_job_file(self._job_file(project_id, job_id))
+            old = self._get(job_id, project_id)
             outcome = apply_change(change, old)
             if outcome.job is not old:
                 self._write(old, outcome.job, outcome.event, outcome.durable)
@@ -312,8 +315,10 @@ class FileJobStore(JobStore, CopyableStore):
 
     def _queue(self) -> list[tuple[int, str, str]]:
         """(availableAtMs, jobId, projectId) of every ready marker, in queue order."""
+        with self.folders.open(*READY) as folder:
+            names = os.listdir(folder.fd)
         entries = []
-        for name in sorted(os.listdir(self.ready_dir)):
+        for name in sorted(names):
             ms, _, rest = name.partition(".")
             job_id, _, project_id = rest.partition(".")
             if ms.isdigit() and ID_PATTERN.fullmatch(job_id) and ID_PATTERN.fullmatch(project_id):
@@ -321,14 +326,14 @@ class FileJobStore(JobStore, CopyableStore):
         return entries
 
     def _claim_locked(self, ms: int, job_id: str, project_id: str, change: Change) -> Job | None:
-        marker = os.path.join(self.ready_dir, f"{ms:013d}.{job_id}.{project_id}")
+        marker = (READY, f"{ms:013d}.{job_id}.{project_id}")
         try:
-            old = read_job_file(self._job_file(project_id, job_id))
+            old = self._get(job_id, project_id)
         except (JobNotFound, UnreadableJob):
-            unlink_quietly(marker)
+            self._unmark({marker})
             return None
         if marker not in self._markers(old):
-            unlink_quietly(marker)  # stale: claimed, canceled or rescheduled since it was written
+            self._unmark({marker})  # stale: claimed, canceled or rescheduled since it was written
             return None
         try:
             outcome = apply_change(change, old)
@@ -340,93 +345,117 @@ class FileJobStore(JobStore, CopyableStore):
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
         project_id = self._locate(job_id, project_id)
         with self.locks.hold(job_id):
-            path = self.job_path(project_id, job_id)
             try:
-                job = read_job_file(path)
+                job = self._get(job_id, project_id)
             except UnreadableJob:
                 job = None  # a corrupt job file may always be deleted
             if job is not None:
                 check(job)
-                for marker in self._markers(job):
-                    unlink_quietly(marker)
-            unlink_quietly(path)
-            unlink_quietly(self.image_path(project_id, job_id))
-            unlink_quietly(self._event_path(project_id, job_id))
+                self._unmark(self._markers(job))
+            for kind, name in (("jobs", f"{job_id}.json"), ("renders", f"{job_id}.png"),
+                               ("events", f"{job_id}.jsonl")):
+                try:
+                    with self._open(kind, project_id) as folder:
+                        unlink_quietly(folder, name)
+                except FileNotFoundError:
+                    continue
         self._project_of.forget(job_id)
 
     def repair_index(self) -> list[str]:
         """Make the queue index agree with the job files again: a marker for every pending and
         processing job, none that no job calls for. Returns what it fixed, in words."""
         fixes: list[str] = []
-        wanted: set[str] = set()
+        wanted: set[tuple[tuple[str, str], str]] = set()
         found, _ = self._job_files(None)
         for job_id, project_id in found:
             with self.locks.hold(job_id):
                 try:
-                    job = read_job_file(self._job_file(project_id, job_id))
+                    job = self._get(job_id, project_id)
                 except (JobNotFound, UnreadableJob):
                     continue
-                for marker in self._markers(job):
-                    wanted.add(marker)
-                    if touch_new(marker):
-                        fixes.append(f"job {job_id} ({job.status.value}) was missing from the queue index")
-        for directory in (self.ready_dir, self.running_dir):
-            fsync_dir(directory)
-            for name in os.listdir(directory):
-                marker = os.path.join(directory, name)
-                if marker not in wanted:
-                    unlink_quietly(marker)
-                    fixes.append(f"removed the stale queue entry {name}")
+                for parts, name in self._markers(job):
+                    wanted.add((parts, name))
+                    with self.folders.open(*parts) as folder:
+                        if touch_new(folder, name):
+                            fixes.append(f"job {job_id} ({job.status.value}) was missing from the queue index")
+        for parts in (READY, RUNNING):
+            with self.folders.open(*parts) as folder:
+                fsync_dir(folder)
+                for name in os.listdir(folder.fd):
+                    if (parts, name) not in wanted:
+                        unlink_quietly(folder, name)
+                        fixes.append(f"removed the stale queue entry {name}")
         return fixes
 
     # -- reads -----------------------------------------------------------------------------------
+    def _get(self, job_id: str, project_id: str) -> Job:
+        try:
+            with self._open("jobs", project_id) as folder:
+                return _read_job(folder, f"{job_id}.json", job_id, project_id)
+        except FileNotFoundError:  # no such project folder
+            raise JobNotFound(f"No job file {job_id}.json.") from None
+        except UnsafeEntry as error:
+            raise UnreadableJob(f"{error}.") from None
+
     def get(self, job_id: str, project_id: str | None = None) -> Job:
         project_id = self._locate(job_id, project_id)
         try:
-            return read_job_file(self._job_file(project_id, job_id))
+            return self._get(job_id, project_id)
         except JobNotFound:
             raise JobNotFound(f"No job with id {job_id} in project {project_id}.") from None
 
     def processing(self) -> list[Job]:
+        with self.folders.open(*RUNNING) as folder:
+            names = sorted(os.listdir(folder.fd))
         jobs = []
-        for name in sorted(os.listdir(self.running_dir)):
+        for name in names:
             job_id, _, project_id = name.partition(".")
             if not (ID_PATTERN.fullmatch(job_id) and ID_PATTERN.fullmatch(project_id)):
                 continue  # not ours
             try:
-                job = read_job_file(self._job_file(project_id, job_id))
+                job = self._get(job_id, project_id)
             except (JobNotFound, UnreadableJob):
                 job = None
             if job is not None and job.status is JobStatus.PROCESSING:
                 jobs.append(job)
             else:
-                unlink_quietly(self.running_dir / name)  # stale (a crash between two writes)
+                self._unmark({(RUNNING, name)})  # stale (a crash between two writes)
         return jobs
 
     def pending(self) -> list[tuple[datetime, str]]:
         return [(datetime.fromtimestamp(ms / 1000, UTC), job_id) for ms, job_id, _ in self._queue()]
 
+    def _project_names(self) -> list[str]:
+        with self.folders.open("jobs") as folder, os.scandir(folder.fd) as entries:
+            return sorted(entry.name for entry in entries
+                          if entry.is_dir(follow_symlinks=False) and ID_PATTERN.fullmatch(entry.name))
+
     def projects(self) -> list[str]:
-        return sorted(entry.name for entry in os.scandir(self.jobs_dir)
-                      if entry.is_dir() and ID_PATTERN.fullmatch(entry.name))
+        return self._project_names()
 
     def _job_files(self, project_id: str | None) -> tuple[list[tuple[str, str]], list[Unreadable]]:
-        """(jobId, projectId) of every job-looking file, plus files that cannot be jobs."""
+        """(jobId, projectId) of every job-looking file, plus entries that cannot be jobs."""
         found: list[tuple[str, str]] = []
         foreign: list[Unreadable] = []
         if project_id is not None:
             projects = [validate_id(project_id, "projectId")]
         else:
             projects = []
-            for entry in os.scandir(self.jobs_dir):
-                if entry.is_dir() and ID_PATTERN.fullmatch(entry.name):
-                    projects.append(entry.name)
-                elif not is_temp_name(entry.name):
-                    foreign.append(Unreadable(entry.path, "not a project folder"))
+            with self.folders.open("jobs") as folder, os.scandir(folder.fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False) and ID_PATTERN.fullmatch(entry.name):
+                        projects.append(entry.name)
+                    elif not is_temp_name(entry.name):
+                        reason = "a symbolic link" if entry.is_symlink() else "not a project folder"
+                        foreign.append(Unreadable(str(self.jobs_dir / entry.name), reason))
         for project in projects:
             try:
-                names = os.listdir(self.jobs_dir / project)
+                with self._open("jobs", project) as folder:
+                    names = os.listdir(folder.fd)
             except FileNotFoundError:
+                continue
+            except UnsafeEntry as error:
+                foreign.append(Unreadable(error.where, error.reason))
                 continue
             for name in names:
                 stem, dot, suffix = name.rpartition(".")
@@ -447,64 +476,82 @@ class FileJobStore(JobStore, CopyableStore):
             if limit is not None and len(page.jobs) >= limit:
                 page.next_cursor = page.jobs[-1].job_id
                 break
-            path = self.jobs_dir / project / f"{job_id}.json"
             try:
-                job = read_job_file(path)
+                job = self._get(job_id, project)
             except JobNotFound:
                 continue  # deleted while we listed
             except UnreadableJob as error:
-                page.unreadable.append(Unreadable(str(path), str(error).split(": ", 1)[-1]))
+                page.unreadable.append(Unreadable(str(self.job_path(project, job_id)),
+                                                  str(error).split(": ", 1)[-1].rstrip(".")))
                 continue
             if status is None or job.status is status:
                 page.jobs.append(job)
         return page
 
     # -- concepts, images, events --------------------------------------------------------------
-    def _concept_file(self, project_id: str, concept_id: str) -> str:
-        return os.path.join(self.concepts_dir_str, validate_id(project_id, "projectId"),
-                            validate_id(concept_id, "conceptId") + ".json")
-
     def save_concept(self, concept: Concept) -> None:
-        path = self._ensure_parent(self._concept_file(concept.project_id, concept.concept_id))
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy;
         # a power loss can at worst leave this copy unreadable, never a job.
-        write_or_replace(path, concept.model_dump_json(indent=2).encode(), durable=False)
+        with self._open("concepts", concept.project_id, create=True) as folder:
+            write_or_replace(folder, f"{validate_id(concept.concept_id, 'conceptId')}.json",
+                             concept.model_dump_json(indent=2).encode(), durable=False)
 
     def load_concept(self, project_id: str, concept_id: str) -> Concept:
-        path = self._concept_file(project_id, concept_id)
+        name = f"{validate_id(concept_id, 'conceptId')}.json"
         try:
-            with open(path, "rb") as file:
-                return Concept.model_validate_json(file.read())
+            with self._open("concepts", project_id) as folder:
+                return Concept.model_validate_json(read_regular(folder, name, MAX_DOCUMENT_BYTES))
         except FileNotFoundError:
             raise JobNotFound(f"No concept {concept_id} in project {project_id}.") from None
+        except UnsafeEntry as error:
+            raise UnreadableJob(f"{error}.") from None
         except ValidationError:
-            raise UnreadableJob(f"{path}: not a concept document.") from None
+            raise UnreadableJob(f"concept {concept_id} of project {project_id}: not a concept document.") from None
 
     def iter_concepts(self) -> Iterator[Concept]:
-        for path in sorted((self.root / "concepts").glob("*/*.json")):
+        with self.folders.open("concepts") as top, os.scandir(top.fd) as entries:
+            projects = sorted(entry.name for entry in entries
+                              if entry.is_dir(follow_symlinks=False) and ID_PATTERN.fullmatch(entry.name))
+        for project in projects:
             try:
-                yield Concept.model_validate_json(path.read_bytes())
-            except (OSError, ValidationError):
-                continue  # a foreign file is not a concept
+                with self._open("concepts", project) as folder:
+                    names = sorted(os.listdir(folder.fd))
+            except OSError:
+                continue
+            for name in names:
+                stem, _, suffix = name.rpartition(".")
+                if suffix != "json" or not ID_PATTERN.fullmatch(stem):
+                    continue
+                try:
+                    yield self.load_concept(project, stem)
+                except (JobNotFound, UnreadableJob):
+                    continue  # a foreign file is not a concept
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
         # Durable before the job says completed: a completed job always has its image.
-        write_or_replace(self._ensure_parent(self._image_file(project_id, job_id)), png)
+        with self._open("renders", project_id, create=True) as folder:
+            write_or_replace(folder, f"{validate_id(job_id, 'jobId')}.png", png)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
         try:
-            return self.image_path(project_id, job_id).read_bytes()
+            with self._open("renders", project_id) as folder:
+                return read_regular(folder, f"{validate_id(job_id, 'jobId')}.png", MAX_IMAGE_BYTES)
         except FileNotFoundError:
             raise JobNotFound(f"No image for job {job_id} in project {project_id}.") from None
+        except UnsafeEntry as error:
+            raise UnreadableJob(f"{error}.") from None
 
     def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
         project_id = self._locate(job_id, project_id)
         try:
-            lines = self._event_path(project_id, job_id).read_text().splitlines()
+            with self._open("events", project_id) as folder:
+                data = read_regular(folder, f"{job_id}.jsonl", MAX_EVENT_LOG_BYTES)
         except FileNotFoundError:
             return []
+        except UnsafeEntry as error:
+            raise UnreadableJob(f"{error}.") from None
         events = []
-        for line in lines:
+        for line in data.splitlines():
             try:
                 events.append(Event.model_validate_json(line))
             except ValidationError:
@@ -518,19 +565,20 @@ class FileJobStore(JobStore, CopyableStore):
     def sweep_temp_files(self, older_than_seconds: float = 300) -> int:
         """Remove temp files left by a process killed mid-write (they never look like jobs)."""
         removed = 0
-        cutoff = datetime.now().timestamp() - older_than_seconds
-        for directory, _, names in os.walk(self.root):
+        cutoff = time.time() - older_than_seconds
+        for directory, _, names in os.walk(self.root):  # os.walk does not follow links
             for name in names:
                 if not is_temp_name(name):
                     continue
                 path = os.path.join(directory, name)
                 try:
-                    stale = os.path.getmtime(path) < cutoff
+                    stale = os.lstat(path).st_mtime < cutoff
                 except FileNotFoundError:
                     continue  # another process's write in flight, renamed into place since the listing
                 if stale:
-                    unlink_quietly(path)
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        continue
                     removed += 1
         return removed
-
-

@@ -41,8 +41,9 @@ from pydantic import ValidationError
 from ..errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
 from ..ids import validate_id
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
-from .atomic import atomic_write
+from .atomic import unlink_quietly, write_or_replace
 from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, apply_change
+from .folders import MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store.postgres")
 T = TypeVar("T")
@@ -132,6 +133,7 @@ _UPDATE_JOB = """
 """
 # How many leased jobs' documents a store remembers for compare-and-set (a few per worker thread).
 _LEASED_MEMORY = 1024
+MAX_IMAGE_BYTES = 64 * MiB
 _INSERT_EVENT = "INSERT INTO job_events (job_id, project_id, doc) VALUES (%s, %s, %s::jsonb)"
 
 
@@ -577,7 +579,11 @@ class PostgresJobStore(JobStore, CopyableStore):
         self._forget(job_id)
         self._announce(project, job_id, "deleted")
         if self.artifacts_dir is not None:
-            self._artifact_path(project, job_id).unlink(missing_ok=True)
+            try:
+                with StoreFolders(self.artifacts_dir).open("renders", project) as folder:
+                    unlink_quietly(folder, f"{job_id}.png")
+            except FileNotFoundError:
+                pass
 
     # -- reads -----------------------------------------------------------------------------------
     def get(self, job_id: str, project_id: str | None = None) -> Job:
@@ -698,17 +704,12 @@ class PostgresJobStore(JobStore, CopyableStore):
             except ValidationError:
                 log.warning("job_concepts row %s/%s is not a concept document", project_id, concept_id)
 
-    def _artifact_path(self, project_id: str, job_id: str) -> Path:
-        folder = self.artifacts_dir / "renders" / validate_id(project_id, "projectId")
-        return folder / f"{validate_id(job_id, 'jobId')}.png"
-
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
         validate_id(project_id, "projectId")
         validate_id(job_id, "jobId")
         if self.artifacts_dir is not None:
-            path = self._artifact_path(project_id, job_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, png)
+            with StoreFolders(self.artifacts_dir).open("renders", project_id, create=True) as folder:
+                write_or_replace(folder, f"{job_id}.png", png)
             return
         self._transact(lambda cur: _before_a_durable_write(cur).execute(
             "INSERT INTO job_images (project_id, job_id, png) VALUES (%s, %s, %s) "
@@ -719,9 +720,12 @@ class PostgresJobStore(JobStore, CopyableStore):
         validate_id(job_id, "jobId")
         if self.artifacts_dir is not None:
             try:
-                return self._artifact_path(project_id, job_id).read_bytes()
+                with StoreFolders(self.artifacts_dir).open("renders", project_id) as folder:
+                    return read_regular(folder, f"{job_id}.png", MAX_IMAGE_BYTES)
             except FileNotFoundError:
                 raise JobNotFound(f"No image for job {job_id} in project {project_id}.") from None
+            except UnsafeEntry as error:
+                raise UnreadableJob(f"{error}.") from None
         rows = self._read("SELECT png FROM job_images WHERE project_id = %s AND job_id = %s", [project_id, job_id])
         if not rows:
             raise JobNotFound(f"No image for job {job_id} in project {project_id}.")
