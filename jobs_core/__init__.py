@@ -6,6 +6,7 @@ from .errors import (
                      JobsError,
                      LeaseLost,
                      RenderError,
+                     StoreUnavailable,
                      StoreWriteError,
                      TransitionConflict,
                      UnreadableJob,
@@ -17,5 +18,5 @@ from .worker import Worker
 
 __all__ = ["ConceptInputs", "FileJobStore", "InvalidInput", "Job", "JobCanceled", "JobNotFound",
            "JobService", "JobStatus", "JobStore", "JobsError", "LeaseLost", "RenderError",
-           "RenderRequest", "StoreWriteError", "TransitionConflict", "UnreadableJob", "Worker",
+           "RenderRequest", "StoreUnavailable", "StoreWriteError", "TransitionConflict", "UnreadableJob", "Worker",
            "open_store"]

@@ -29,6 +29,15 @@ class StoreWriteError(JobsError, OSError):
     """The store could not write (disk full, permission denied); the previous state is intact."""
 
 
+class StoreUnavailable(JobsError):
+    """The store cannot be reached for now (PostgreSQL down, connections refused); nothing was
+    written by the failed call."""
+
+
+#: Faults of the store, not of a job: a job they interrupt is handed back, never failed for them.
+STORE_FAULTS = (StoreWriteError, StoreUnavailable)
+
+
 class JobCanceled(JobsError):
     """Raised inside a render when the job was canceled: the renderer must stop."""
 

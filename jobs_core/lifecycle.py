@@ -159,15 +159,18 @@ def fail(job: Job, lease: Lease, message: str, retryable: bool, backoff_base: fl
     return Outcome(new, _event(new, "failed", now, message))
 
 
-def release(job: Job, lease: Lease, now: datetime | None = None) -> Outcome:
-    """The worker is shutting down: hand the job back without spending the attempt."""
+def release(job: Job, lease: Lease, now: datetime | None = None, *, reason: str | None = None,
+            delay_seconds: float = 0.0) -> Outcome:
+    """The worker cannot go on (it is shutting down, or the store failed under it): hand the job
+    back without spending the attempt, available again after `delay_seconds`."""
     now = now or utcnow()
     _expect_owner(job, lease, "release")
     if job.cancel_requested:
         return _canceled(job, now)
     new = _update(job, now, status=P, worker_id=None, heartbeat_at=None, attempts=job.attempts - 1,
-                  progress=0, stage="queued", available_at=now)
-    return Outcome(new, _event(new, "released", now, "worker shut down; job returned to the queue"))
+                  progress=0, stage="queued" if not delay_seconds else "waiting for the store",
+                  available_at=now + timedelta(seconds=delay_seconds))
+    return Outcome(new, _event(new, "released", now, reason or "worker shut down; job returned to the queue"))
 
 
 def cancel(job: Job, now: datetime | None = None) -> Outcome:

@@ -170,8 +170,10 @@ class JobService:
     def confirm_cancel(self, lease: Lease) -> Job:
         return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.confirm_cancel, lease=lease))
 
-    def release(self, lease: Lease) -> Job:
-        return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.release, lease=lease))
+    def release(self, lease: Lease, reason: str | None = None, delay_seconds: float = 0.0) -> Job:
+        """Hand a running job back without spending its attempt (shutdown, or a fault of the store)."""
+        return self.store.modify(lease.job_id, lease.project_id, partial(
+            lifecycle.release, lease=lease, reason=reason, delay_seconds=delay_seconds))
 
     def reclaim_expired(self, now: datetime | None = None) -> list[Job]:
         """Requeue (or fail, when attempts are spent) jobs whose heartbeat is older than the lease."""

@@ -2,6 +2,10 @@
 
 Embeddable (the app and the API start one per process) or standalone
 (`python -m jobs_core worker`). On stop, running jobs are released back to pending.
+
+A fault of the store (a full disk, PostgreSQL out of reach) is not the job's fault: a job it
+interrupts is handed back without spending its attempt (retried until the store takes it), and
+the pool pauses claiming, says so once, and resumes by itself when a claim goes through again.
 """
 from __future__ import annotations
 
@@ -12,7 +16,16 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 
-from .errors import JobCanceled, JobsError, LeaseLost, RenderError, TransitionConflict, WorkerStopping
+from .errors import (
+    STORE_FAULTS,
+    JobCanceled,
+    JobNotFound,
+    JobsError,
+    LeaseLost,
+    RenderError,
+    TransitionConflict,
+    WorkerStopping,
+)
 from .ids import new_id
 from .lifecycle import Lease
 from .models import Job
@@ -20,6 +33,8 @@ from .renderers import RenderTask, get_renderer
 from .service import JobService
 
 log = logging.getLogger("jobs_core.worker")
+STORE_RETRY_SECONDS = 5.0  # how soon a job handed back for a store fault may run again
+MAX_PAUSE_SECONDS = 30.0  # the longest wait between two claims while the store fails
 
 
 def default_worker_id() -> str:
@@ -30,6 +45,8 @@ def default_worker_id() -> str:
 class _Running:
     lease: Lease
     lost: threading.Event = field(default_factory=threading.Event)
+    #: a store fault met while reporting progress (a renderer may wrap what its callback raised)
+    store_fault: JobsError | None = None
 
 
 class Worker:
@@ -48,6 +65,11 @@ class Worker:
         self._guard = threading.Lock()
         self._busy = 0  # threads between "about to claim" and "done running": drain waits for 0
         self.processed = 0
+        #: why claiming is paused (the store fails), for logs and the app's sidebar; None when fine
+        self.store_problem: str | None = None
+        self._pause = poll_seconds
+        #: jobs to hand back once the store takes writes again: (lease, reason)
+        self._hand_backs: list[tuple[Lease, str]] = []
 
     # -- lifecycle of the pool ---------------------------------------------------------------
     def start(self, claiming: bool = True) -> Worker:
@@ -102,17 +124,35 @@ class Worker:
                 with self._guard:
                     self._busy -= 1
             if job is None:
-                self.service.store.wait_for_work(self.poll_seconds)
+                self.service.store.wait_for_work(self._pause if self.store_problem else self.poll_seconds)
 
     def _claim_and_run(self) -> Job | None:
         try:
             job = self.service.claim_next(self.worker_id)
+        except STORE_FAULTS as error:
+            self._store_failed(error)
+            return None
         except JobsError as error:
             log.warning("claim failed: %s", error)
             return None
+        self._store_works()
         if job is not None:
             self.run(job)
         return job
+
+    def _store_failed(self, error: JobsError) -> None:
+        with self._guard:
+            first = self.store_problem is None
+            self.store_problem = str(error)
+            self._pause = self.poll_seconds if first else min(self._pause * 2, MAX_PAUSE_SECONDS)
+        if first:
+            log.warning("claiming paused: the store is failing (%s); trying again every few seconds", error)
+
+    def _store_works(self) -> None:
+        with self._guard:
+            was, self.store_problem, self._pause = self.store_problem, None, self.poll_seconds
+        if was is not None:
+            log.warning("the store works again: claiming resumed")
 
     def run(self, job: Job) -> Job | None:
         """Run a job this worker has claimed, to completion, failure, cancel or release."""
@@ -134,7 +174,11 @@ class Worker:
                 raise LeaseLost(f"Job {job.job_id} was reclaimed by another worker.")
             if self._stopping.is_set():
                 raise WorkerStopping("worker is shutting down")
-            self.service.report_progress(lease, percent, stage)
+            try:
+                self.service.report_progress(lease, percent, stage)
+            except STORE_FAULTS as error:
+                running.store_fault = error
+                raise
 
         try:
             renderer = get_renderer(job.renderer)
@@ -142,21 +186,57 @@ class Worker:
                               self.render_size)
             result = renderer.render(task, progress)
             return self.service.complete(lease, result.png, result.prompt)
-        except JobCanceled:
+        except STORE_FAULTS as error:
+            return self._hand_back(lease, error)
+        except Exception as error:
+            if running.store_fault is not None:  # raised in our callback, whatever the renderer made of it
+                return self._hand_back(lease, running.store_fault)
+            return self._outcome_of(job, lease, error)
+
+    def _outcome_of(self, job: Job, lease: Lease, error: Exception) -> Job | None:
+        """What becomes of a job whose render raised `error` (not a fault of the store)."""
+        if isinstance(error, JobCanceled):
             return self._quietly(self.service.confirm_cancel, lease)
-        except WorkerStopping:
+        if isinstance(error, WorkerStopping):
             return self._quietly(self.service.release, lease)
-        except (LeaseLost, TransitionConflict) as error:
+        if isinstance(error, LeaseLost | TransitionConflict):
             log.info("job %s moved on without us: %s", job.job_id, error)
             return None
-        except RenderError as error:
+        if isinstance(error, RenderError):
             return self._quietly(self.service.fail, lease, str(error), error.retryable)
-        except JobsError as error:
+        if isinstance(error, JobsError):
             return self._quietly(self.service.fail, lease, str(error), False)
-        except Exception as error:  # a renderer bug must not kill the worker or reach the user as a trace
-            log.error("renderer %s crashed on job %s:\n%s", job.renderer, job.job_id, traceback.format_exc())
-            message = f"The {job.renderer} renderer failed unexpectedly ({type(error).__name__}: {error})."
-            return self._quietly(self.service.fail, lease, message, False)
+        # a renderer bug must not kill the worker or reach the user as a trace
+        log.error("renderer %s crashed on job %s:\n%s", job.renderer, job.job_id,
+                  "".join(traceback.format_exception(error)))
+        message = f"The {job.renderer} renderer failed unexpectedly ({type(error).__name__}: {error})."
+        return self._quietly(self.service.fail, lease, message, False)
+
+    def _hand_back(self, lease: Lease, fault: JobsError) -> Job | None:
+        """The store failed under a running job: give it back unspent, to run again a little later.
+        If the store cannot take even that, the maintenance thread tries again until it can."""
+        reason = f"the store failed while the job ran ({fault}); it will run again"
+        log.warning("job %s handed back: %s", lease.job_id, fault)
+        try:
+            return self.service.release(lease, reason, STORE_RETRY_SECONDS)
+        except (LeaseLost, TransitionConflict):
+            return None
+        except JobsError:
+            with self._guard:
+                self._hand_backs.append((lease, reason))
+            return None
+
+    def _retry_hand_backs(self) -> None:
+        with self._guard:
+            waiting, self._hand_backs = self._hand_backs, []
+        for lease, reason in waiting:
+            try:
+                self.service.release(lease, reason, STORE_RETRY_SECONDS)
+            except (LeaseLost, TransitionConflict, JobNotFound):
+                continue  # reclaimed, canceled or deleted meanwhile
+            except JobsError:
+                with self._guard:
+                    self._hand_backs.append((lease, reason))
 
     def _quietly(self, action, *args) -> Job | None:
         try:
@@ -171,6 +251,7 @@ class Worker:
     def _maintenance_loop(self) -> None:
         interval = self.service.settings.heartbeat_seconds
         while not self._stopping.wait(interval):
+            self._retry_hand_backs()
             self._heartbeat_all()
             try:
                 for job in self.service.reclaim_expired():

@@ -112,10 +112,35 @@ def test_disk_full_leaves_every_job_as_it_was_and_says_so(tiny_disk):
     assert service.claim_next("w2").job_id == running.job_id
 
 
-def test_disk_full_during_a_worker_run_keeps_the_job_recoverable(tiny_disk):
-    """The worker cannot complete or fail the job on a full disk; the lease then hands it on."""
-    from datetime import timedelta
+def fill_leaving(disk: Path, free_bytes: int) -> Path:
+    """Fill the disk but for about `free_bytes`: room for a job file, not for a drawing."""
+    filler = fill(disk)
+    with open(filler, "r+b") as file:
+        file.truncate(max(os.path.getsize(filler) - free_bytes, 0))
+    return filler
 
+
+def test_a_full_disk_while_saving_the_image_hands_the_job_back_unspent(tiny_disk, caplog):
+    from jobs_core.worker import STORE_RETRY_SECONDS, Worker
+
+    root = tiny_disk / "store"
+    service = file_service(root)
+    job = service.submit({"projectId": "p1", "renderType": "axonometric"}, renderer="axonometric")
+    claimed = service.claim_next("w1")
+    filler = fill_leaving(tiny_disk, 24 * 1024)
+    assert Worker(service).run(claimed).status is JobStatus.PENDING  # the drawing did not fit; the job did
+    back = service.get(job.job_id)
+    assert back.attempts == 0 and back.error is None and back.worker_id is None
+    assert (back.available_at - back.updated_at).total_seconds() == pytest.approx(STORE_RETRY_SECONDS)
+    assert "the store failed while the job ran" in service.events(job.job_id)[-1].message
+    assert "disk is full" in caplog.text
+    filler.unlink()
+    later = back.available_at
+    done = Worker(service).run(service.claim_next("w2", now=later))
+    assert done.status is JobStatus.COMPLETED and done.attempts == 1
+
+
+def test_a_disk_too_full_even_to_hand_the_job_back_is_retried_until_it_takes_it(tiny_disk):
     from jobs_core.worker import Worker
 
     root = tiny_disk / "store"
@@ -123,12 +148,40 @@ def test_disk_full_during_a_worker_run_keeps_the_job_recoverable(tiny_disk):
     job = service.submit({"projectId": "p1"}, renderer="noop")
     claimed = service.claim_next("w1")
     filler = fill(tiny_disk)
-    assert Worker(service).run(claimed) is None  # every write failed; the worker logged and moved on
-    stuck = service.get(job.job_id)
-    assert stuck.status is JobStatus.PROCESSING and stuck.attempts == 1
+    worker = Worker(service)
+    assert worker.run(claimed) is None  # every write failed: nothing was changed, nothing failed
+    assert service.get(job.job_id).status is JobStatus.PROCESSING
+    worker._retry_hand_backs()  # the maintenance pass, while the disk is still full
+    assert service.get(job.job_id).status is JobStatus.PROCESSING
     filler.unlink()
-    [requeued] = service.reclaim_expired(now=stuck.heartbeat_at + timedelta(seconds=31))
-    assert requeued.status is JobStatus.PENDING and requeued.attempts == 1
+    worker._retry_hand_backs()
+    back = service.get(job.job_id)
+    assert back.status is JobStatus.PENDING and back.attempts == 0 and back.error is None
+
+
+def test_a_worker_pauses_claiming_on_a_full_disk_says_so_once_and_resumes_by_itself(tiny_disk, caplog):
+    from proc_helpers import wait_until
+
+    from jobs_core.worker import Worker
+
+    root = tiny_disk / "store"
+    service = file_service(root)
+    job = service.submit({"projectId": "p1"}, renderer="noop")
+    filler = fill(tiny_disk)
+    worker = Worker(service, poll_seconds=0.05).start()
+    try:
+        wait_until(lambda: worker.store_problem, what="the worker to notice the full disk")
+        assert "disk is full" in worker.store_problem
+        wait_until(lambda: caplog.text.count("claiming paused") == 1 and worker._pause > 0.05,
+                   what="a second failed claim")
+        assert service.get(job.job_id).status is JobStatus.PENDING and service.get(job.job_id).attempts == 0
+        filler.unlink()
+        done = wait_until(lambda: service.get(job.job_id).status is JobStatus.COMPLETED and service.get(job.job_id),
+                          what="the job to run once there is space")
+        assert done.attempts == 1 and worker.store_problem is None
+        assert caplog.text.count("claiming paused") == 1 and "claiming resumed" in caplog.text
+    finally:
+        worker.stop()
 
 
 @contextmanager

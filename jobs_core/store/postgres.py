@@ -38,7 +38,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
-from ..errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
+from ..errors import InvalidInput, JobNotFound, StoreUnavailable, TransitionConflict, UnreadableJob
 from ..ids import validate_id
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from .atomic import unlink_quietly, write_or_replace
@@ -135,10 +135,6 @@ _UPDATE_JOB = """
 _LEASED_MEMORY = 1024
 MAX_IMAGE_BYTES = 64 * MiB
 _INSERT_EVENT = "INSERT INTO job_events (job_id, project_id, doc) VALUES (%s, %s, %s::jsonb)"
-
-
-class StoreUnavailable(JobsError):
-    """The database cannot be reached (after retries); nothing was written by the failed call."""
 
 
 class _CommitUncertain(Exception):
