@@ -6,6 +6,7 @@ Pages, the API, the CLI and workers call this; none of them writes a job themsel
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -135,9 +136,11 @@ class JobService:
         self.store.delete(job_id, project_id, lifecycle.deletable)
 
     # -- worker side -------------------------------------------------------------------------
-    def claim_next(self, worker_id: str, now: datetime | None = None) -> Job | None:
+    def claim_next(self, worker_id: str, now: datetime | None = None,
+                   renderers: Collection[str] | None = None) -> Job | None:
+        """Claim the oldest due job (of one of `renderers`, when given: those this worker can run)."""
         now = now or utcnow()
-        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now)
+        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers)
 
     def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
         """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken."""

@@ -29,12 +29,17 @@ from .errors import (
 from .ids import new_id
 from .lifecycle import Lease
 from .models import Job
-from .renderers import RenderTask, get_renderer
+from .renderers import RenderTask, get_renderer, renderer_names
 from .service import JobService
 
 log = logging.getLogger("jobs_core.worker")
 STORE_RETRY_SECONDS = 5.0  # how soon a job handed back for a store fault may run again
 MAX_PAUSE_SECONDS = 30.0  # the longest wait between two claims while the store fails
+
+
+def runnable_renderers() -> frozenset[str]:
+    """The renderers that can run in this process (an AI renderer needs its key)."""
+    return frozenset(name for name in renderer_names() if get_renderer(name).configuration_problem() is None)
 
 
 def default_worker_id() -> str:
@@ -70,6 +75,8 @@ class Worker:
         self._pause = poll_seconds
         #: jobs to hand back once the store takes writes again: (lease, reason)
         self._hand_backs: list[tuple[Lease, str]] = []
+        #: the renderers this worker can run (set up here: keys present); it claims only their jobs
+        self.renderers: frozenset[str] = runnable_renderers()
 
     # -- lifecycle of the pool ---------------------------------------------------------------
     def start(self, claiming: bool = True) -> Worker:
@@ -128,7 +135,7 @@ class Worker:
 
     def _claim_and_run(self) -> Job | None:
         try:
-            job = self.service.claim_next(self.worker_id)
+            job = self.service.claim_next(self.worker_id, renderers=self.renderers)
         except STORE_FAULTS as error:
             self._store_failed(error)
             return None

@@ -175,3 +175,14 @@ def test_resubmit_renders_same_concept_in_another_type(service):
     again = service.resubmit(job.job_id, "plan")
     assert again.concept_id == job.concept_id and again.render_type == "plan"
     assert again.concept_inputs == job.concept_inputs
+
+
+def test_a_claim_for_some_renderers_skips_jobs_of_others_and_leaves_them_untouched(service):
+    other = service.submit({"projectId": "p1", "renderType": "axonometric", "conceptInputs": {}}, renderer="noop")
+    mine = submit(service)
+    claimed = service.claim_next("w1", renderers={"axonometric"})
+    assert claimed.job_id == mine.job_id
+    assert service.claim_next("w1", renderers={"axonometric"}) is None
+    left = service.get(other.job_id)
+    assert left.status is JobStatus.PENDING and left.attempts == 0 and left == other
+    assert service.claim_next("w2", renderers={"noop", "axonometric"}).job_id == other.job_id

@@ -168,3 +168,38 @@ def test_stop_releases_running_jobs_without_spending_the_attempt(fast, gate, wor
     released = fast.get(job.job_id)
     assert released.status is JobStatus.PENDING and released.attempts == 0 and released.worker_id is None
     assert not worker.alive
+
+
+class _NeedsKey:
+    """A renderer that can run only where TEST_RENDER_KEY is set, as an AI provider needs its key."""
+
+    name = "needs-key"
+
+    def configuration_problem(self):
+        import os
+
+        return None if os.environ.get("TEST_RENDER_KEY") else "TEST_RENDER_KEY is not set"
+
+
+def test_a_worker_never_claims_a_job_whose_renderer_is_not_set_up_here(service, workers, monkeypatch):
+    from jobs_core.renderers import get_renderer, register
+    from jobs_core.renderers.noop import NoopRenderer
+
+    class NeedsKey(_NeedsKey, NoopRenderer):
+        pass
+
+    register("needs-key", NeedsKey)
+    monkeypatch.delenv("TEST_RENDER_KEY", raising=False)
+    assert get_renderer("needs-key").configuration_problem() == "TEST_RENDER_KEY is not set"
+    keyed = submit(service, "needs-key")
+    drawn = submit(service, "axonometric")
+    without_key = Worker(service, poll_seconds=0.05).start()
+    workers.append(without_key)
+    assert final(service, drawn.job_id).status is JobStatus.COMPLETED
+    waiting = service.get(keyed.job_id)
+    assert waiting.status is JobStatus.PENDING and waiting.attempts == 0 and waiting.error is None
+    monkeypatch.setenv("TEST_RENDER_KEY", "present")
+    with_key = Worker(service, poll_seconds=0.05).start()
+    workers.append(with_key)
+    done = final(service, keyed.job_id)
+    assert done.status is JobStatus.COMPLETED and done.worker_id == with_key.worker_id

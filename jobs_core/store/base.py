@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -106,9 +106,11 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    def claim_next(self, change: Change, now: datetime) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
         """Apply `change` (a claim) to the oldest pending job available at `now`; None if none.
 
+        With `renderers`, only a job whose renderer is one of them: a worker never takes a job it
+        cannot run (an AI renderer whose key it lacks), leaving it for one that can.
         Exactly one caller wins each job. Must not scan finished jobs to find work.
         """
 

@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -297,7 +297,7 @@ class FileJobStore(JobStore, CopyableStore):
                 self._write(old, outcome.job, outcome.event, outcome.durable)
         return outcome.job
 
-    def claim_next(self, change: Change, now: datetime) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
         limit = _ms(now)
         for ms, job_id, project_id in self._queue():
             if ms > limit:
@@ -306,7 +306,7 @@ class FileJobStore(JobStore, CopyableStore):
             if fd is None:
                 continue  # someone else is on it (or on its lock stripe): try the next one
             try:
-                claimed = self._claim_locked(ms, job_id, project_id, change)
+                claimed = self._claim_locked(ms, job_id, project_id, change, renderers)
             finally:
                 self.locks.release(fd)
             if claimed is not None:
@@ -325,7 +325,8 @@ class FileJobStore(JobStore, CopyableStore):
                 entries.append((int(ms), job_id, project_id))
         return entries
 
-    def _claim_locked(self, ms: int, job_id: str, project_id: str, change: Change) -> Job | None:
+    def _claim_locked(self, ms: int, job_id: str, project_id: str, change: Change,
+                      renderers: Collection[str] | None) -> Job | None:
         marker = (READY, f"{ms:013d}.{job_id}.{project_id}")
         try:
             old = self._get(job_id, project_id)
@@ -335,6 +336,8 @@ class FileJobStore(JobStore, CopyableStore):
         if marker not in self._markers(old):
             self._unmark({marker})  # stale: claimed, canceled or rescheduled since it was written
             return None
+        if renderers is not None and old.renderer not in renderers:
+            return None  # left for a worker that can run it
         try:
             outcome = apply_change(change, old)
         except TransitionConflict:

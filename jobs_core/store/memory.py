@@ -12,7 +12,7 @@ and the test driving it share one); `memory://` alone gives a new, private one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 
 from ..errors import JobNotFound, TransitionConflict
@@ -96,12 +96,14 @@ class MemoryJobStore(JobStore, CopyableStore):
                 self._put(outcome.job, outcome.event)
             return outcome.job
 
-    def claim_next(self, change: Change, now: datetime) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
         with self._lock:
             for _, job_id in self.pending():
                 job = self._load(job_id)
                 if job.available_at > now:
                     return None  # in queue order: nothing further is due yet
+                if renderers is not None and job.renderer not in renderers:
+                    continue
                 try:
                     outcome = apply_change(change, job)
                 except TransitionConflict:

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -537,14 +537,17 @@ class PostgresJobStore(JobStore, CopyableStore):
             self._remember(new, written[-1])
         return self._announced(new)
 
-    def claim_next(self, change: Change, now: datetime) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
         written: list[str] = []
+        allowed = None if renderers is None else sorted(renderers)
 
         def work(cur: psycopg.Cursor) -> Job | None:
             written.clear()  # a retried attempt: only what the last one wrote is committed
             row = cur.execute(
                 "SELECT job_id, doc::text FROM jobs WHERE status = 'pending' AND available_at <= %s "
-                "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED", [now], prepare=True).fetchone()
+                "AND (%s::text[] IS NULL OR doc->>'renderer' = ANY(%s::text[])) "
+                "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                [now, allowed, allowed], prepare=True).fetchone()
             if row is None:
                 return None
             old = _parse_job(row[0], row[1])
