@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from . import lifecycle
@@ -20,6 +20,7 @@ from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept
 from .png import is_whole_png
 from .renderers import RenderTask, get_renderer
 from .store import JobPage, JobStore, open_store
+from .store.base import WorkerInfo
 
 
 @dataclass
@@ -217,6 +218,25 @@ class JobService:
             return is_whole_png(self.store.load_image(job.project_id, job.job_id))
         except JobNotFound:
             return False
+
+    # -- workers ------------------------------------------------------------------------------------
+    def live_workers(self, now: datetime | None = None) -> list[WorkerInfo]:
+        """Workers that said they were alive within the lease (they do so every heartbeat)."""
+        now = now or utcnow()
+        return self.store.workers(now - timedelta(seconds=self.settings.lease_seconds))
+
+    def waiting_reason(self, job: Job, now: datetime | None = None) -> str | None:
+        """Why a pending job cannot start, in plain words, when no live worker can run it; None
+        when one can (it is simply queued) or the job is not pending."""
+        if job.status is not JobStatus.PENDING:
+            return None
+        workers = self.live_workers(now)
+        if not workers:
+            return "No worker is running, so the job waits until one starts."
+        if not any(job.renderer in worker.renderers for worker in workers):
+            return (f"Waiting for a worker that can use the {job.renderer} renderer: it is not set up on any "
+                    "running worker (ask whoever runs this service to add its key).")
+        return None
 
     def has_work(self, now: datetime | None = None) -> bool:
         """Whether any job is pending or reclaimable (for `worker --drain`)."""

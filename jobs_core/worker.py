@@ -28,9 +28,10 @@ from .errors import (
 )
 from .ids import new_id
 from .lifecycle import Lease
-from .models import Job
+from .models import Job, utcnow
 from .renderers import RenderTask, get_renderer, renderer_names
 from .service import JobService
+from .store.base import WorkerInfo
 
 log = logging.getLogger("jobs_core.worker")
 STORE_RETRY_SECONDS = 5.0  # how soon a job handed back for a store fault may run again
@@ -77,14 +78,27 @@ class Worker:
         self._hand_backs: list[tuple[Lease, str]] = []
         #: the renderers this worker can run (set up here: keys present); it claims only their jobs
         self.renderers: frozenset[str] = runnable_renderers()
+        self.claiming = False
 
     # -- lifecycle of the pool ---------------------------------------------------------------
     def start(self, claiming: bool = True) -> Worker:
         """Start the claim threads (unless claiming=False) and the heartbeat/reclaim thread."""
+        self.claiming = claiming
+        self._say_alive()
         for index in range(self.concurrency if claiming else 0):
             self._spawn(self._claim_loop, f"jobs-worker-{index}")
         self._spawn(self._maintenance_loop, "jobs-maintenance")
         return self
+
+    def _say_alive(self) -> None:
+        """Tell the store (so people, and `waiting_reason`) that this worker lives and what it can run."""
+        if not self.claiming:
+            return  # a pool that only heartbeats (the API's /process runs) takes nothing from the queue
+        try:
+            self.service.store.record_worker(WorkerInfo(self.worker_id, tuple(sorted(self.renderers)), utcnow(),
+                                                        self.store_problem))
+        except JobsError as error:
+            log.warning("could not record this worker as alive: %s", error)
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -112,6 +126,11 @@ class Worker:
         """
         self._stopping.set()
         self.service.store.notify_work()
+        if self.claiming:
+            try:
+                self.service.store.forget_worker(self.worker_id)
+            except JobsError as error:
+                log.warning("could not record this worker as stopped: %s", error)
         for thread in self._threads:
             thread.join(timeout)
         with self._guard:
@@ -258,6 +277,7 @@ class Worker:
     def _maintenance_loop(self) -> None:
         interval = self.service.settings.heartbeat_seconds
         while not self._stopping.wait(interval):
+            self._say_alive()
             self._retry_hand_backs()
             self._heartbeat_all()
             try:

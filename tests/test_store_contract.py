@@ -186,3 +186,30 @@ def test_a_claim_for_some_renderers_skips_jobs_of_others_and_leaves_them_untouch
     left = service.get(other.job_id)
     assert left.status is JobStatus.PENDING and left.attempts == 0 and left == other
     assert service.claim_next("w2", renderers={"noop", "axonometric"}).job_id == other.job_id
+
+
+def test_workers_say_they_are_alive_and_a_silent_or_stopped_one_is_not_listed(service):
+    from jobs_core.store.base import WorkerInfo
+
+    now = utcnow()
+    store = service.store
+    store.record_worker(WorkerInfo("host.example-1-a", ("axonometric",), now - timedelta(seconds=100)))
+    store.record_worker(WorkerInfo("host.example-2-b", ("axonometric", "openai"), now, "the disk is full"))
+    store.record_worker(WorkerInfo("host.example-1-a", ("axonometric",), now))  # said it again
+    assert [(w.worker_id, w.renderers, w.problem) for w in store.workers(now - timedelta(seconds=10))] == [
+        ("host.example-1-a", ("axonometric",), None), ("host.example-2-b", ("axonometric", "openai"), "the disk is full")]
+    store.forget_worker("host.example-1-a")
+    assert [w.worker_id for w in store.workers(now - timedelta(seconds=10))] == ["host.example-2-b"]
+    assert store.workers(now + timedelta(seconds=1)) == []
+
+
+def test_a_pending_job_says_why_it_waits_when_no_live_worker_can_run_it(service):
+    from jobs_core.store.base import WorkerInfo
+
+    job = submit(service)
+    assert service.waiting_reason(job) == "No worker is running, so the job waits until one starts."
+    service.store.record_worker(WorkerInfo("w-drawing-only", ("noop",), utcnow()))
+    assert "can use the axonometric renderer" in service.waiting_reason(job)
+    service.store.record_worker(WorkerInfo("w-all", ("axonometric", "noop"), utcnow()))
+    assert service.waiting_reason(job) is None  # simply queued
+    assert service.waiting_reason(service.cancel(job.job_id)) is None

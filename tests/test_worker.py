@@ -203,3 +203,13 @@ def test_a_worker_never_claims_a_job_whose_renderer_is_not_set_up_here(service, 
     workers.append(with_key)
     done = final(service, keyed.job_id)
     assert done.status is JobStatus.COMPLETED and done.worker_id == with_key.worker_id
+
+
+def test_a_running_pool_is_listed_as_alive_with_what_it_can_run_until_it_stops(service):
+    worker = Worker(service, poll_seconds=0.05).start()
+    try:
+        [seen] = service.live_workers()
+        assert seen.worker_id == worker.worker_id and "axonometric" in seen.renderers
+    finally:
+        worker.stop()
+    assert service.live_workers() == []

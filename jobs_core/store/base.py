@@ -60,6 +60,16 @@ class JobRecord:
         return self.doc is None and self.problem is None
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as it last said it was alive: which renderers it can run, and any trouble it has."""
+
+    worker_id: str
+    renderers: tuple[str, ...]
+    seen_at: datetime
+    problem: str | None = None
+
+
 class JobWatch(Protocol):
     """A running watch started by `JobStore.watch_jobs`."""
 
@@ -159,6 +169,19 @@ class JobStore(ABC):
     @abstractmethod
     def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
         """The job's event log, oldest first."""
+
+    # -- workers, as they say they are alive (what can run, for people and for "why is it waiting") --
+    @abstractmethod
+    def record_worker(self, info: WorkerInfo) -> None:
+        """Record that a worker is alive (called every few seconds); not a durable write."""
+
+    @abstractmethod
+    def workers(self, seen_since: datetime) -> list[WorkerInfo]:
+        """Workers seen alive since `seen_since`, by id. Long-silent entries may be dropped."""
+
+    @abstractmethod
+    def forget_worker(self, worker_id: str) -> None:
+        """A worker that stopped cleanly."""
 
     def repair_index(self) -> list[str]:
         """Make the backend's own indexes agree with its jobs again; what was fixed, in words.

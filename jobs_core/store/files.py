@@ -9,6 +9,7 @@
     {root}/.state/locks/NNN.lock                              striped flock files (job locks)
     {root}/.state/key-locks/NN.lock                           striped flock files (Idempotency-Keys)
     {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
+    {root}/.state/workers/{sha256(workerId)}.json             each worker as it last said it was alive
 
 The markers under .state let workers find work without reading finished jobs: sorted(listdir(ready))
 is the queue order (huey's trick), and `running/` lists what a reclaim must look at. A job's markers
@@ -32,7 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -51,7 +52,7 @@ from .atomic import (
     write_new,
     write_or_replace,
 )
-from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, apply_change
+from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, WorkerInfo, apply_change
 from .folders import Folder, MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store")
@@ -59,7 +60,8 @@ log = logging.getLogger("jobs_core.store")
 MAX_DOCUMENT_BYTES = 1 * MiB  # a job or concept document is about 1-2 KB
 MAX_IMAGE_BYTES = 64 * MiB
 MAX_EVENT_LOG_BYTES = 16 * MiB
-READY, RUNNING = (".state", "ready"), (".state", "running")
+READY, RUNNING, WORKERS = (".state", "ready"), (".state", "running"), (".state", "workers")
+FORGET_WORKERS_AFTER = timedelta(days=1)
 
 
 def _ms(moment: datetime) -> int:
@@ -152,7 +154,7 @@ class FileJobStore(JobStore, CopyableStore):
         self.root.mkdir(parents=True, exist_ok=True)
         self.folders = StoreFolders(self.root)
         self.jobs_dir = self.root / "jobs"
-        for parts in (("jobs",), ("concepts",), ("renders",), ("events",), READY, RUNNING):
+        for parts in (("jobs",), ("concepts",), ("renders",), ("events",), READY, RUNNING, WORKERS):
             try:
                 with self.folders.open(*parts, create=True):
                     pass
@@ -363,6 +365,40 @@ class FileJobStore(JobStore, CopyableStore):
                 except FileNotFoundError:
                     continue
         self._project_of.forget(job_id)
+
+    # -- workers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _worker_file(worker_id: str) -> str:
+        # Worker ids carry host names (dots and all): the file is named by a digest, the id is inside.
+        return hashlib.sha256(worker_id.encode()).hexdigest()[:32] + ".json"
+
+    def record_worker(self, info: WorkerInfo) -> None:
+        document = json.dumps({"workerId": info.worker_id, "renderers": list(info.renderers),
+                               "seenAt": info.seen_at.isoformat(), "problem": info.problem}).encode()
+        with self.folders.open(*WORKERS) as folder:
+            atomic_write(folder, self._worker_file(info.worker_id), document, durable=False)
+
+    def workers(self, seen_since: datetime) -> list[WorkerInfo]:
+        found = []
+        with self.folders.open(*WORKERS) as folder:
+            for name in sorted(os.listdir(folder.fd)):
+                if is_temp_name(name):
+                    continue
+                try:
+                    data = json.loads(read_regular(folder, name, 64 * 1024))
+                    info = WorkerInfo(str(data["workerId"]), tuple(map(str, data["renderers"])),
+                                      datetime.fromisoformat(data["seenAt"]), data.get("problem"))
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # not ours, or torn: a live worker rewrites its entry in seconds
+                if info.seen_at < seen_since - FORGET_WORKERS_AFTER:
+                    unlink_quietly(folder, name)  # long gone without saying goodbye (killed)
+                elif info.seen_at >= seen_since:
+                    found.append(info)
+        return sorted(found, key=lambda info: info.worker_id)
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self.folders.open(*WORKERS) as folder:
+            unlink_quietly(folder, self._worker_file(worker_id))
 
     def repair_index(self) -> list[str]:
         """Make the queue index agree with the job files again: a marker for every pending and

@@ -18,7 +18,7 @@ from datetime import datetime
 from ..errors import JobNotFound, TransitionConflict
 from ..ids import validate_id
 from ..models import Concept, Event, Job, JobStatus
-from .base import Change, CopyableStore, JobPage, JobStore, OnChange, apply_change
+from .base import Change, CopyableStore, JobPage, JobStore, OnChange, WorkerInfo, apply_change
 
 _named: dict[str, MemoryJobStore] = {}
 _named_lock = threading.Lock()
@@ -57,6 +57,7 @@ class MemoryJobStore(JobStore, CopyableStore):
         self._images: dict[tuple[str, str], bytes] = {}
         self._events: dict[str, list[str]] = {}
         self._watches: list[_Watch] = []
+        self._workers: dict[str, WorkerInfo] = {}
 
     def describe(self) -> str:
         return f"memory store {self.name!r}" if self.name else "a private memory store"
@@ -179,6 +180,19 @@ class MemoryJobStore(JobStore, CopyableStore):
         with self._lock:
             self._watches.append(watch)
         return watch
+
+    def record_worker(self, info: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[info.worker_id] = info
+
+    def workers(self, seen_since: datetime) -> list[WorkerInfo]:
+        with self._lock:
+            return sorted((info for info in self._workers.values() if info.seen_at >= seen_since),
+                          key=lambda info: info.worker_id)
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
 
     # -- concepts, images, events --------------------------------------------------------------
     def save_concept(self, concept: Concept) -> None:

@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ from ..errors import InvalidInput, JobNotFound, StoreUnavailable, TransitionConf
 from ..ids import validate_id
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from .atomic import unlink_quietly, write_or_replace
-from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, apply_change
+from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, WorkerInfo, apply_change
 from .folders import MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store.postgres")
@@ -89,7 +89,16 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (project_id, job_id)
     );
     """,
+    2: """
+    CREATE TABLE IF NOT EXISTS job_workers (
+        worker_id   text PRIMARY KEY,
+        seen_at     timestamptz NOT NULL,
+        renderers   text[] NOT NULL,
+        problem     text
+    );
+    """,
 }
+FORGET_WORKERS_AFTER = timedelta(days=1)
 
 # Seconds between two batches of notifications from one store: the first change after a quiet
 # spell is announced at once, a burst's changes at most this much later.
@@ -729,6 +738,27 @@ class PostgresJobStore(JobStore, CopyableStore):
         if not rows:
             raise JobNotFound(f"No image for job {job_id} in project {project_id}.")
         return bytes(rows[0][0])
+
+    # -- workers ---------------------------------------------------------------------------------
+    def record_worker(self, info: WorkerInfo) -> None:
+        def work(cur: psycopg.Cursor) -> None:
+            cur.execute("SELECT set_config('synchronous_commit', 'off', true)")  # a heartbeat, not a transition
+            cur.execute("INSERT INTO job_workers (worker_id, seen_at, renderers, problem) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (worker_id) DO UPDATE SET seen_at = EXCLUDED.seen_at, "
+                        "renderers = EXCLUDED.renderers, problem = EXCLUDED.problem",
+                        [info.worker_id, info.seen_at, list(info.renderers), info.problem])
+        self._transact(work)
+
+    def workers(self, seen_since: datetime) -> list[WorkerInfo]:
+        def work(cur: psycopg.Cursor) -> list[tuple]:
+            cur.execute("DELETE FROM job_workers WHERE seen_at < %s", [seen_since - FORGET_WORKERS_AFTER])
+            return cur.execute("SELECT worker_id, renderers, seen_at, problem FROM job_workers "
+                               "WHERE seen_at >= %s ORDER BY worker_id", [seen_since]).fetchall()
+        return [WorkerInfo(worker_id, tuple(renderers), seen_at, problem)
+                for worker_id, renderers, seen_at, problem in self._transact(work)]
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._transact(lambda cur: cur.execute("DELETE FROM job_workers WHERE worker_id = %s", [worker_id]))
 
     def events(self, job_id: str, project_id: str | None = None) -> list[Event]:
         validate_id(job_id, "jobId")
