@@ -1,6 +1,7 @@
 """The data: concept brief, render request, job document and event (camelCase JSON, as in the seed)."""
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -51,6 +52,37 @@ Palette = Literal["warm", "cool", "monochrome", "earth", "pastel"]
 MAX_HEIGHT_M = 500.0  # taller than any tower on the drawing board is a typo, not a brief
 MAX_ASPECT = 20  # a footprint 20 times longer than deep is a wall, not a building
 MIN_WINGED_SIDE_M = 9.0  # L, U and courtyard wings need room for a wing and a gap
+MAX_BRIEF_DEPTH = 8  # extra fields may hold lists and objects, not arbitrarily deep ones
+MAX_BRIEF_INTEGER = 10**15  # beyond this a number is a typo or an attack, and JSON readers round it
+
+
+def brief_value_problem(value: Any, where: str, depth: int = 0) -> str | None:
+    """Why `value` (anything in a brief, extra fields included) cannot be stored and sent on as
+    plain JSON by every backend, or None. PostgreSQL's JSONB refuses NUL characters and lone
+    surrogates; NaN and infinities are not JSON; so every backend refuses the same briefs."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{where} must not contain a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where} contains a lone surrogate, which is not a character"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return f"{where} must be a finite number (got {value})"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_BRIEF_INTEGER:
+            return f"{where} is too large a number (the most is {MAX_BRIEF_INTEGER:.0e})"
+    elif isinstance(value, dict | list):
+        if depth >= MAX_BRIEF_DEPTH:
+            return f"{where} is nested more than {MAX_BRIEF_DEPTH} levels deep"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            problem = (brief_value_problem(key, f"{where} (a key)", depth + 1) if isinstance(key, str) else None) \
+                or brief_value_problem(item, f"{where}.{key}", depth + 1)
+            if problem:
+                return problem
+    return None
 
 
 class ConceptInputs(_Camel):
@@ -71,6 +103,15 @@ class ConceptInputs(_Camel):
     material: Material = "concrete"
     palette: Palette = "warm"
     window_ratio: float = Field(0.4, ge=0.1, le=0.9, description="share of the facade that is glazed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            problem = brief_value_problem(data, "conceptInputs")
+            if problem:
+                raise ValueError(problem)
+        return data
 
     @field_validator("title", "description", "building_type")
     @classmethod

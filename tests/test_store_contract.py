@@ -1,6 +1,7 @@
 """The store contract: every backend runs these bodies (see the `store` fixture)."""
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -197,7 +198,8 @@ def test_workers_say_they_are_alive_and_a_silent_or_stopped_one_is_not_listed(se
     store.record_worker(WorkerInfo("host.example-2-b", ("axonometric", "openai"), now, "the disk is full"))
     store.record_worker(WorkerInfo("host.example-1-a", ("axonometric",), now))  # said it again
     assert [(w.worker_id, w.renderers, w.problem) for w in store.workers(now - timedelta(seconds=10))] == [
-        ("host.example-1-a", ("axonometric",), None), ("host.example-2-b", ("axonometric", "openai"), "the disk is full")]
+        ("host.example-1-a", ("axonometric",), None),
+        ("host.example-2-b", ("axonometric", "openai"), "the disk is full")]
     store.forget_worker("host.example-1-a")
     assert [w.worker_id for w in store.workers(now - timedelta(seconds=10))] == ["host.example-2-b"]
     assert store.workers(now + timedelta(seconds=1)) == []
@@ -213,3 +215,36 @@ def test_a_pending_job_says_why_it_waits_when_no_live_worker_can_run_it(service)
     service.store.record_worker(WorkerInfo("w-all", ("axonometric", "noop"), utcnow()))
     assert service.waiting_reason(job) is None  # simply queued
     assert service.waiting_reason(service.cancel(job.job_id)) is None
+
+
+REFUSED_BRIEFS = [
+    ({"title": "a\x00b"}, "conceptInputs.title must not contain a NUL character"),
+    ({"description": "\ud800"}, "lone surrogate"),
+    ({"width": float("nan")}, "conceptInputs.width must be a finite number"),
+    ({"note": float("inf")}, "conceptInputs.note must be a finite number"),
+    ({"note": 10**40}, "too large a number"),
+    ({"note": [[[[[[[[[["deep"]]]]]]]]]]}, "nested more than 8 levels"),
+    ({"note": {"k\x00": 1}}, "(a key) must not contain a NUL character"),
+]
+ACCEPTED_BRIEFS = [
+    {"title": "Bibliothèque 図書館 Библиотека 📚", "description": "ﻣﻜﺘﺒﺔ — e\u0301 \u2028 tab\tend"},
+    {"note": {"nested": [1, 2.5, True, None, "x"]}, "budget": 10**15},
+]
+
+
+@pytest.mark.parametrize("inputs, sentence", REFUSED_BRIEFS, ids=[s for _, s in REFUSED_BRIEFS])
+def test_every_backend_refuses_the_same_briefs_before_anything_is_written(service, inputs, sentence):
+    from jobs_core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=re.escape(sentence)):
+        submit(service, **inputs)
+    assert service.list().jobs == []
+
+
+def test_every_backend_keeps_unusual_but_valid_briefs_exactly(service):
+    for inputs in ACCEPTED_BRIEFS:
+        job = submit(service, **inputs)
+        stored = service.get(job.job_id)
+        assert stored.concept_inputs == job.concept_inputs
+        for key, value in inputs.items():
+            assert stored.concept_inputs[key] == (value.strip() if isinstance(value, str) else value)
