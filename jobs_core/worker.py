@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -36,6 +37,10 @@ from .store.base import WorkerInfo
 log = logging.getLogger("jobs_core.worker")
 STORE_RETRY_SECONDS = 5.0  # how soon a job handed back for a store fault may run again
 MAX_PAUSE_SECONDS = 30.0  # the longest wait between two claims while the store fails
+#: Progress is written at most this often per job. A drawing reports six stages in 50 ms and a
+#: person polls twice a second: writing each report would cost more than the render. A report in
+#: between is only checked for a stop (lost lease, shutdown); a cancel is noticed at the next write.
+PROGRESS_WRITE_SECONDS = 0.5
 
 
 def runnable_renderers() -> frozenset[str]:
@@ -194,17 +199,21 @@ class Worker:
 
     def _execute(self, job: Job, running: _Running) -> Job | None:
         lease = running.lease
+        last_written = [time.monotonic()]  # the claim was the last write
 
         def progress(percent: int, stage: str) -> None:
             if running.lost.is_set():
                 raise LeaseLost(f"Job {job.job_id} was reclaimed by another worker.")
             if self._stopping.is_set():
                 raise WorkerStopping("worker is shutting down")
+            if time.monotonic() - last_written[0] < PROGRESS_WRITE_SECONDS:
+                return
             try:
                 self.service.report_progress(lease, percent, stage)
             except STORE_FAULTS as error:
                 running.store_fault = error
                 raise
+            last_written[0] = time.monotonic()
 
         try:
             renderer = get_renderer(job.renderer)

@@ -1,22 +1,20 @@
 """Job documents -> one pandas row per job, built column-wise in one go, patched in place.
 
-Speed matters here (100,000 jobs): documents are plain dicts from `json.loads`, never pydantic
-models; their fields become one numpy array per column (timestamps parsed by one vectorised
-`pd.to_datetime` per column). `RowStore` keeps those arrays and patches changed rows by
+Speed matters here (100,000 jobs): documents are plain dicts (the file store's straight from
+`json`), never pydantic models; their fields become one numpy array per column (timestamps
+parsed by one vectorised `pd.to_datetime` per column). `RowStore` keeps those arrays and patches changed rows by
 position, so an update of a few jobs costs a few array copies, not a pandas drop + concat.
 """
 from __future__ import annotations
 
 import operator
 from sys import intern
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..models import JobStatus
 
-STATUSES = frozenset(status.value for status in JobStatus)
 TIME_COLUMNS = ("created", "started", "finished", "updated", "heartbeat")
 TEXT_COLUMNS = ("project", "job", "render_type", "stage", "error", "worker", "image_url")
 # status is a pandas Categorical over the five states (stored as int8 codes): the monitor compares
@@ -30,7 +28,7 @@ FIELDS = (("project", "projectId"), ("job", "jobId"), ("render_type", "renderTyp
           ("started", "startedAt"), ("finished", "finishedAt"), ("updated", "updatedAt"),
           ("heartbeat", "heartbeatAt"), ("error", "error"), ("worker", "workerId"), ("image_url", "imageUrl"))
 COLUMNS = tuple(column for column, _ in FIELDS) + ("queue_wait", "run_time")
-# A job's path names its project and id, and its render type and creation time never change:
+# A job's key names its project and id, and its render type and creation time never change:
 # replacing a row leaves those arrays as they are (no copy).
 MUTABLE_COLUMNS = tuple(column for column in COLUMNS if column not in ("project", "job", "render_type", "created"))
 _DOC_FIELDS = tuple(field for _, field in FIELDS)
@@ -38,24 +36,12 @@ _pick = operator.itemgetter(*_DOC_FIELDS)
 _REPEATED = ("projectId", "renderType", "stage", "workerId", "error")
 
 
-def problem(doc: Any) -> str | None:
-    """Why a parsed document cannot be indexed as a job, or None when it can."""
-    if not isinstance(doc, dict):
-        return f"holds a JSON {type(doc).__name__}, not a job object"
-    for field in ("jobId", "projectId", "renderType"):
-        if not isinstance(doc.get(field), str):
-            return f"not a job document ({field} is missing or not text)"
-    if doc.get("status") not in STATUSES:
-        return f"not a job document (status {doc.get('status')!r} is unknown)"
-    return None
-
-
 class Columns:
     """Accumulates job documents as rows of the index's fields; `arrays()` gives the columns.
 
     Each document's fields are picked in one C call (itemgetter); every CHUNK rows the pending
     rows become numpy columns (timestamps parsed then), so the documents' text is freed early
-    and memory stays flat while 100,000 files are read.
+    and memory stays flat while 100,000 jobs are read.
     """
 
     CHUNK = 8192
@@ -69,7 +55,7 @@ class Columns:
         return len(self.keys)
 
     def add(self, key: str, doc: dict) -> None:
-        """Append one job document (already checked by `problem`)."""
+        """Append one job document (the store checked its ids, status and render type)."""
         self.keys.append(key)
         for field in _REPEATED:
             # One shared copy of values that repeat across jobs (a project's name, a stage):
@@ -153,7 +139,7 @@ class RowStore:
         self.arrays, self.keys, self._frame = arrays, keys, None
 
     def frame(self) -> pd.DataFrame:
-        """A DataFrame over the current arrays (no copy), indexed by key ("project/jobId.json")."""
+        """A DataFrame over the current arrays (no copy), indexed by the store's keys."""
         if self._frame is None:
             data = {}
             for column in COLUMNS:

@@ -1,14 +1,17 @@
-"""JobIndex: every job of the store as one pandas row, built once and kept current.
+"""JobIndex: every job of a store as one pandas row, built once and kept current.
 
-    index = JobIndex.open(service)      # full build, then a watcher (or a poller) keeps it current
-    frame = index.frame()               # applies pending changes first; never mutated afterwards
+    index = JobIndex.open(service)      # one scan, then the store's watch keeps it current
+    frame = index.frame()               # applies reported changes first; never mutated afterwards
 
+The index knows nothing of how a store keeps its jobs: it reads them through the store contract
+(`scan_jobs` once, then `read_record` for each key `watch_jobs` reports; keys are the store's).
 The frame is replaced, never modified in place, so a reader may keep using the frame it got
 while the index moves on. Changes are applied lazily on `refresh` (which `frame` calls): a burst
-of writes to one job file costs one read, and the observer thread never touches pandas.
+of writes to one job costs one read, and the watch's thread never touches pandas.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -18,44 +21,40 @@ from typing import TypeVar
 
 import pandas as pd
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, JobsError
 from ..models import utcnow
 from ..service import JobService
-from ..store import FileJobStore, JobStore
-from ..store.base import Unreadable
+from ..store import JobRecord, JobStore, Unreadable
+from ..store.base import JobWatch
 from .frame import Columns, RowStore, empty_rows
-from .sources import FileJobSource, JobsWatcher, Read, Signature, SignaturePoller, StoreFeedSource
 
 T = TypeVar("T")
-WATCHING = "watching"
-POLLING = "polling"
-FEED = "store feed"
+log = logging.getLogger("jobs_core.monitor")
+WATCHING = "watching"  # the store tells of each change
+POLLING = "polling"  # changes are found by asking the store again every few seconds
+MANUAL = "manual"  # only `mark_changed` / `mark_job` (JOBS_MONITOR_WATCH=off)
+FEED = "store feed"  # no longer a mode of its own (every store watches); kept for pages that name it
 WATCH_MODES = ("auto", "poll", "off")
 
 
 class JobIndex:
-    def __init__(self, source: FileJobSource | StoreFeedSource, *, lease_seconds: float = 30.0,
-                 poll_seconds: float = 2.0) -> None:
-        self.source = source
+    def __init__(self, store: JobStore, *, lease_seconds: float = 30.0, poll_seconds: float = 2.0) -> None:
+        self.store = store
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
-        self.mode = FEED if isinstance(source, StoreFeedSource) else WATCHING
-        self.mode_note = ""
-        #: files (or rows) read since the index was made: a full build reads them all
-        self.files_read = 0
+        self.mode = MANUAL
+        #: places read since the index was made: a full build reads them all
+        self.records_read = 0
         #: bumped whenever the rows change; cache derived views on it
         self.version = 0
         self.built_at: datetime | None = None
         self.build_seconds = 0.0
         self._rows = empty_rows()
         self._unreadable: dict[str, Unreadable] = {}
-        self._signatures: dict[str, Signature] = {}
         self._dirty: set[str] = set()
-        self._dirty_lock = threading.Lock()  # guards _dirty only (the observer thread adds to it)
+        self._dirty_lock = threading.Lock()  # guards _dirty only (the watch's thread adds to it)
         self._lock = threading.RLock()  # one refresh at a time
-        self._watcher: JobsWatcher | None = None
-        self._poller: SignaturePoller | None = None
-        self._last_feed = 0.0
+        self._watch: JobWatch | None = None
         self._memo: dict[str, tuple[int, object]] = {}
 
     # -- making one ------------------------------------------------------------------------------
@@ -64,14 +63,11 @@ class JobIndex:
                   poll_seconds: float = 2.0) -> JobIndex:
         """Build the index of `store` and start keeping it current.
 
-        watch: "auto" (a watchdog observer, else polling), "poll" (always poll file signatures,
-        for network file systems), "off" (only explicit `mark_changed`). Non-file stores always
-        use their `jobs_updated_since` feed.
+        watch: "auto" (the store's own way: a file watcher, notifications), "poll" (ask the store
+        every `poll_seconds`, for network file systems where a file watcher hears nothing of other
+        hosts), "off" (only explicit `mark_changed`).
         """
-        if isinstance(store, FileJobStore):
-            index = cls(FileJobSource(store.jobs_dir), lease_seconds=lease_seconds, poll_seconds=poll_seconds)
-        else:
-            index = cls(StoreFeedSource(store), lease_seconds=lease_seconds, poll_seconds=poll_seconds)
+        index = cls(store, lease_seconds=lease_seconds, poll_seconds=poll_seconds)
         index.start(watch)
         return index
 
@@ -90,37 +86,19 @@ class JobIndex:
     def start(self, watch: str = "auto") -> None:
         if watch not in WATCH_MODES:
             raise InvalidInput(f"watch must be one of: {', '.join(WATCH_MODES)} (not {watch!r}).")
-        if isinstance(self.source, FileJobSource):
-            # The watcher starts before the build: whatever changes during the scan is re-read after.
-            self._start_file_watch(watch)
-        self.build()
-        if self._poller is not None:
-            self._poller.start()
-
-    def _start_file_watch(self, watch: str) -> None:
-        assert isinstance(self.source, FileJobSource)
-        if watch == "off":
-            self.mode, self.mode_note = "manual", "changes are applied only when marked"
-            return
-        if watch == "auto":
-            try:
-                self._watcher = JobsWatcher(self.source.jobs_dir, self.mark_changed, self._mark_folder)
-                self._watcher.start()
-                return
-            except OSError as error:  # inotify watch/instance limits, unsupported file systems
-                self._watcher = None
-                self.mode_note = f"the file watcher could not start ({error.strerror or error})"
-        else:
-            self.mode_note = "polling was asked for"
-        self.mode = POLLING
-        self.source.signed = True
-        self._poller = SignaturePoller(self.source, self.signatures, self.mark_changed, self.poll_seconds)
+        if watch != "off":
+            # The watch starts before the scan: whatever changes during the scan is re-read after.
+            self._watch = self.store.watch_jobs(self.mark_changed, poll_seconds=self.poll_seconds, mode=watch)
+            self.mode = POLLING if self._watch.polling else WATCHING
+        try:
+            self.build()
+        except BaseException:
+            self.close()  # no watch thread outlives an index that could not be made
+            raise
 
     def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-        if self._poller is not None:
-            self._poller.stop()
+        if self._watch is not None:
+            self._watch.close()
 
     # -- building and updating -----------------------------------------------------------------
     def build(self) -> None:
@@ -128,83 +106,66 @@ class JobIndex:
         started = time.perf_counter()
         columns = Columns()
         unreadable: dict[str, Unreadable] = {}
-        signatures: dict[str, Signature] = {}
         read = 0
-        for key, found in self.source.initial():
+        for record in self.store.scan_jobs():
             read += 1
-            if found.signature is not None:
-                signatures[key] = found.signature
-            if found.doc is not None:
-                columns.add(key, found.doc)
-            elif found.problem is not None:
-                unreadable[key] = Unreadable(self.source.location(key), found.problem)
+            if record.doc is not None:
+                columns.add(record.key, record.doc)
+            elif record.problem is not None:
+                unreadable[record.key] = Unreadable(record.location, record.problem)
         rows = RowStore(columns)
         with self._lock:
-            self._rows, self._unreadable, self._signatures = rows, unreadable, signatures
-            self.files_read += read
+            self._rows, self._unreadable = rows, unreadable
+            self.records_read += read
             self.version += 1
             self.built_at = utcnow()
         self.build_seconds = time.perf_counter() - started
 
     def mark_changed(self, keys: Iterable[str]) -> None:
-        """Note keys ("project/jobId.json") to re-read at the next refresh. Thread-safe, cheap."""
+        """Note store keys to re-read at the next refresh. Thread-safe, cheap (the watch calls it)."""
         with self._dirty_lock:
             self._dirty.update(keys)
 
     def mark_job(self, project_id: str, job_id: str) -> None:
-        """Re-read one job at the next refresh (after an action on it, whatever the backend)."""
-        self.mark_changed([f"{project_id}/{job_id}.json"])
-
-    def _mark_folder(self, project: str) -> None:
-        # A folder that appeared may already hold files whose events came before its watch did;
-        # one that vanished takes its jobs with it. Re-read what is there and what we knew.
-        assert isinstance(self.source, FileJobSource)
-        keys = set(self.source.keys_under(project)) | {project}
-        with self._lock:
-            keys.update(key for key in self._signatures if key.startswith(project + "/"))
-        self.mark_changed(keys)
+        """Re-read one job at the next refresh (after an action on it, whatever the watch)."""
+        self.mark_changed([self.store.record_key(project_id, job_id)])
 
     def refresh(self) -> int:
         """Apply what changed since the last refresh; returns how many keys were re-read."""
         with self._lock:
-            updates = self._take_updates()
-            if not updates:
-                return 0
-            self._apply(updates)
-            return len(updates)
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            records: list[JobRecord] = []
+            try:
+                for key in dirty:
+                    records.append(self.store.read_record(key))
+            except JobsError as error:  # the store is briefly unavailable: keep the rest for later
+                log.warning("could not re-read changed jobs: %s", error)
+                self.mark_changed(dirty.difference(record.key for record in records))
+            if records:
+                self._apply(records)
+            return len(records)
 
-    def _take_updates(self) -> dict[str, Read]:
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, set()
-        updates: dict[str, Read] = {}
-        if isinstance(self.source, StoreFeedSource) and time.monotonic() - self._last_feed >= self.poll_seconds:
-            self._last_feed = time.monotonic()
-            updates.update(self.source.changes())
-        for key in dirty:
-            updates[key] = self.source.read(key)
-        self.files_read += len(updates)
-        return updates
-
-    def _apply(self, updates: dict[str, Read]) -> None:
+    def _apply(self, records: list[JobRecord]) -> None:
         columns = Columns()
-        for key, found in updates.items():
-            if found.signature is not None:
-                self._signatures[key] = found.signature
+        removed: set[str] = set()
+        for record in records:
+            if record.problem is not None:
+                self._unreadable[record.key] = Unreadable(record.location, record.problem)
             else:
-                self._signatures.pop(key, None)
-            if found.problem is not None:
-                self._unreadable[key] = Unreadable(self.source.location(key), found.problem)
+                self._unreadable.pop(record.key, None)
+            if record.doc is not None:
+                columns.add(record.key, record.doc)
             else:
-                self._unreadable.pop(key, None)
-            if found.doc is not None:
-                columns.add(key, found.doc)
-        removed = {key for key, found in updates.items() if found.doc is None}
+                removed.add(record.key)
         self._rows.apply(columns, removed)
+        self.records_read += len(records)
         self.version += 1
 
     # -- reading ---------------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
-        """Every readable job, one row each, current as of now. Do not modify it."""
+        """Every readable job, one row each (indexed by the store's keys), current as of now.
+        Do not modify it."""
         self.refresh()
         with self._lock:
             return self._rows.frame()
@@ -228,14 +189,10 @@ class JobIndex:
         return value
 
     def unreadable(self) -> list[Unreadable]:
-        """Files (or rows) in the store that are not readable jobs, and why (current as of now)."""
+        """Places in the store (files, rows) that are not readable jobs, and why (current as of now)."""
         self.refresh()
         with self._lock:
             return sorted(self._unreadable.values(), key=lambda bad: bad.location)
-
-    def signatures(self) -> dict[str, Signature]:
-        with self._lock:
-            return dict(self._signatures)
 
     def pending_changes(self) -> int:
         with self._dirty_lock:
@@ -243,11 +200,7 @@ class JobIndex:
 
     def describe_mode(self) -> str:
         """One sentence for the page: how the index stays current."""
-        if self.mode == WATCHING:
-            return "Live: a file watcher re-reads each job file as it changes."
-        if self.mode == POLLING:
-            return (f"Polling: {self.mode_note}, so file signatures are compared every "
-                    f"{self.poll_seconds:g} s instead.")
-        if self.mode == FEED:
-            return f"Live: the store's change feed is read every {self.poll_seconds:g} s."
-        return f"Manual: {self.mode_note}."
+        if self._watch is None:
+            return "Manual: changes are applied only when marked."
+        how = self._watch.describe()
+        return f"Polling: {how}." if self.mode == POLLING else f"Live: {how}."

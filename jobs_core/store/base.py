@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from ..errors import JobNotFound, JobsError
+from ..errors import InvalidInput, JobNotFound, JobsError, UnreadableJob
 from ..lifecycle import Outcome
 from ..models import Concept, Event, Job, JobStatus
 
@@ -72,6 +72,9 @@ class WorkerInfo:
 
 class JobWatch(Protocol):
     """A running watch started by `JobStore.watch_jobs`."""
+
+    #: True when changes are found by asking again (polling) rather than by being told
+    polling: bool
 
     def describe(self) -> str:
         """One sentence for people: how changes are learnt ("a file watcher ...")."""
@@ -219,11 +222,14 @@ class JobStore(ABC):
             return self._record(self.get(job_id, project_id))
         except JobNotFound:
             return JobRecord(key=key, location=self._location(key))
-        except JobsError as error:
+        except (UnreadableJob, InvalidInput) as error:  # an unavailable store raises: read it again later
             return JobRecord(key=key, location=self._location(key), problem=str(error))
 
-    def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0) -> JobWatch:
+    def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0, mode: str = "auto") -> JobWatch:
         """Call `on_change(keys)` from a background thread whenever jobs change, in any process.
+
+        mode "poll" asks a backend not to rely on notifications (a network file system, where a
+        watcher hears nothing of other hosts' writes) but to look again every `poll_seconds`.
 
         This default asks `jobs_updated_since` every `poll_seconds` (deletions are not seen: a
         reader learns of them when `read_record` finds the place empty). Backends that can be
@@ -305,6 +311,7 @@ class CopyableStore(ABC):
 class _UpdatedSincePoller:
     """`watch_jobs` for any store: ask for jobs updated since the newest change seen."""
 
+    polling = True
     #: ask again from a little before the newest change seen: a transaction that committed late
     #: carries an updatedAt older than rows already seen. Reporting a job twice is harmless.
     overlap = timedelta(seconds=5)

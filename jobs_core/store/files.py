@@ -13,10 +13,11 @@
 
 The markers under .state let workers find work without reading finished jobs: sorted(listdir(ready))
 is the queue order (huey's trick), and `running/` lists what a reclaim must look at. A job's markers
-follow from its status alone (`_markers`). A write makes the new status's marker first (durably),
-then the job file (durably), then removes the old marker: a crash at any point leaves at worst a
-marker the job file no longer agrees with, which the next reader recognises and removes; never a
-pending or processing job without its marker. `python -m jobs_core repair` rebuilds the markers
+follow from its status alone (`_markers`). A write makes the new status's marker first (durably;
+a claim or a release renames the marker into its new folder), then the job file (durably), then
+removes the old marker: a crash at any point leaves at worst a marker the job file no longer agrees
+with, which the next reader recognises and removes; never a pending or processing job without its
+marker. `python -m jobs_core repair` rebuilds the markers
 from the job files, for a store damaged by hand or by a disk fault.
 
 Only portable calls: temp files, fsync, rename, link, flock (see atomic.py). Runs on Linux and macOS.
@@ -52,7 +53,19 @@ from .atomic import (
     write_new,
     write_or_replace,
 )
-from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, WorkerInfo, apply_change
+from .base import (
+    Change,
+    CopyableStore,
+    JobPage,
+    JobRecord,
+    JobStore,
+    JobWatch,
+    OnChange,
+    Unreadable,
+    WorkerInfo,
+    apply_change,
+)
+from .file_watch import JobFiles
 from .folders import Folder, MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store")
@@ -154,6 +167,7 @@ class FileJobStore(JobStore, CopyableStore):
         self.root.mkdir(parents=True, exist_ok=True)
         self.folders = StoreFolders(self.root)
         self.jobs_dir = self.root / "jobs"
+        self._file_views = JobFiles(self.jobs_dir, ID_PATTERN, is_temp_name, MAX_DOCUMENT_BYTES)
         for parts in (("jobs",), ("concepts",), ("renders",), ("events",), READY, RUNNING, WORKERS):
             try:
                 with self.folders.open(*parts, create=True):
@@ -214,22 +228,26 @@ class FileJobStore(JobStore, CopyableStore):
         """Write `new` over `old` (None: a create) with its markers; see the module's docstring."""
         before = self._markers(old) if old else set()
         after = self._markers(new)
-        added = after - before
+        added, removed = after - before, before - after
+        moved = len(added) == len(removed) == 1  # a claim or a release: the marker moves folders
         try:
-            self._add_markers(added)
+            if moved:
+                self._move_marker(next(iter(removed)), next(iter(added)))
+            else:
+                self._add_markers(added)
             data = new.to_json().encode()
             with self._open("jobs", new.project_id, create=True) as folder:
                 if old is None:
                     write_new(folder, f"{new.job_id}.json", data)
                 else:
                     atomic_write(folder, f"{new.job_id}.json", data, sync_dir=durable)
-        except (FileExistsError, StoreWriteError):
-            self._unmark(added)  # the job file kept its old version: so does the index
+        except (FileExistsError, StoreWriteError, UnsafeEntry) as error:
+            self._undo_markers(added, removed if moved else set())  # the job file kept its old version
+            if isinstance(error, UnsafeEntry):
+                raise StoreWriteError(f"Could not write job {new.job_id}: {error}. Nothing was changed.") from None
             raise
-        except UnsafeEntry as error:
-            self._unmark(added)
-            raise StoreWriteError(f"Could not write job {new.job_id}: {error}. Nothing was changed.") from None
-        self._unmark(before - after)
+        if not moved:
+            self._unmark(removed)
         if event is not None and not (old is None and event.type == "created"):
             # A creation is not logged: the job file records it, and the service tells it from there.
             self._append_event(new.project_id, event)
@@ -245,6 +263,30 @@ class FileJobStore(JobStore, CopyableStore):
         except OSError as error:
             raise StoreWriteError(f"Could not update the queue index of {self.root}: {error}. "
                                   "Nothing was changed.") from error
+
+    def _move_marker(self, source: tuple[tuple[str, str], str], target: tuple[tuple[str, str], str]) -> None:
+        """Rename a marker into its new folder (no new file to allocate), durably there before the
+        job file changes. A power loss may leave the old name too: a stale marker, dropped by readers."""
+        (source_parts, source_name), (target_parts, target_name) = source, target
+        try:
+            with self.folders.open(*source_parts) as origin, self.folders.open(*target_parts) as folder:
+                try:
+                    os.rename(source_name, target_name, src_dir_fd=origin.fd, dst_dir_fd=folder.fd)
+                except FileNotFoundError:
+                    touch_new(folder, target_name)  # the old marker was missing (a damaged index)
+                fsync_dir(folder)
+        except OSError as error:
+            raise StoreWriteError(f"Could not update the queue index of {self.root}: {error}. "
+                                  "Nothing was changed.") from error
+
+    def _undo_markers(self, added: set[tuple[tuple[str, str], str]],
+                      moved_from: set[tuple[tuple[str, str], str]]) -> None:
+        """After a failed job write: the index goes back to what the unchanged job file calls for."""
+        try:
+            self._add_markers(moved_from)
+        except StoreWriteError as error:
+            log.error("%s; run `python -m jobs_core repair` once the store works again", error)
+        self._unmark(added)
 
     def _append_event(self, project_id: str, event: Event) -> None:
         try:
@@ -365,6 +407,19 @@ class FileJobStore(JobStore, CopyableStore):
                 except FileNotFoundError:
                     continue
         self._project_of.forget(job_id)
+
+    # -- views over every job (the monitor): file_watch.py reads the files fast and watches jobs/ --
+    def record_key(self, project_id: str, job_id: str) -> str:
+        return self._file_views.key(project_id, job_id)
+
+    def scan_jobs(self) -> Iterator[JobRecord]:
+        return self._file_views.scan()
+
+    def read_record(self, key: str) -> JobRecord:
+        return self._file_views.read(key)
+
+    def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0, mode: str = "auto") -> JobWatch:
+        return self._file_views.watch(on_change, poll_seconds=poll_seconds, mode=mode)
 
     # -- workers ---------------------------------------------------------------------------------
     @staticmethod

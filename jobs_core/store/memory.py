@@ -33,6 +33,8 @@ def memory_store(name: str) -> MemoryJobStore:
 
 
 class _Watch:
+    polling = False
+
     def __init__(self, store: MemoryJobStore, on_change: OnChange) -> None:
         self.store, self.on_change = store, on_change
 
@@ -175,7 +177,7 @@ class MemoryJobStore(JobStore, CopyableStore):
             job = self._load(job_id)
         return job if job.project_id == project_id and job.idempotency_key == key else None
 
-    def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0) -> _Watch:
+    def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0, mode: str = "auto") -> _Watch:
         watch = _Watch(self, on_change)
         with self._lock:
             self._watches.append(watch)

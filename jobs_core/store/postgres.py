@@ -42,7 +42,7 @@ from ..errors import InvalidInput, JobNotFound, StoreUnavailable, TransitionConf
 from ..ids import validate_id
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from .atomic import unlink_quietly, write_or_replace
-from .base import Change, CopyableStore, JobPage, JobStore, Unreadable, WorkerInfo, apply_change
+from .base import Change, CopyableStore, JobPage, JobStore, JobWatch, OnChange, Unreadable, WorkerInfo, apply_change
 from .folders import MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store.postgres")
@@ -390,12 +390,23 @@ class PostgresJobStore(JobStore, CopyableStore):
             except Exception:  # a monitor's bug must not stop the listener
                 log.exception("change callback failed")
 
-    def on_change(self, callback: Callable[[str, str, str], None]) -> None:
+    def on_change(self, callback: Callable[[str, str, str], None]) -> Callable[[], None]:
         """Call `callback(project_id, job_id, status)` (in a background thread) after every change
-        committed by any process, for live views."""
+        committed by any process, for live views. Returns the function that stops the calls."""
         self._change_callbacks.append(callback)
         self._ensure_listener()
         self._listening_changes.wait(10)  # changes committed after this call are delivered
+
+        def stop() -> None:
+            if callback in self._change_callbacks:
+                self._change_callbacks.remove(callback)
+        return stop
+
+    def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0, mode: str = "auto") -> JobWatch:
+        """Notifications as changes commit, plus a safety poll (postgres_watch.py)."""
+        from .postgres_watch import PostgresJobWatch  # it builds on this class
+
+        return PostgresJobWatch(self, on_change, poll_seconds=poll_seconds, mode=mode)
 
     def wait_for_work(self, timeout: float) -> None:
         self._ensure_listener()
