@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -115,10 +116,12 @@ def test_concurrent_starters_migrate_once(schema: str):
 
     with ThreadPoolExecutor(6) as pool:
         assert set(pool.map(start, range(6))) == {schema}
-    rows = admin(f"SELECT version FROM {schema}.jobs_schema_version")
-    assert rows == [(1,)]
+    from jobs_core.store.postgres import MIGRATIONS
+
+    rows = admin(f"SELECT version FROM {schema}.jobs_schema_version ORDER BY version")
+    assert rows == [(version,) for version in sorted(MIGRATIONS)]  # each applied exactly once
     tables = {row[0] for row in admin("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
-    assert {"jobs", "job_events", "job_concepts", "job_images", "jobs_schema_version"} <= tables
+    assert {"jobs", "job_events", "job_concepts", "job_images", "job_workers", "jobs_schema_version"} <= tables
 
 
 def test_unreachable_server_missing_schema_or_bad_setting_is_one_clear_line(monkeypatch):
@@ -243,6 +246,7 @@ class CuttableProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.lose_next_commit_answer = threading.Event()
+        self.refusing = threading.Event()  # cut: new connections are hung up at once
         self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -252,6 +256,9 @@ class CuttableProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.refusing.is_set():
+                _hang_up(client)
+                continue
             server = socket.create_connection(self.upstream)
             self.sockets += [client, server]
             threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
@@ -271,8 +278,17 @@ class CuttableProxy:
 
     def vanish(self) -> None:
         _hang_up(self.listener)
+        self.cut()
+
+    def cut(self) -> None:
+        """The server is out of reach until `restore`: every connection dropped, new ones hung up."""
+        self.refusing.set()
         for end in self.sockets:
             _hang_up(end)
+        self.sockets = []
+
+    def restore(self) -> None:
+        self.refusing.clear()
 
 
 def _hang_up(end: socket.socket) -> None:
@@ -292,7 +308,7 @@ def proxied(schema: str, settings):
     server = conninfo_to_dict(require_postgres())
     proxy = CuttableProxy(server.get("host", "127.0.0.1"), int(server.get("port", 5432)))
     url = make_conninfo(schema_url(schema), host="127.0.0.1", port=str(proxy.port))
-    store = PostgresJobStore(url, pool_size=2, retries=2, connect_timeout=2)
+    store = PostgresJobStore(url, pool_size=2, retry_seconds=1.0, connect_timeout=2)
     yield proxy, JobService(store, settings)
     proxy.vanish()
     store.close()
@@ -324,6 +340,39 @@ def test_server_gone_for_good_raises_and_writes_nothing(proxied, schema: str):
     with pytest.raises(StoreUnavailable, match="is unavailable"):
         service.cancel(job.job_id)
     assert admin(f"SELECT status FROM {schema}.jobs") == [("pending",)]
+
+
+def test_a_worker_hands_its_job_back_when_postgresql_goes_away_and_runs_it_once_it_returns(proxied, schema,
+                                                                                          tmp_path, caplog):
+    import gate_renderer  # noqa: F401  (registers the gate renderer)
+    from proc_helpers import wait_until
+
+    from jobs_core.worker import Worker
+
+    proxy, service = proxied
+    service.settings = replace(service.settings, lease_seconds=3.0)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    job = service.submit({"projectId": "p1", "conceptInputs": {"gateDir": str(gate), "quiet": True}}, renderer="gate")
+    worker = Worker(service, poll_seconds=0.05).start()
+    try:
+        wait_until(lambda: (gate / "started").exists(), what="the render to start")
+        proxy.cut()
+        (gate / "open").touch()  # the render ends while the database is out of reach
+        wait_until(lambda: worker.store_problem, what="the worker to pause claiming")
+        status = admin(f"SELECT status, doc->>'attempts' FROM {schema}.jobs")
+        assert status == [("processing", "1")]  # not failed: nothing could be written at all
+        proxy.restore()
+        wait_until(lambda: admin(f"SELECT status FROM {schema}.jobs") == [("completed",)],
+                   timeout=60, what="the job to run again once the database is back")
+        assert worker.store_problem is None
+        # Handed back unspent, or, if its lease ran out first, requeued by the reclaim: never failed.
+        events = [e.type for e in service.events(job.job_id)]
+        assert "failed" not in events and events[-1] == "completed"
+        assert events.count("released") + events.count("requeued") == 1
+        assert "claiming paused" in caplog.text and "claiming resumed" in caplog.text
+    finally:
+        worker.stop()
 
 
 # -- a worker's changes: one compare-and-set on the document it last wrote ------------------------

@@ -186,11 +186,15 @@ class PostgresJobStore(JobStore, CopyableStore):
     wakes_across_processes = True
 
     def __init__(self, url: str, *, pool_size: int | None = None,
-                 artifacts_dir: str | os.PathLike | None = None, retries: int = 4,
-                 connect_timeout: float = 10.0) -> None:
+                 artifacts_dir: str | os.PathLike | None = None, retry_seconds: float = 4.0,
+                 connect_timeout: float = 3.0) -> None:
         self.url = url
-        self.retries = retries
-        self.connect_kwargs = {key: value for key, value in KEEPALIVES.items() if key not in self._params()}
+        #: how long one call keeps trying through dropped connections before StoreUnavailable:
+        #: short, so an API request answers 503 within seconds and a worker pauses, not hangs
+        self.retry_seconds = retry_seconds
+        self.connect_timeout = connect_timeout
+        defaults = {**KEEPALIVES, "connect_timeout": str(max(int(connect_timeout), 1))}
+        self.connect_kwargs = {key: value for key, value in defaults.items() if key not in self._params()}
         artifacts = artifacts_dir or os.environ.get("JOBS_ARTIFACTS_DIR") or None
         self.artifacts_dir = Path(artifacts) if artifacts else None
         size = pool_size or _pool_size_setting()
@@ -235,8 +239,7 @@ class PostgresJobStore(JobStore, CopyableStore):
         a clear message when the server is unreachable). Idempotent; an advisory lock makes
         concurrent starters take turns."""
         try:
-            with psycopg.connect(self.url, connect_timeout=max(int(connect_timeout), 1),
-                                 **self.connect_kwargs) as conn:
+            with psycopg.connect(self.url, **self.connect_kwargs) as conn:
                 with conn.transaction(), conn.cursor() as cur:
                     return _apply_migrations(cur)
         except psycopg.OperationalError as error:
@@ -253,9 +256,10 @@ class PostgresJobStore(JobStore, CopyableStore):
         retrying. Exceptions raised by `work` itself roll back and propagate at once.
         """
         delay = 0.05
-        for attempt in range(self.retries + 1):
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
             try:
-                return self._once(work, writes)
+                return self._once(work, writes, wait=max(deadline - time.monotonic(), 0.1))
             except _CommitUncertain as uncertain:
                 result, error = uncertain.args
                 if applied is not None and self._check_applied(applied, result):
@@ -263,18 +267,18 @@ class PostgresJobStore(JobStore, CopyableStore):
                 last = error
             except psycopg.OperationalError as error:
                 last = error
-            if attempt < self.retries:
-                log.warning("PostgreSQL connection problem (%s); retrying", _first_line(last))
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        raise StoreUnavailable(f"PostgreSQL at {self._where()} is unavailable: {_first_line(last)}")
+            if time.monotonic() + delay >= deadline:
+                raise StoreUnavailable(f"PostgreSQL at {self._where()} is unavailable: {_first_line(last)}")
+            log.warning("PostgreSQL connection problem (%s); retrying", _first_line(last))
+            time.sleep(delay)  # a backoff between reconnection attempts, bounded by the deadline
+            delay = min(delay * 2, 1.0)
 
-    def _once(self, work: Callable[[psycopg.Cursor], T], writes: bool) -> T:
+    def _once(self, work: Callable[[psycopg.Cursor], T], writes: bool, wait: float | None = None) -> T:
         """One attempt. Pool connections are in autocommit, so a read is one round trip. Writes
         run between BEGIN and COMMIT in pipeline mode: statements whose results are not needed
         travel with the next ones, so a modify is two round trips (BEGIN with the locking read;
         the write with COMMIT)."""
-        with self.pool.connection() as conn:
+        with self.pool.connection(timeout=min(wait or self.connect_timeout, self.connect_timeout)) as conn:
             if not writes:
                 with conn.cursor() as cur:
                     return work(cur)
@@ -363,7 +367,7 @@ class PostgresJobStore(JobStore, CopyableStore):
         once someone registered `on_change` (workers need only the work channel)."""
         while not self._closing.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=10, **self.connect_kwargs) as conn:
+                with psycopg.connect(self.url, autocommit=True, **self.connect_kwargs) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.work_channel)))
                     self.notify_work()  # anything queued while we were not listening is due now
                     hearing_changes = False
