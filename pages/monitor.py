@@ -1,7 +1,8 @@
 """Monitor page: every project's jobs, completion rates, failures and stuck work, live.
 
-Thin: the numbers come from `jobs_core.monitor` (an index of every job, kept current by a file
-watcher); changes go through `JobService`. The browser gets aggregates and one page of rows.
+Thin: the numbers come from `jobs_core.monitor` (an index of every job, kept current by a watcher,
+held by the app's runtime); changes go through the runtime's `JobService`. The browser gets
+aggregates and one page of rows.
 """
 from __future__ import annotations
 
@@ -13,26 +14,15 @@ import pandas as pd
 import streamlit as st
 
 from jobs_core import JobNotFound, JobsError, JobService
-from jobs_core.config import load_settings
 from jobs_core.models import utcnow
 from jobs_core.monitor import JobIndex, stats
 from jobs_core.monitor.actions import JobRef, run_action
 from jobs_core.monitor.index import FEED, WATCHING
+from pages import app_runtime
 
 REFRESH_SECONDS = 3
 REPORT_SECONDS = 30  # how long the outcome of an action stays on screen
 PAGE_SIZES = (25, 50, 100, 200)
-
-
-@st.cache_resource(show_spinner=False)
-def job_service(location: str) -> JobService:
-    return JobService.from_env(None if "://" in location else location)
-
-
-@st.cache_resource(show_spinner="Indexing every job in the store…", on_release=lambda index: index.close())
-def job_index(location: str) -> JobIndex:
-    """One index (and one watcher) per store per server process, shared by every session."""
-    return JobIndex.open(job_service(location))
 
 
 def seconds(value: float | None) -> str:
@@ -333,10 +323,11 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
 
 # -- the page ----------------------------------------------------------------------------------------
 st.title("Monitor")
-location = load_settings().store_location
-service = job_service(location)
+runtime = app_runtime()
+service = runtime.service
 try:
-    index = job_index(location)
+    with st.spinner("Indexing every job in the store…"):  # shown only if it takes over half a second
+        index = runtime.monitor_index()
 except JobsError as error:
     st.error(str(error))
     st.stop()

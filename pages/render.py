@@ -12,34 +12,28 @@ from pathlib import Path
 import streamlit as st
 
 from jobs_core import ConceptInputs, InvalidInput, Job, JobNotFound, JobsError, JobStatus
-from jobs_core.embedded import (
+from jobs_core.app_runtime import live_workers
+from jobs_core.brief_form import (
     EXAMPLE_BRIEFS,
-    STATUS_COLOURS,
-    ago_text,
-    app_max_wait_seconds,
-    app_poll_seconds,
     brief_problems,
-    brief_summary,
-    duration_text,
-    elapsed_seconds,
     field_bounds,
     field_choices,
     field_default,
     field_max_length,
-    live_workers,
-    render_directly,
     render_types,
-    thumbnail,
 )
+from jobs_core.direct_render import render_directly
 from jobs_core.ids import validate_id
 from jobs_core.renderers import get_renderer
+from jobs_core.thumbnails import thumbnail
+from jobs_core.words import ago_text, brief_summary, duration_text, elapsed_seconds
+from pages import app_runtime
 
-runtime = st.session_state.get("runtime")
-if runtime is None:
-    st.error("Start the app with `streamlit run app.py`; this page cannot run on its own.")
-    st.stop()
+runtime = app_runtime()
 service = runtime.service
 GALLERY_SIZE = 12
+STATUS_COLOURS = {JobStatus.PENDING: "blue", JobStatus.PROCESSING: "orange", JobStatus.COMPLETED: "green",
+                  JobStatus.FAILED: "red", JobStatus.CANCELED: "gray"}
 
 # (camelCase field, model attribute, label, help) of the brief, in form order.
 TEXT_FIELDS = [
@@ -320,7 +314,7 @@ def show_running(job: Job) -> None:
         st.progress(job.progress, text=text)
         st.caption(f"Running for {elapsed} · attempt {job.attempts} of {job.max_attempts} · "
                    f"worker {job.worker_id}")
-    if waited_seconds(job) > app_max_wait_seconds():
+    if waited_seconds(job) > runtime.settings.max_wait_seconds:
         st.warning(f"This render is still {job.status.value} after {duration_text(waited_seconds(job))}. "
                    "It keeps going in the background: you may leave and come back later, or keep waiting here.",
                    icon=":material/hourglass_top:")
@@ -384,10 +378,10 @@ def show_watched_job(project_id: str) -> None:
     if job is None:
         watch(None)
         return
-    live = not job.status.is_final and waited_seconds(job) <= app_max_wait_seconds()
+    live = not job.status.is_final and waited_seconds(job) <= runtime.settings.max_wait_seconds
     st.session_state.panel_live = live
     with st.container(key="job_panel"):
-        st.fragment(run_every=app_poll_seconds() if live else None)(job_panel)(job_id, project_id)
+        st.fragment(run_every=runtime.settings.poll_seconds if live else None)(job_panel)(job_id, project_id)
 
 
 # -- the gallery --------------------------------------------------------------------------------
@@ -443,7 +437,7 @@ def live_gallery(project_id: str) -> None:
         busy = any(not job.status.is_final for job in service.list(project_id, limit=GALLERY_SIZE).jobs)
     except JobsError:
         busy = False
-    st.fragment(run_every=app_poll_seconds() * 2 if busy else None)(gallery)(project_id)
+    st.fragment(run_every=runtime.settings.poll_seconds * 2 if busy else None)(gallery)(project_id)
 
 
 # -- the page -----------------------------------------------------------------------------------

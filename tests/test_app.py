@@ -1,11 +1,14 @@
 """The Streamlit app through AppTest: every page, the form, and a job's whole life on the render page.
 
-Real store on disk, real worker threads (the app's embedded pool, or one started here), real
-renderer. Waiting for a job is a bounded poll on the store's real state.
+AppTest runs the app in this process, so a named memory store (JOBS_STORE_URL=memory://NAME) is
+the one store of both the app and the test; the tests about files in the store use a real jobs
+directory. Real worker threads (the app's own pool, or one started here), real renderer. Waiting
+for a job is a bounded poll on the store's real state.
 """
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from jobs_core import Job, JobService, JobStatus, Worker
-from jobs_core.embedded import EXAMPLE_BRIEFS
+from jobs_core.brief_form import EXAMPLE_BRIEFS
 from jobs_core.ids import new_job_id
 from jobs_core.lifecycle import Lease
 from jobs_core.renderers import RenderTask, get_renderer
@@ -25,21 +28,41 @@ PAGES = ["pages/render.py", "pages/monitor.py"]
 
 
 @pytest.fixture
-def jobs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh store, small renders and no embedded worker unless a test asks for one."""
-    root = tmp_path / "jobs"
+def app_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Small renders and no worker in the app unless a test asks for one."""
     monkeypatch.chdir(ROOT)  # .streamlit/config.toml is read from the working directory
-    monkeypatch.setenv("JOBS_DIR", str(root))
-    monkeypatch.delenv("JOBS_STORE_URL", raising=False)
     monkeypatch.setenv("JOBS_APP_WORKERS", "0")
     monkeypatch.setenv("JOBS_RENDER_SIZE", "256")
     monkeypatch.setenv("JOBS_RETRY_BACKOFF_SECONDS", "0")
-    yield root
-    st.cache_resource.clear()  # stops the app's worker pool (on_release), like a server shutdown
+    yield
+    st.cache_resource.clear()  # stops the app's runtime (on_release), like a server shutdown
 
 
 @pytest.fixture
-def service(jobs_dir: Path) -> JobService:
+def store_url(app_settings: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh memory store, shared by the app and the test."""
+    url = f"memory://test-app-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("JOBS_STORE_URL", url)
+    monkeypatch.delenv("JOBS_DIR", raising=False)
+    return url
+
+
+@pytest.fixture
+def service(store_url: str) -> JobService:
+    return JobService.from_env()
+
+
+@pytest.fixture
+def jobs_dir(app_settings: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh jobs directory, for the tests about the files in the store."""
+    root = tmp_path / "jobs"
+    monkeypatch.setenv("JOBS_DIR", str(root))
+    monkeypatch.delenv("JOBS_STORE_URL", raising=False)
+    return root
+
+
+@pytest.fixture
+def file_service(jobs_dir: Path) -> JobService:
     return JobService.from_env(jobs_dir)
 
 
@@ -103,9 +126,9 @@ def foreign_completed_job(service: JobService, project: str = "demo") -> Job:
     return service.complete(lease, get_renderer("noop").render(None, lambda *_: None).png)
 
 
-def test_every_page_runs_without_exception_on_every_job_state_and_a_corrupt_file(service, jobs_dir):
-    jobs = jobs_in_every_state(service)
-    odd = foreign_completed_job(service)
+def test_every_page_runs_without_exception_on_every_job_state_and_a_corrupt_file(file_service, jobs_dir):
+    jobs = jobs_in_every_state(file_service)
+    odd = foreign_completed_job(file_service)
     (jobs_dir / "jobs" / "demo" / "job_corrupt.json").write_text("{ this is not json")
     for job_id in [None, odd.job_id, *(job.job_id for job in jobs.values())]:
         app = run_app("demo", job_id)
@@ -129,9 +152,9 @@ def test_a_url_naming_a_missing_or_malformed_job_is_explained(service):
         assert "job" not in app.query_params
 
 
-def test_sidebar_shows_the_store_and_the_worker_pool(jobs_dir, monkeypatch):
+def test_sidebar_shows_the_store_and_the_worker_pool(service, monkeypatch):
     app = run_app()
-    assert str(jobs_dir.resolve()) in "\n".join(c.value for c in app.sidebar.code)
+    assert service.store.describe() in "\n".join(c.value for c in app.sidebar.code)
     assert "runs no worker" in "\n".join(w.value for w in app.sidebar.warning)
     st.cache_resource.clear()
     monkeypatch.setenv("JOBS_APP_WORKERS", "2")
@@ -139,7 +162,7 @@ def test_sidebar_shows_the_store_and_the_worker_pool(jobs_dir, monkeypatch):
     assert "runs 2 worker thread(s)" in "\n".join(s.value for s in app.sidebar.success)
 
 
-def test_a_bad_setting_is_explained_instead_of_a_traceback(jobs_dir, monkeypatch):
+def test_a_bad_setting_is_explained_instead_of_a_traceback(store_url, monkeypatch):
     monkeypatch.setenv("JOBS_LEASE_SECONDS", "soon")
     app = run_app()
     assert not app.exception
@@ -154,7 +177,7 @@ def test_a_bad_setting_is_explained_instead_of_a_traceback(jobs_dir, monkeypatch
 
 
 # -- the form -----------------------------------------------------------------------------------
-def test_an_invalid_project_id_is_explained_next_to_the_field_and_creates_nothing(service, jobs_dir):
+def test_an_invalid_project_id_is_explained_next_to_the_field_and_creates_nothing(service):
     app = run_app()
     app.text_input(key="field_project").set_value("my/project").run()
     press_render(app)
@@ -168,7 +191,7 @@ def test_an_invalid_project_id_is_explained_next_to_the_field_and_creates_nothin
     assert service.list().jobs == []
 
 
-def test_an_example_brief_fills_in_the_form(jobs_dir):
+def test_an_example_brief_fills_in_the_form(store_url):
     app = run_app()
     example = EXAMPLE_BRIEFS["Glass office tower"]
     app.selectbox(key="field_example").select("Glass office tower").run()
@@ -177,7 +200,7 @@ def test_an_example_brief_fills_in_the_form(jobs_dir):
     assert app.selectbox(key="field_footprint").value == example["footprint"]
 
 
-def test_form_choices_come_from_the_model():
+def test_form_choices_come_from_the_model(store_url):
     from jobs_core.models import ConceptInputs
 
     app = AppTest.from_file(APP, default_timeout=60)
@@ -327,6 +350,7 @@ def test_leaving_the_page_and_coming_back_keeps_the_project_brief_and_job(servic
     press_render(app)
     job_id = app.session_state["active_job"]
     app.switch_page("pages/monitor.py").run()
+    assert not app.exception
     app.switch_page("pages/render.py").run()
     assert not app.exception
     assert app.text_input(key="field_project").value == "keep-1"

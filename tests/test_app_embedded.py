@@ -1,10 +1,14 @@
-"""The Streamlit-free helpers behind the app (`jobs_core.embedded`), on a real store and real workers."""
+"""The app's runtime (one per server process) and the Streamlit-free helpers behind its pages, on
+real stores and real workers."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -13,23 +17,19 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from jobs_core import JobService, JobStatus
-from jobs_core.embedded import (
-    EXAMPLE_BRIEFS,
-    PROVIDER_KEYS,
-    brief_problems,
-    brief_summary,
-    copy_provider_keys,
-    duration_text,
-    field_bounds,
-    field_choices,
-    live_workers,
-    render_directly,
-    start_runtime,
-)
+from jobs_core import JobService, JobStatus, JobStore, Worker
+from jobs_core.app_runtime import AppRuntime, live_workers
+from jobs_core.app_settings import AppSettings, load_app_settings
+from jobs_core.brief_form import EXAMPLE_BRIEFS, brief_problems, field_bounds, field_choices
+from jobs_core.direct_render import render_directly
 from jobs_core.models import ConceptInputs, utcnow
+from jobs_core.monitor import JobIndex
+from jobs_core.provider_keys import PROVIDER_KEYS, copy_provider_keys
+from jobs_core.words import brief_summary, duration_text
+from pages import runtime_for
 
 ROOT = Path(__file__).resolve().parent.parent
+PROCESS_WIDE = (AppRuntime, JobService, JobStore, JobIndex, Worker)
 
 
 def wait_final(service: JobService, job_id: str, seconds: float = 30) -> JobStatus:
@@ -76,31 +76,85 @@ def test_the_app_copies_provider_keys_from_streamlit_secrets(tmp_path, monkeypat
         st.cache_resource.clear()
 
 
-# -- one worker pool per process ------------------------------------------------------------------
-def test_two_sessions_share_one_runtime_and_its_worker_pool(tmp_path, monkeypatch):
+# -- one runtime per process --------------------------------------------------------------------
+def app_threads() -> list[str]:
+    return sorted(thread.name for thread in threading.enumerate() if thread.name.startswith("jobs-"))
+
+
+def test_every_session_and_both_pages_share_one_runtime_kept_out_of_session_state(monkeypatch):
     monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("JOBS_STORE_URL", f"memory://one-runtime-{uuid.uuid4().hex[:12]}")
     monkeypatch.setenv("JOBS_APP_WORKERS", "1")
+    before = app_threads()
+    sessions = [AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run() for _ in range(2)]
     try:
-        first = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-        second = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-        first.run()  # reruns do not start more workers either
-        runtime = first.session_state["runtime"]
-        assert runtime is second.session_state["runtime"]
+        for app in sessions:
+            app.run()  # reruns start nothing either
+            for page in ("pages/monitor.py", "pages/render.py"):
+                app.switch_page(page).run()
+                assert not app.exception, (page, app.exception)
+        runtime = runtime_for(load_app_settings())  # the cached one, as the pages reached it
         assert runtime.workers_running and runtime.worker.concurrency == 1
+        assert app_threads() == sorted(before + ["jobs-maintenance", "jobs-worker-0"])  # one pool
+        for app in sessions:  # per-tab state only: the runtime is reached through app_runtime()
+            assert not [key for key, value in app.session_state.items() if isinstance(value, PROCESS_WIDE)]
     finally:
         st.cache_resource.clear()
     assert not runtime.workers_running  # released with the cache: workers stopped
+    assert app_threads() == before
 
 
-def test_importing_the_library_starts_no_thread():
-    code = "import threading, jobs_core.embedded, jobs_core; print(threading.active_count())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "1", out.stderr
+def test_sessions_opening_the_monitor_at_once_build_one_index(tmp_path):
+    runtime = AppRuntime.start(AppSettings(str(tmp_path / "jobs"), workers=0))
+    try:
+        for number in range(50):
+            runtime.service.submit({"projectId": f"p{number % 5}"})
+        start = threading.Barrier(8)
+
+        def open_monitor(_: int) -> JobIndex:
+            start.wait()
+            return runtime.monitor_index()
+
+        with ThreadPoolExecutor(8) as pool:
+            indexes = list(pool.map(open_monitor, range(8)))
+        assert len({id(index) for index in indexes}) == 1
+        assert len(indexes[0].frame()) == 50
+    finally:
+        runtime.stop()
 
 
-def test_the_embedded_pool_runs_jobs_submitted_by_another_process_view_of_the_store(tmp_path):
-    runtime = start_runtime(str(tmp_path / "jobs"), 1)
+def test_the_monitor_index_is_the_runtimes_own_and_follows_its_store():
+    runtime = AppRuntime.start(AppSettings(f"memory://index-{uuid.uuid4().hex[:12]}", workers=0))
+    try:
+        index = runtime.monitor_index()
+        assert index.frame().empty
+        job = runtime.service.submit({"projectId": "seen"})
+        deadline = time.monotonic() + 10
+        while job.job_id not in set(runtime.monitor_index().frame()["job"]):  # kept current, not rebuilt
+            assert time.monotonic() < deadline, "the index never saw the new job"
+            time.sleep(0.05)
+        assert runtime.monitor_index() is index
+    finally:
+        runtime.stop()
+
+
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, sys, threading, jobs_core
+for module in pkgutil.walk_packages(jobs_core.__path__, "jobs_core."):
+    if not module.name.endswith("__main__"):  # that one runs the command line
+        importlib.import_module(module.name)
+print(threading.active_count(), "streamlit" in sys.modules)
+"""
+
+
+def test_importing_the_library_starts_no_thread_and_never_imports_streamlit():
+    out = subprocess.run([sys.executable, "-c", IMPORT_EVERY_MODULE], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["1", "False"], out.stderr
+
+
+def test_the_apps_pool_runs_jobs_submitted_by_another_process_view_of_the_store(tmp_path):
+    runtime = AppRuntime.start(AppSettings(str(tmp_path / "jobs"), workers=1))
     try:
         outsider = JobService.from_env(tmp_path / "jobs")  # e.g. the CLI or the API on the same JOBS_DIR
         job = outsider.submit({"projectId": "shared", "conceptInputs": {"floors": 3}})
@@ -111,8 +165,8 @@ def test_the_embedded_pool_runs_jobs_submitted_by_another_process_view_of_the_st
     assert not runtime.workers_running
 
 
-def test_a_runtime_without_workers_leaves_jobs_pending(tmp_path):
-    runtime = start_runtime(str(tmp_path / "jobs"), 0)
+def test_a_runtime_without_workers_leaves_jobs_pending():
+    runtime = AppRuntime.start(AppSettings(f"memory://idle-{uuid.uuid4().hex[:12]}", workers=0))
     try:
         job = runtime.service.submit({"projectId": "idle"})
         assert runtime.worker is None and not runtime.workers_running
@@ -121,7 +175,8 @@ def test_a_runtime_without_workers_leaves_jobs_pending(tmp_path):
         runtime.stop()
 
 
-def test_live_workers_are_seen_through_fresh_heartbeats_only(service):
+def test_live_workers_are_seen_through_fresh_heartbeats_only(memory_service):
+    service = memory_service
     job = service.submit({"projectId": "beats"})
     service.claim(job.job_id, "host-a-1", "beats")
     assert list(live_workers(service)) == ["host-a-1"]
@@ -153,7 +208,8 @@ def test_brief_problems_name_the_field_with_one_sentence_each():
     }
 
 
-def test_direct_render_draws_without_creating_a_job(service):
+def test_direct_render_draws_without_creating_a_job(memory_service):
+    service = memory_service
     stages: list[str] = []
     result, seconds = render_directly(service, "direct", "plan", {"title": "Direct"},
                                       lambda percent, stage: stages.append(stage))
@@ -162,9 +218,9 @@ def test_direct_render_draws_without_creating_a_job(service):
     assert service.list().jobs == []
 
 
-def test_direct_render_refuses_an_unknown_render_type(service):
+def test_direct_render_refuses_an_unknown_render_type(memory_service):
     with pytest.raises(Exception, match="renderType 'sketch' is not one of"):
-        render_directly(service, "direct", "sketch", {}, lambda *_: None)
+        render_directly(memory_service, "direct", "sketch", {}, lambda *_: None)
 
 
 def test_durations_read_like_a_person_would_say_them():
@@ -176,7 +232,8 @@ def test_durations_read_like_a_person_would_say_them():
 
 SLOW_RUNTIME_SCRIPT = """
 import sys, threading, time
-from jobs_core.embedded import start_runtime
+from jobs_core.app_runtime import AppRuntime
+from jobs_core.app_settings import AppSettings
 from jobs_core.renderers import Renderer, RenderResult, register
 
 started = threading.Event()
@@ -192,7 +249,7 @@ class Slow(Renderer):  # a render that takes long enough to be running when the 
         return RenderResult(png=b"")
 
 register("slow", Slow)
-runtime = start_runtime(sys.argv[1], 1)
+runtime = AppRuntime.start(AppSettings(sys.argv[1], workers=1))
 job = runtime.service.submit({"projectId": "exit"}, renderer="slow")
 started.wait(30)
 print(job.job_id, flush=True)

@@ -23,6 +23,7 @@ from bench.generate_store import Plan, generate
 from jobs_core import FileJobStore, JobStatus
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")]
@@ -73,6 +74,9 @@ def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, 
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
+            # The render page drawn means app.py has declared its navigation: on a fresh server the
+            # first instants show Streamlit's folder navigation, whose links skip app.py.
+            page.get_by_role("heading", name="Render a concept").wait_for(timeout=60_000)
             page.get_by_role("link", name="Monitor").click()
             def metric(label: str):
                 return page.locator("[data-testid='stMetric']").filter(
@@ -99,5 +103,7 @@ def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, 
             cancel.click()
             expect(page.get_by_text("Canceled 1 job.")).to_be_visible(timeout=30_000)
             assert FileJobStore(store).get(job_id, "from-the-cli").status is JobStatus.CANCELED
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "screenshot-monitor.png"), full_page=True)
         finally:
             browser.close()

@@ -1,4 +1,9 @@
-"""The monitor page through Streamlit's AppTest, on a generated store of real job files."""
+"""The monitor page through Streamlit's AppTest, on a generated store of real job files.
+
+The store is the subject here (the index reads every file, the watcher follows them, a corrupt
+file is listed), so these run on a jobs directory. The page is opened through app.py, as a person
+reaches it, with no worker in the app so that nothing changes the generated jobs underneath.
+"""
 from __future__ import annotations
 
 import json
@@ -15,7 +20,8 @@ from bench.generate_store import Plan, generate
 from jobs_core import FileJobStore, JobService
 from jobs_core.models import JobStatus
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "monitor.py")
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
 
 
 def independent_counts(root: Path) -> tuple[Counter, list[dict]]:
@@ -35,13 +41,18 @@ def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     generate(root, Plan(jobs=400, projects=12, weeks=6, now=datetime.now(UTC)), images=True, events=True)
     monkeypatch.setenv("JOBS_DIR", str(root))
     monkeypatch.delenv("JOBS_STORE_URL", raising=False)
+    monkeypatch.setenv("JOBS_APP_WORKERS", "0")
     yield root
-    st.cache_resource.clear()  # stops the page's watcher (on_release closes the index)
+    st.cache_resource.clear()  # stops the app's runtime and with it the index's watcher
+
+
+def open_monitor() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=60).run()  # the render page, the default
+    return app.switch_page("pages/monitor.py").run()
 
 
 def run_page() -> AppTest:
-    app = AppTest.from_file(PAGE, default_timeout=60)
-    app.run()
+    app = open_monitor()
     assert not app.exception, [e.message for e in app.exception]
     return app
 
@@ -67,7 +78,7 @@ def test_metrics_equal_an_independent_count(store_dir: Path) -> None:
     assert int(metric(app, "Stuck")) >= 25  # the generator's dead workers
     table = jobs_table(app).value
     assert len(table) == 50  # one page of rows, never the whole store
-    assert not app.warning
+    assert not app.main.warning
 
 
 def test_filters_narrow_every_figure(store_dir: Path) -> None:
@@ -159,6 +170,7 @@ def test_a_corrupt_file_is_listed_while_everything_else_works(store_dir: Path) -
 def test_an_empty_store_shows_a_hint_and_zeroes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBS_DIR", str(tmp_path / "empty"))
     monkeypatch.delenv("JOBS_STORE_URL", raising=False)
+    monkeypatch.setenv("JOBS_APP_WORKERS", "0")
     try:
         app = run_page()
         assert metric(app, "Jobs") == "0" and metric(app, "Completion rate") == "–"
@@ -168,12 +180,12 @@ def test_an_empty_store_shows_a_hint_and_zeroes(tmp_path: Path, monkeypatch: pyt
 
 
 def test_the_page_says_when_it_polls_instead_of_watching(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs_core.monitor import index as index_module
+    from jobs_core.store import file_watch
 
     def refuse(self) -> None:  # inotify limits cannot be exhausted safely on a shared machine
         raise OSError(24, "too many open files")
 
-    monkeypatch.setattr(index_module.JobsWatcher, "start", refuse)
+    monkeypatch.setattr(file_watch.Observer, "start", refuse)
     app = run_page()
     assert any("Polling: the file watcher could not start (too many open files)" in info.value for info in app.info)
     assert metric(app, "Jobs") == "400"
@@ -197,8 +209,7 @@ def test_a_selection_stays_on_its_jobs_while_new_jobs_arrive(store_dir: Path) ->
 
 def test_a_bad_watch_setting_is_a_clear_sentence(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBS_MONITOR_WATCH", "sometimes")
-    app = AppTest.from_file(PAGE, default_timeout=60)
-    app.run()
+    app = open_monitor()
     assert not app.exception
     assert [e.value for e in app.error] == ["JOBS_MONITOR_WATCH='sometimes' must be one of: auto, poll, off."]
 
