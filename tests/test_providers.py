@@ -385,11 +385,22 @@ def test_an_unreachable_provider_fails_the_job_as_retryable(provider, jobs, monk
 
 
 @pytest.mark.parametrize("provider, variable", [("openai", "OPENAI_API_KEY"), ("automatic1111", "A1111_BASE_URL")])
-def test_an_unconfigured_provider_fails_the_job_naming_what_is_missing(provider, variable, jobs):
+def test_a_worker_without_the_providers_settings_leaves_the_job_for_one_that_has_them(provider, variable, jobs):
     assert get_renderer(provider).configuration_problem() == f"{variable} is not set"
-    job = run_job(jobs, provider)
-    assert job.status is JobStatus.FAILED and job.attempts == 1
-    assert job.error == f"The {provider} renderer is not configured on this worker: {variable} is not set."
+    job = jobs.submit({"projectId": "harbour", "renderType": "axonometric", "conceptInputs": BRIEF},
+                      renderer=provider)
+    drawing = jobs.submit({"projectId": "harbour", "renderType": "axonometric", "conceptInputs": BRIEF})
+    worker = Worker(jobs, concurrency=1, poll_seconds=0.05).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not jobs.get(drawing.job_id).status.is_final:  # the worker is at work, and passes ours by
+            assert time.monotonic() < deadline, "the drawing job never finished"
+            jobs.store.wait_for_work(0.05)
+        waiting = jobs.get(job.job_id)
+        assert waiting.status is JobStatus.PENDING and waiting.attempts == 0 and waiting.error is None
+        assert f"can use the {provider} renderer" in jobs.waiting_reason(waiting)
+    finally:
+        worker.stop()
 
 
 def test_a_cancel_during_a_retry_wait_stops_the_job(serve, jobs, monkeypatch):

@@ -324,12 +324,15 @@ class FileJobStore(JobStore, CopyableStore):
         return job if job.idempotency_key == key else None
 
     def _create(self, job: Job, event: Event | None) -> None:
-        # No job lock: the job file takes its name with one link, which never replaces, so of two
-        # creators of one jobId exactly one wins, and nobody modifies a job before it exists.
-        try:
-            self._write(None, job, event)
-        except FileExistsError:
-            raise TransitionConflict(f"Job {job.job_id} already exists.") from None
+        # Under the job lock: the queue marker exists before the job file does, and a claimer or
+        # a maintenance pass that met the marker in between would take it for a stale one. They
+        # look at a marker's job only under its lock, so they see the job whole or not at all.
+        validate_id(job.project_id, "projectId")
+        with self.locks.hold(validate_id(job.job_id, "jobId")):
+            try:
+                self._write(None, job, event)
+            except FileExistsError:
+                raise TransitionConflict(f"Job {job.job_id} already exists.") from None
         self._project_of.remember(job.job_id, job.project_id)
 
     def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
@@ -475,11 +478,24 @@ class FileJobStore(JobStore, CopyableStore):
         for parts in (READY, RUNNING):
             with self.folders.open(*parts) as folder:
                 fsync_dir(folder)
-                for name in os.listdir(folder.fd):
-                    if (parts, name) not in wanted:
-                        unlink_quietly(folder, name)
-                        fixes.append(f"removed the stale queue entry {name}")
+                names = os.listdir(folder.fd)
+            for name in names:
+                if (parts, name) in wanted:
+                    continue
+                job_id, project_id = self._ids_of_marker(parts, name)
+                if job_id is None or self._job_of_marker(job_id, project_id, (parts, name)) is None:
+                    if job_id is None:
+                        self._unmark({(parts, name)})
+                    fixes.append(f"removed the stale queue entry {name}")
         return fixes
+
+    @staticmethod
+    def _ids_of_marker(parts: tuple[str, str], name: str) -> tuple[str | None, str]:
+        rest = name.partition(".")[2] if parts == READY else name
+        job_id, _, project_id = rest.partition(".")
+        if ID_PATTERN.fullmatch(job_id) and ID_PATTERN.fullmatch(project_id):
+            return job_id, project_id
+        return None, ""
 
     # -- reads -----------------------------------------------------------------------------------
     def _get(self, job_id: str, project_id: str) -> Job:
@@ -506,15 +522,30 @@ class FileJobStore(JobStore, CopyableStore):
             job_id, _, project_id = name.partition(".")
             if not (ID_PATTERN.fullmatch(job_id) and ID_PATTERN.fullmatch(project_id)):
                 continue  # not ours
+            job = self._job_of_marker(job_id, project_id, (RUNNING, name))
+            if job is not None and job.status is JobStatus.PROCESSING:
+                jobs.append(job)
+        return jobs
+
+    def _job_of_marker(self, job_id: str, project_id: str, marker: tuple[tuple[str, str], str]) -> Job | None:
+        """The job a marker names, or None after removing the marker if the job does not call for
+        it (a crash between two writes). A write in flight holds the job's lock, and is waited for:
+        the marker it just made is not stale."""
+        try:
+            job = self._get(job_id, project_id)
+        except (JobNotFound, UnreadableJob):
+            job = None
+        if job is not None and marker in self._markers(job):
+            return job
+        with self.locks.hold(job_id):
             try:
                 job = self._get(job_id, project_id)
             except (JobNotFound, UnreadableJob):
                 job = None
-            if job is not None and job.status is JobStatus.PROCESSING:
-                jobs.append(job)
-            else:
-                self._unmark({(RUNNING, name)})  # stale (a crash between two writes)
-        return jobs
+            if job is not None and marker in self._markers(job):
+                return job
+            self._unmark({marker})
+            return None
 
     def pending(self) -> list[tuple[datetime, str]]:
         return [(datetime.fromtimestamp(ms / 1000, UTC), job_id) for ms, job_id, _ in self._queue()]
@@ -586,8 +617,9 @@ class FileJobStore(JobStore, CopyableStore):
     def save_concept(self, concept: Concept) -> None:
         # Not fsynced: every job carries its conceptInputs, so the job file is the durable copy;
         # a power loss can at worst leave this copy unreadable, never a job.
+        name = f"{validate_id(concept.concept_id, 'conceptId')}.json"
         with self._open("concepts", concept.project_id, create=True) as folder:
-            write_or_replace(folder, f"{validate_id(concept.concept_id, 'conceptId')}.json",
+            write_or_replace(folder, name,
                              concept.model_dump_json(indent=2).encode(), durable=False)
 
     def load_concept(self, project_id: str, concept_id: str) -> Concept:
@@ -623,13 +655,15 @@ class FileJobStore(JobStore, CopyableStore):
 
     def save_image(self, project_id: str, job_id: str, png: bytes) -> None:
         # Durable before the job says completed: a completed job always has its image.
+        name = f"{validate_id(job_id, 'jobId')}.png"
         with self._open("renders", project_id, create=True) as folder:
-            write_or_replace(folder, f"{validate_id(job_id, 'jobId')}.png", png)
+            write_or_replace(folder, name, png)
 
     def load_image(self, project_id: str, job_id: str) -> bytes:
+        name = f"{validate_id(job_id, 'jobId')}.png"
         try:
             with self._open("renders", project_id) as folder:
-                return read_regular(folder, f"{validate_id(job_id, 'jobId')}.png", MAX_IMAGE_BYTES)
+                return read_regular(folder, name, MAX_IMAGE_BYTES)
         except FileNotFoundError:
             raise JobNotFound(f"No image for job {job_id} in project {project_id}.") from None
         except UnsafeEntry as error:
