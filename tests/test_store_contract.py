@@ -248,3 +248,34 @@ def test_every_backend_keeps_unusual_but_valid_briefs_exactly(service):
         assert stored.concept_inputs == job.concept_inputs
         for key, value in inputs.items():
             assert stored.concept_inputs[key] == (value.strip() if isinstance(value, str) else value)
+
+
+def test_jobs_created_while_others_claim_are_each_claimed_exactly_once(service):
+    import threading
+
+    created: list[str] = []
+    claimed: list[str] = []
+    creating = threading.Event()
+    creating.set()
+
+    def create() -> None:
+        for _ in range(30):
+            created.append(submit(service).job_id)
+
+    def claim() -> None:
+        while creating.is_set() or service.store.pending():
+            job = service.claim_next("w")
+            if job is not None:
+                claimed.append(job.job_id)
+
+    creators = [threading.Thread(target=create) for _ in range(3)]
+    claimers = [threading.Thread(target=claim) for _ in range(3)]
+    for thread in creators + claimers:
+        thread.start()
+    for thread in creators:
+        thread.join(60)
+    creating.clear()
+    for thread in claimers:
+        thread.join(60)
+    assert sorted(claimed) == sorted(created) and len(set(claimed)) == 90
+    assert {job.job_id for job in service.store.processing()} == set(created)
