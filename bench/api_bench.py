@@ -2,22 +2,19 @@
 
     python3 -m bench.api_bench [--duration 2] [--rounds 3] [--connections 1 16] [--processes 2]
 
-uvicorn servers, started the same way (uvloop/httptools when installed, no access log):
-  ours: `python -m jobs_core serve --workers 0` on a fresh store (create and poll only, the seed's
-        hybrid set-up; nothing renders while we measure)
-  bare: a FastAPI app whose POST does only one fsynced file write and whose GET does one file read;
-        a second POST does the file store's own create writes (concept, durable job file and its
-        queue marker) with none of the job logic, on the threads our creates use: the floor the
-        store's layout sets on this disk
-and, with --processes N > 1, both again as N processes (`serve --processes N`, `uvicorn --workers N`).
-wrk (compiled, so the load generator does not eat the two cores) drives each case at 1 and 16
-connections, taking turns for a few rounds (the machine is shared: all then see the same
-background load); rows print side by side with the ratios the issue targets:
-create and poll p50 <= 1.5x bare, p99 <= 2x bare, and the seed's promise of < 1 s. Each row also
-shows the server's CPU time per request (all its threads and processes, from /proc): once clients
-keep both cores busy, p50 follows it. On ext4 without a journal, deleting many files (this bench's
-own cleanup included) makes new files dearer for up to six minutes: the bench waits that long
-after its last run's cleanup.
+uvicorn servers, started the same way (uvloop/httptools when installed, no access log), on
+127.0.0.1, with their files on the disk of this checkout:
+  ours: `python -m jobs_core serve --workers 0` on a fresh file store (create and poll only, the
+        seed's hybrid set-up; nothing renders while we measure)
+  bare: a FastAPI app whose POST does the one durable write a correct store must do (a temp file
+        in the same folder, fsync, os.replace, fsync of the folder) and whose GET reads one file
+and, with --processes N > 1, creates again with N processes on each side (`serve --processes N`,
+`uvicorn --workers N`). wrk (compiled, so the load generator does not eat the cores) drives each
+case at 1 and 16 connections, taking turns for a few rounds (the machine is shared: all then see
+the same background load); rows print side by side with the ratios the issue targets: p50 within
+1.5x bare, p99 within 2x bare, and the seed's promise of < 1 s. Each row also shows the server's
+CPU time per request (all its threads and processes, from /proc). At the end, without HTTP: how
+many fsyncs and files one create costs beside the bare write, and their times in this process.
 """
 from __future__ import annotations
 
@@ -31,6 +28,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +37,6 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-
-from jobs_core.api.lane import ThreadLane
-from jobs_core.api.routes import CREATE_THREADS
-from jobs_core.store.atomic import write_new
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -53,40 +48,28 @@ bare_app = FastAPI()
 BARE_DIR = Path(os.environ.get("BENCH_BARE_DIR", tempfile.gettempdir()))
 
 
-def _write_fsynced(data: bytes) -> str:
+def durable_write(folder: Path, data: bytes) -> str:
+    """What any store must do for a new document to survive a crash, and nothing more."""
     name = uuid.uuid4().hex
-    fd = os.open(BARE_DIR / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    temp = folder / f".{name}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.replace(temp, folder / f"{name}.json")
+    folder_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)
     return name
 
 
 @bare_app.post("/bare/write", status_code=201)
 async def bare_write(request: Request) -> Response:
-    name = await run_in_threadpool(_write_fsynced, await request.body())
-    return JSONResponse({"id": name}, status_code=201)
-
-
-def _store_create_writes(data: bytes) -> str:
-    """The disk steps of a create in the file store, through its own functions, without the job
-    logic around them: the concept (not fsynced) and the job file, fsynced, named after its queue
-    marker, its folder fsynced. What the store's layout and durability cost on this disk."""
-    name = uuid.uuid4().hex
-    write_new(os.path.join(BARE_DIR, "concepts", f"{name}.json"), data, durable=False)
-    write_new(os.path.join(BARE_DIR, "jobs", f"{name}.json"), data,
-              links=[os.path.join(BARE_DIR, "ready", name)], sync_links=False)
-    return name
-
-
-_store_lane = ThreadLane(CREATE_THREADS, "bench-store-writes")  # the threads our creates run on
-
-
-@bare_app.post("/bare/store-writes", status_code=201)
-async def bare_store_writes(request: Request) -> Response:
-    name = await _store_lane.run(_store_create_writes, await request.body())
+    name = await run_in_threadpool(durable_write, BARE_DIR, await request.body())
     return JSONResponse({"id": name}, status_code=201)
 
 
@@ -107,15 +90,15 @@ def _free_port() -> int:
 
 def _start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    process = subprocess.Popen([*command, "--port", str(port)], cwd=ROOT, env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(400):
         try:
             httpx.get(f"{base}/docs", timeout=1)
             return process, base
         except httpx.TransportError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # bounded: 20 s for the server to open its port
     process.kill()
     raise SystemExit(f"server did not start: {command}")
 
@@ -126,7 +109,7 @@ class Figures:
     p99_ms: float
     rps: float
     errors: int
-    cpu_ms: float | None = None  # the server process's CPU time (all its threads) per request
+    cpu_ms: float | None = None  # the server's CPU time (all its threads and processes) per request
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -166,14 +149,14 @@ def wrk(url: str, connections: int, seconds: float, post_body: str | None, workd
     return Figures(_ms(p50), _ms(p99), rps, errors, cpu_ms)
 
 
-def alternating(urls: list[str], pids: list[int], connections: int, seconds: float, rounds: int,
+def alternating(cases: list[tuple[str, int]], connections: int, args: argparse.Namespace,
                 post_body: str | None, workdir: Path) -> list[Figures]:
-    """Run each url in turn, `rounds` times, so all see the same background load (the machine is
-    shared), and keep the median of each figure."""
-    runs: list[list[Figures]] = [[] for _ in urls]
-    for _ in range(rounds):
-        for url, pid, kept in zip(urls, pids, runs, strict=True):
-            kept.append(wrk(url, connections, seconds, post_body, workdir, pid))
+    """Run each (url, server pid) in turn, `rounds` times, so all see the same background load
+    (the machine is shared), and keep the median of each figure."""
+    runs: list[list[Figures]] = [[] for _ in cases]
+    for _ in range(args.rounds):
+        for (url, pid), kept in zip(cases, runs, strict=True):
+            kept.append(wrk(url, connections, args.duration, post_body, workdir, pid))
     return [_median(kept) for kept in runs]
 
 
@@ -187,19 +170,49 @@ def _median(runs: list[Figures]) -> Figures:
 
 def _row(label: str, figures: Figures) -> str:
     cpu = "" if figures.cpu_ms is None else f"   server CPU {figures.cpu_ms:5.2f} ms/req"
-    return (f"  {label:<34} p50 {figures.p50_ms:7.2f} ms   p99 {figures.p99_ms:7.2f} ms   "
+    return (f"  {label:<36} p50 {figures.p50_ms:7.2f} ms   p99 {figures.p99_ms:7.2f} ms   "
             f"{figures.rps:8.0f} req/s   errors {figures.errors}{cpu}")
 
 
 def _verdict(ours: Figures, bare: Figures) -> str:
     p50, p99 = ours.p50_ms / bare.p50_ms, ours.p99_ms / bare.p99_ms
     ok = p50 <= 1.5 and p99 <= 2.0 and ours.p99_ms < 1000 and ours.errors == 0
-    return (f"  {'ratio ours/bare':<34} p50 {p50:6.2f}x (target <= 1.5x)   p99 {p99:6.2f}x (target <= 2x)   "
+    return (f"  {'ratio ours/bare':<36} p50 {p50:6.2f}x (target <= 1.5x)   p99 {p99:6.2f}x (target <= 2x)   "
             f"{'MEETS' if ok else 'MISSES'} target; seed's < 1 s: {'yes' if ours.p99_ms < 1000 else 'NO'}")
 
 
-def in_process(seconds: float, call) -> Figures:
-    """The same operation without HTTP, one caller: how much of a row is the store itself."""
+# -- without HTTP: what one create costs on the disk ------------------------------------------------
+@contextmanager
+def counting_syscalls() -> Iterator[dict[str, int]]:
+    """Count this process's fsyncs, files created and names given (rename, replace, link) while
+    the block runs, by wrapping those os functions."""
+    counts = {"fsyncs": 0, "files created": 0, "renames or links": 0}
+    wrapped = {"fsync": "fsyncs", "fdatasync": "fsyncs", "rename": "renames or links",
+               "replace": "renames or links", "link": "renames or links"}
+    real = {name: getattr(os, name) for name in [*wrapped, "open"]}
+
+    def counting(name: str) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            counts[wrapped[name]] += 1
+            return real[name](*args, **kwargs)
+        return call
+
+    def opened(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        counts["files created"] += bool(flags & os.O_CREAT)
+        return real["open"](path, flags, *args, **kwargs)
+
+    for name in wrapped:
+        setattr(os, name, counting(name))
+    os.open = opened
+    try:
+        yield counts
+    finally:
+        for name, function in real.items():
+            setattr(os, name, function)
+
+
+def in_process(seconds: float, call: Callable[[], object]) -> Figures:
+    """The same operation without HTTP, one caller: how much of a row is the disk itself."""
     latencies = []
     deadline = time.perf_counter() + seconds
     while (start := time.perf_counter()) < deadline:
@@ -210,19 +223,30 @@ def in_process(seconds: float, call) -> Figures:
                    len(latencies) / seconds, 0)
 
 
-def store_floor(work: Path, seconds: float) -> tuple[Figures, Figures]:
+def create_costs(work: Path, seconds: float) -> None:
     from jobs_core.service import JobService
     from jobs_core.store import FileJobStore
 
-    service = JobService(FileJobStore(work / "floor-store"))
-    body = json.loads(CREATE_BODY)
-    submit = in_process(seconds, lambda: service.submit(body))
-    global BARE_DIR
-    BARE_DIR = work / "bare"
-    write = in_process(seconds, lambda: _write_fsynced(CREATE_BODY.encode()))
-    return submit, write
+    service = JobService(FileJobStore(work / "in-process-store"))
+    body, folder = json.loads(CREATE_BODY), work / "in-process-bare"
+    folder.mkdir()
+    service.submit(body)  # the first create makes the project's folders
+    samples = 20
+    with counting_syscalls() as ours:
+        for _ in range(samples):
+            service.submit(body)
+    with counting_syscalls() as bare:
+        for _ in range(samples):
+            durable_write(folder, CREATE_BODY.encode())
+    print("\nwithout HTTP (in this process, one caller): what one create costs on the disk")
+    for label, counts in (("bare durable write", bare), ("JobService.submit (file store)", ours)):
+        print(f"  {label:<36} " + "   ".join(f"{name} {n / samples:g}" for name, n in counts.items()))
+    print(_row("bare durable write", in_process(seconds, lambda: durable_write(folder, CREATE_BODY.encode()))))
+    print(_row("JobService.submit (file store)", in_process(seconds, lambda: service.submit(body))))
+    service.store.close()
 
 
+# -- the run ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
@@ -233,39 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.access(WRK, os.X_OK):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    _settle_after_last_cleanup()
     work = Path(tempfile.mkdtemp(prefix="api-bench-", dir=ROOT))  # same disk as a real ./.jobs
-    for folder in ("bare", "bare/concepts", "bare/jobs", "bare/ready", "bare-multi"):
+    for folder in ("bare", "bare-multi"):
         (work / folder).mkdir()
     servers = _start_servers(work, args.processes)
     try:
         _run(servers, work, args)
+        create_costs(work, args.duration)
     finally:
         for process, _ in servers.values():
             process.terminate()
             process.wait(20)
         shutil.rmtree(work, ignore_errors=True)
-        CLEANUP_MARK.parent.mkdir(exist_ok=True)
-        CLEANUP_MARK.write_text(f"{time.time()}\n")
     return 0
-
-
-CLEANUP_MARK = ROOT / "bench" / "out" / "api_bench.cleanup"
-# ext4 without a journal skips a free inode freed in the last 60 s, or 360 s while its inode-table
-# block is dirty, and each new file allocated into that block dirties it again.
-SETTLE_SECONDS = 400
-
-
-def _settle_after_last_cleanup() -> None:
-    """Wait until the last run's deleted files no longer slow new ones (see the docstring)."""
-    try:
-        remaining = float(CLEANUP_MARK.read_text()) + SETTLE_SECONDS - time.time()
-    except (OSError, ValueError):
-        return
-    if remaining > 0:
-        print(f"waiting {remaining:.0f} s: the last run deleted its files {SETTLE_SECONDS - remaining:.0f} s ago",
-              flush=True)
-        time.sleep(remaining)
 
 
 def _start_servers(work: Path, processes: int) -> dict[str, tuple[subprocess.Popen, str]]:
@@ -284,7 +288,7 @@ def _start_servers(work: Path, processes: int) -> dict[str, tuple[subprocess.Pop
 
 def _run(servers: dict[str, tuple[subprocess.Popen, str]], work: Path, args: argparse.Namespace) -> None:
     (ours_proc, ours), (bare_proc, bare) = servers["ours"], servers["bare"]
-    # Poll targets: a finished job (a plain read) and a pending one (read + queue position).
+    # Poll targets: a finished job (a plain read) and a copy of its answer for the bare read.
     done = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
                       headers={"content-type": "application/json"}).json()["jobId"]
     httpx.post(f"{ours}/api/jobs/{done}/process", headers={"Prefer": "wait=30"}, timeout=60)
@@ -294,51 +298,37 @@ def _run(servers: dict[str, tuple[subprocess.Popen, str]], work: Path, args: arg
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     for connections in args.connections:
         print(f"\n{connections} concurrent client(s)")
-        create_bare, floor, create_ours = alternating(
-            [f"{bare}/bare/write", f"{bare}/bare/store-writes", f"{ours}/api/jobs/render"],
-            [bare_proc.pid, bare_proc.pid, ours_proc.pid], connections, args.duration, args.rounds, CREATE_BODY, work)
-        print(_row("bare: one fsynced file write", create_bare))
-        print(_row("bare: the store's create writes", floor))
+        create_bare, create_ours = alternating(
+            [(f"{bare}/bare/write", bare_proc.pid), (f"{ours}/api/jobs/render", ours_proc.pid)],
+            connections, args, CREATE_BODY, work)
+        print(_row("bare: one durable file write", create_bare))
         print(_row("create POST /api/jobs/render", create_ours))
         print(_verdict(create_ours, create_bare))
-        print(_ratio("store's writes alone / bare", floor, create_bare,
-                     "the floor the store's layout and durability set on this disk"))
         poll_bare, poll_ours = alternating(
-            [f"{bare}/bare/read/{bare_id}", f"{ours}/api/jobs/{done}?projectId=bench"],
-            [bare_proc.pid, ours_proc.pid], connections, args.duration, args.rounds, None, work)
+            [(f"{bare}/bare/read/{bare_id}", bare_proc.pid),
+             (f"{ours}/api/jobs/{done}?projectId=bench", ours_proc.pid)], connections, args, None, work)
         print(_row("bare: one file read", poll_bare))
         print(_row("poll GET /api/jobs/{id} (completed)", poll_ours))
         print(_verdict(poll_ours, poll_bare))
         if "ours-multi" in servers:
-            _multi_rows(servers, connections, args, work, create_bare)
-    _extras(ours, work, args)
+            _multi_rows(servers, connections, args, work)
+    _poll_pending(ours, work, args)
 
 
 def _multi_rows(servers: dict[str, tuple[subprocess.Popen, str]], connections: int, args: argparse.Namespace,
-                work: Path, create_bare: Figures) -> None:
+                work: Path) -> None:
     (ours_proc, ours), (bare_proc, bare) = servers["ours-multi"], servers["bare-multi"]
-    bare_multi, ours_multi = alternating([f"{bare}/bare/write", f"{ours}/api/jobs/render"],
-                                         [bare_proc.pid, ours_proc.pid], connections, args.duration,
-                                         args.rounds, CREATE_BODY, work)
+    bare_multi, ours_multi = alternating([(f"{bare}/bare/write", bare_proc.pid),
+                                          (f"{ours}/api/jobs/render", ours_proc.pid)],
+                                         connections, args, CREATE_BODY, work)
     print(f"  {args.processes} server processes on each side (serve --processes {args.processes}; "
           f"uvicorn --workers {args.processes}):")
-    print(_row(f"bare: one fsynced file write, {args.processes} proc", bare_multi))
+    print(_row(f"bare: one durable file write, {args.processes} proc", bare_multi))
     print(_row(f"create, {args.processes} processes", ours_multi))
     print(_verdict(ours_multi, bare_multi))
-    print(_ratio(f"ours {args.processes} proc / bare 1 proc", ours_multi, create_bare,
-                 "more cores than the bare endpoint uses: not the target's comparison"))
 
 
-def _ratio(label: str, ours: Figures, bare: Figures, note: str) -> str:
-    return (f"  {label:<34} p50 {ours.p50_ms / bare.p50_ms:6.2f}x   p99 {ours.p99_ms / bare.p99_ms:6.2f}x   "
-            f"({note})")
-
-
-def _extras(ours: str, work: Path, args: argparse.Namespace) -> None:
-    submit, write = store_floor(work, args.duration)
-    print("\nwithout HTTP (in this process, one caller): where create's time goes")
-    print(_row("one fsynced file write", write))
-    print(_row("JobService.submit (the file store)", submit))
+def _poll_pending(ours: str, work: Path, args: argparse.Namespace) -> None:
     queued = len(os.listdir(work / "store" / ".state" / "ready"))
     pending = httpx.post(f"{ours}/api/jobs/render", content=CREATE_BODY,
                          headers={"content-type": "application/json"}).json()["jobId"]

@@ -1,4 +1,4 @@
-"""`python -m jobs_core <command>`: submit, status, list, worker (and more from other modules).
+"""`python -m jobs_core <command>`: submit, status, list, worker, repair (and more from other modules).
 
 Every command takes the store from --jobs-dir, else JOBS_STORE_URL, else JOBS_DIR (default
 ./.jobs). Bad input prints one clear line on stderr and exits 2; a failed job exits 1.
@@ -14,7 +14,9 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .api.serve import add_serve_command
 from .errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
+from .logs import configure_logging
 from .models import Job, JobStatus
 from .service import JobService
 from .worker import Worker
@@ -153,6 +155,13 @@ def cmd_worker(args: argparse.Namespace, service: JobService) -> int:
     return 0
 
 
+# -- repair ------------------------------------------------------------------------------------
+def cmd_repair(args: argparse.Namespace, service: JobService) -> int:
+    """Make the store whole again (see JobService.repair); changes nothing when nothing is wrong."""
+    print(service.repair().summary())
+    return 0
+
+
 # -- wiring ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -185,13 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new work")
     worker.set_defaults(handler=cmd_worker)
 
+    repair = commands.add_parser("repair", parents=[common],
+                                 help="rebuild the queue index from the jobs, requeue completed jobs whose image is "
+                                      "lost; safe to run twice")
+    repair.set_defaults(handler=cmd_repair)
+
     from .renderers.listing import cmd_renderers  # issue 3: renderers and whether each is configured
     renderers = commands.add_parser("renderers", parents=[common], help="list renderers, render types, configuration")
     renderers.add_argument("--json", action="store_true", help="one JSON object per renderer")
     renderers.set_defaults(handler=cmd_renderers)
 
-    from .api.serve import add_serve_command  # the HTTP API (issue 6)
-    add_serve_command(commands, common)
+    add_serve_command(commands, common)  # the HTTP API (issue 6)
 
     from .migrate import cmd_migrate  # issue 7: copy a store into another (files <-> PostgreSQL)
     migrate = commands.add_parser("migrate", parents=[common],
@@ -199,11 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--to", required=True, help="a postgresql:// URL or a jobs directory")
     migrate.set_defaults(handler=cmd_migrate)
     return parser
-
-
-def configure_logging() -> None:
-    """One line per record, with time, level and logger: the commands' and the servers' format."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

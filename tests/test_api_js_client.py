@@ -34,8 +34,8 @@ def test_the_script_is_the_seed_function_with_only_a_base_url_added():
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
 @pytest.mark.parametrize("workers", [0, 1], ids=["process-endpoint", "embedded-worker"])
-def test_seed_render_with_jobs_completes_and_its_image_url_serves_a_png(store, settings, workers):
-    service = JobService(store, replace(settings, renderer="axonometric"))
+def test_seed_render_with_jobs_completes_and_its_image_url_serves_a_png(memory_service, workers):
+    service = JobService(memory_service.store, replace(memory_service.settings, renderer="axonometric"))
     app = create_app(service, workers=workers, settings=ApiSettings(), render_size=128)
     with serve_in_thread(app) as base:
         run = subprocess.run([NODE, str(SCRIPT), base, "js-project", json.dumps({"floors": 3, "roof": "gable"})],

@@ -160,3 +160,23 @@ def test_sigterm_mid_job_releases_the_job_to_pending_and_exits_0(tmp_path):
     assert run_cli("worker", "--drain", "--poll", "0.05", jobs_dir=jobs_dir).returncode == 0
     done = status(jobs_dir, job_id)
     assert done.status is JobStatus.COMPLETED and done.attempts == 1  # the released attempt was not spent
+
+
+def test_repair_finds_a_job_lost_from_the_queue_and_a_second_run_has_nothing_to_fix(tmp_path):
+    job_id = submitted(run_cli("submit", "--project-id", "p", jobs_dir=tmp_path))
+    for marker in (tmp_path / ".state" / "ready").iterdir():  # as if removed by hand, or lost in a crash
+        marker.unlink()
+    assert [job for _, job in FileJobStore(tmp_path).pending()] == []  # no worker would find it now
+
+    first = run_cli("repair", jobs_dir=tmp_path)
+    assert first.returncode == 0 and len(first.stdout.splitlines()) == 1, first.stderr
+    assert [job for _, job in FileJobStore(tmp_path).pending()] == [job_id]
+    before = tree_snapshot(tmp_path)
+    second = run_cli("repair", jobs_dir=tmp_path)
+    assert second.returncode == 0 and second.stdout != first.stdout
+    assert tree_snapshot(tmp_path) == before  # safe to run twice: the second run changed nothing
+    nothing = JobService(FileJobStore(tmp_path)).repair()
+    assert not nothing.changed and second.stdout == nothing.summary() + "\n"
+
+    assert run_cli("worker", "--drain", jobs_dir=tmp_path, env=cli_env(JOBS_RENDERER="noop")).returncode == 0
+    assert status(tmp_path, job_id).status is JobStatus.COMPLETED  # found again and claimed

@@ -26,8 +26,10 @@ from tests.api_server import GATE, free_port, serve_in_thread
 
 
 @pytest.fixture
-def make_client(store, settings) -> Iterator:
-    stack = ExitStack()
+def make_client(memory_service) -> Iterator:
+    """Servers over one memory store (the store is not the subject); uvicorn in a thread, since the
+    client is an HTTP client."""
+    stack, store, settings = ExitStack(), memory_service.store, memory_service.settings
 
     def make(renderer: str = "axonometric", workers: int = 0, server_token: str | None = None,
              **client_kw) -> JobsClient:

@@ -1,4 +1,5 @@
-"""Schemathesis against the app's own OpenAPI schema, over HTTP on a real uvicorn server.
+"""Schemathesis against the app's own OpenAPI schema, over HTTP on a real uvicorn server (over the
+memory store: the store is not the subject).
 
 Positive and negative cases for every operation: no 5xx, every status documented, every body and
 header as the schema says. Bounded by max_examples so it runs in seconds.
@@ -23,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from jobs_core.api import ApiSettings, create_app
 from jobs_core.config import load_settings
 from jobs_core.service import JobService
-from jobs_core.store import FileJobStore
+from jobs_core.store import MemoryJobStore
 from tests.api_server import serve_in_thread
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -32,10 +33,10 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("schema-store")
-    service = JobService(FileJobStore(root), replace(load_settings(root), renderer="axonometric"))
+    root = tmp_path_factory.mktemp("schema-store")  # the settings' JOBS_DIR; the jobs stay in memory
+    service = JobService(MemoryJobStore(), replace(load_settings(root), renderer="axonometric"))
     # Short waits: generated `Prefer: wait=N` and /process calls must not stall the run.
-    app = create_app(service, workers=1, render_size=128,
+    app = create_app(service, workers=0, render_size=128,  # no claim threads: jobs run only when /process asks
                      settings=ApiSettings(process_wait_seconds=0.2, max_wait_seconds=0.2, max_body_bytes=16384))
     with serve_in_thread(app) as base:
         yield base

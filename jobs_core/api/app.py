@@ -12,14 +12,13 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
-from ..models import RenderRequest
 from ..renderers import renderer_names
 from ..service import JobService
 from ..worker import Worker
+from .context import ApiContext
 from .errors import install_error_handlers
 from .guard import Guard
-from .render_body import document_models
-from .routes import ApiContext, add_routes
+from .routes import router
 from .runner import InlineRunner
 from .settings import ApiSettings
 
@@ -36,7 +35,7 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
     renderer_names()  # import the renderers now: the first create would otherwise wait ~0.3 s for them
     worker = Worker(service, concurrency=max(workers, 1), render_size=render_size)
     runner = InlineRunner(service, worker, settings.max_inline_renders)
-    context = ApiContext(service, settings, runner, workers)
+    context = ApiContext(service, settings, runner, workers)  # what the routes reach (context.api_context)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,19 +46,16 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
             yield
         finally:
             runner.close()
-            await run_in_threadpool(context.creates.close)
-            await run_in_threadpool(context.reads.close)
             await run_in_threadpool(worker.stop)  # running jobs go back to pending
 
     app = FastAPI(title="Concept render jobs", version="1.0.0", lifespan=lifespan,
                   description="Create render jobs in milliseconds, process them in the background, poll.")
+    app.state.api = context
     install_error_handlers(app)
-    add_routes(app, context)
-    document_models(app, RenderRequest)
+    app.include_router(router)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # added last: outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], expose_headers=EXPOSED_HEADERS,
                            allow_headers=["Content-Type", "Authorization", "Idempotency-Key", "Prefer"])
-    app.state.service, app.state.worker, app.state.settings = service, worker, settings
     return app

@@ -46,6 +46,7 @@ def _sentence(item: Mapping[str, Any]) -> str:
         return message.removeprefix("Value error, ").rstrip(".")
     message = message.replace("Input should be", "must be").replace("Field required", "is required")
     message = message.replace("Extra inputs are not permitted", "is not a known field")
+    message = message.replace("must be a valid dictionary or object to extract fields from", "must be a JSON object")
     message = message.replace("less than or equal to", "at most").replace("greater than or equal to", "at least")
     got = item.get("input")
     shown = "" if isinstance(got, (dict, list)) or kind == "missing" else f" (got {str(got)[:60]!r})"
@@ -71,6 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
         if isinstance(error.__cause__, BodyTooLarge):  # raised while FastAPI read the body
             return error_response(413, str(error.__cause__))
+        if isinstance(error.__cause__, UnicodeDecodeError):  # a JSON body in no encoding JSON allows
+            return error_response(400, "The request body is not valid JSON (not UTF-8, UTF-16 or UTF-32 text).")
         if error.status_code == 404:
             message = f"No such endpoint: {request.method} {request.url.path}."
         elif error.status_code == 405:

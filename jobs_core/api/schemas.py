@@ -14,7 +14,11 @@ from ..models import Event, Job, JobStatus, _Camel
 class ApiJob(Job):
     """The job document plus `queuePosition` (1 = next to be claimed) while it is pending."""
 
-    queue_position: int | None = Field(None, ge=1)
+    queue_position: int | None = Field(None, ge=1, exclude_if=lambda position: position is None)
+
+    @classmethod
+    def of(cls, job: Job, queue_position: int | None = None) -> ApiJob:
+        return cls.model_validate({**job.model_dump(), "queuePosition": queue_position})
 
 
 class JobEnvelope(_Camel):
@@ -29,6 +33,12 @@ class CreatedJob(_Camel):
     status: JobStatus
     poll_url: str
     process_url: str
+
+    @classmethod
+    def of(cls, job: Job) -> CreatedJob:
+        poll_url = f"/api/jobs/{job.job_id}"
+        return cls(job_id=job.job_id, concept_id=job.concept_id, status=job.status, poll_url=poll_url,
+                   process_url=f"{poll_url}/process")
 
 
 class JobList(_Camel):

@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
+from ..logs import configure_logging
 from ..service import JobService
 from .settings import ApiSettings
 
@@ -88,7 +89,6 @@ def _serve_in_processes(args: argparse.Namespace, service: JobService) -> int:
 
 def app_in_server_process() -> FastAPI:
     """The app of one server process started by `serve --processes N` (a uvicorn factory)."""
-    from ..cli import configure_logging
     from .app import create_app
 
     configure_logging()

@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from .massing import Block, Face, entrances
 from .sheet import INK
 from .style import light, shade
-
-if TYPE_CHECKING:
-    from .scene import View3D
+from .viewport import DrawingView
 
 
 class Facade:
     """Openings, floor lines and material texture on one wall face of a wing block."""
 
-    def __init__(self, view: View3D, block: Block, face: Face, fill, loops) -> None:
+    def __init__(self, view: DrawingView, block: Block, face: Face, fill, loops) -> None:
         self.view, self.block, self.face, self.fill, self.loops = view, block, face, fill, loops
         self.concept, self.style = view.concept, view.style
         self.along_x = abs(face.normal[1]) > 0.5

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
 
 from PIL import Image, ImageChops, ImageDraw
 
 from ...models import ConceptInputs
 from . import outline as ol
-from .camera import AXONOMETRIC, ELEVATION, Camera, corners, painter_order
+from .camera import AXONOMETRIC, ELEVATION, corners, painter_order
 from .facade import Facade
 from .massing import (
     Block,
@@ -32,42 +31,9 @@ from .massing import (
 )
 from .sheet import INK, Sheet, brief_code, paper_scale, polygon
 from .style import SUN_DIR, Style, light, mix, shade
+from .viewport import Op, Viewport
 
 PARAPET = 0.45  # metres
-Op = tuple  # ("poly", points, fill, outline, width) | ("line", points, fill, width) | ("ellipse", ...)
-
-
-@dataclass
-class Viewport:
-    """World (metres) to sheet pixels through a camera."""
-
-    camera: Camera
-    scale: float = 1.0
-    ox: float = 0.0
-    oy: float = 0.0
-    coefficients: tuple[float, ...] = field(default=(), init=False)
-
-    def __post_init__(self) -> None:
-        self.refresh()
-
-    def refresh(self) -> None:
-        (ax, ay, az), (bx, by, bz) = self.camera.axes()
-        s = self.scale
-        self.coefficients = (ax * s, ay * s, az * s, bx * s, by * s, bz * s)
-
-    def px(self, p: tuple[float, float, float]) -> tuple[float, float]:
-        a, b, c, d, e, f = self.coefficients
-        return (self.ox + a * p[0] + b * p[1] + c * p[2], self.oy + d * p[0] + e * p[1] + f * p[2])
-
-    def fit(self, points: list[tuple[float, float, float]], area, scale: float | None = None) -> None:
-        """Scale (unless given) and centre so the points fill the area."""
-        projected = [self.camera.project(p) for p in points]
-        xs, ys = [p[0] for p in projected], [p[1] for p in projected]
-        w, h = max(xs) - min(xs) or 1.0, max(ys) - min(ys) or 1.0
-        self.scale = scale or min(area.width / w, area.height / h)
-        self.ox = area.x0 + (area.width - w * self.scale) / 2 - min(xs) * self.scale
-        self.oy = area.y0 + (area.height - h * self.scale) / 2 - min(ys) * self.scale
-        self.refresh()
 
 
 class View3D:
