@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .api.serve import add_serve_command
+from .bulk import add_bulk_commands
 from .errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
 from .logs import configure_logging
 from .models import Job, JobStatus
@@ -204,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     renderers.add_argument("--json", action="store_true", help="one JSON object per renderer")
     renderers.set_defaults(handler=cmd_renderers)
 
-    add_serve_command(commands, common)  # the HTTP API (issue 6)
+    add_serve_command(commands, common)  # the HTTP API
+    add_bulk_commands(commands, common)  # retry / cancel every job a filter matches
 
     from .migrate import cmd_migrate  # issue 7: copy a store into another (files <-> PostgreSQL)
     migrate = commands.add_parser("migrate", parents=[common],

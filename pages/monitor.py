@@ -6,6 +6,7 @@ aggregates and one page of rows.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from datetime import UTC, date, datetime, time, timedelta
@@ -15,12 +16,15 @@ import streamlit as st
 
 from jobs_core import JobNotFound, JobsError, JobService
 from jobs_core.models import utcnow
-from jobs_core.monitor import JobIndex, stats
-from jobs_core.monitor.actions import JobRef, run_action
+from jobs_core.monitor import JobIndex, alerts, stats
+from jobs_core.monitor.actions import BULK, JobRef, bulk_targets, run_action
 from jobs_core.monitor.index import FEED, WATCHING
+from jobs_core.monitor.view import View
+from jobs_core.thumbnails import thumbnail
 from pages import app_runtime
 
 REFRESH_SECONDS = 3
+TIME_FORMAT = "YYYY-MM-DD HH:mm:ss"  # every time on the page is UTC, and its label says so
 REPORT_SECONDS = 30  # how long the outcome of an action stays on screen
 PAGE_SIZES = (25, 50, 100, 200)
 
@@ -40,8 +44,13 @@ def percent(value: float | None) -> str:
 
 
 # -- filters (a change reruns the page; the live part below reruns on its own) -------------------
+def known_projects(index: JobIndex) -> list[str]:
+    return index.memo("projects", lambda frame: sorted(frame["project"].unique()))
+
+
 def read_filters(index: JobIndex) -> stats.JobFilter:
-    projects_known = index.memo("projects", lambda frame: sorted(frame["project"].unique()))
+    projects_known = known_projects(index)
+    st.session_state["monitor_projects_offered"] = projects_known
     render_types_known = index.memo("render_types", lambda frame: sorted(frame["render_type"].unique()))
     with st.container(border=True):
         cols = st.columns([3, 2, 2, 2, 2])
@@ -52,7 +61,8 @@ def read_filters(index: JobIndex) -> stats.JobFilter:
                                        help="stuck: processing, with a heartbeat older than the lease")
         render_types = cols[2].multiselect("Render type", render_types_known,
                                            key="filter_render_types", placeholder="all render types")
-        period = cols[3].date_input("Created between", value=(), key="filter_period", format="YYYY-MM-DD")
+        period = cols[3].date_input("Created between", value=(), key="filter_period", format="YYYY-MM-DD",
+                                   help="whole days in UTC")
         error_text = cols[4].text_input("Error contains", key="filter_error", placeholder="e.g. timed out")
     start = end = None
     if isinstance(period, (tuple, list)) and len(period) >= 1:
@@ -63,7 +73,18 @@ def read_filters(index: JobIndex) -> stats.JobFilter:
 
 
 # -- the live part ---------------------------------------------------------------------------------
+def status_badges(figures: stats.Headline) -> None:
+    """One badge per status, in the status's colour (the same as in the charts and the table)."""
+    counts = {"pending": figures.pending, "processing": figures.running, "completed": figures.completed,
+              "failed": figures.failed, "canceled": figures.canceled, stats.STUCK: figures.stuck}
+    cells = st.columns(len(counts), gap="small")
+    for cell, (status, count) in zip(cells, counts.items(), strict=True):
+        with cell:
+            st.badge(f"{status} {count:,}", color=stats.STATUS_COLORS[status][0])
+
+
 def show_headline(figures: stats.Headline) -> None:
+    status_badges(figures)
     row = st.columns(5)
     row[0].metric("Jobs", f"{figures.total:,}")
     row[1].metric("Completion rate", percent(figures.completion_rate),
@@ -85,7 +106,7 @@ def group_config(label: str) -> dict:
         "completion_rate": st.column_config.ProgressColumn("completion", format="percent", min_value=0, max_value=1),
         "failure_rate": st.column_config.NumberColumn("failure rate", format="percent"),
         "run_time_p50": st.column_config.NumberColumn("run time p50", format="%.1f s"),
-        "last_activity": st.column_config.DatetimeColumn("last activity", format="YYYY-MM-DD HH:mm:ss"),
+        "last_activity": st.column_config.DatetimeColumn("last activity (UTC)", format=TIME_FORMAT, timezone="UTC"),
         "_index": st.column_config.TextColumn(label),
     }
 
@@ -98,7 +119,7 @@ def table_key(view_filter: stats.JobFilter, sort: str, size: int, page: int) -> 
     return f"monitor_jobs_{generation}_{digest}"
 
 
-def page_rows(index: JobIndex, view: pd.DataFrame, key: str, sort: str, size: int, page: int) -> pd.DataFrame:
+def page_rows(index: JobIndex, view: View, key: str, sort: str, size: int, page: int) -> pd.DataFrame:
     """The rows to show. While rows are selected the page keeps its rows (their values still
     update), so a live refresh never shifts the selection onto other jobs."""
     state = st.session_state.get(key)
@@ -111,65 +132,136 @@ def page_rows(index: JobIndex, view: pd.DataFrame, key: str, sort: str, size: in
         st.session_state["monitor_generation"] = st.session_state.get("monitor_generation", 0) + 1
         st.session_state["monitor_notice"] = "A job on this page was deleted elsewhere; the selection was cleared."
         st.rerun()
-    rows = stats.page_of(view, page, size, sort)
+    rows = view.page(page, size, sort)
     st.session_state["monitor_shown"] = {key: list(rows.index)}
     return rows
 
 
-def display_table(rows: pd.DataFrame, now: datetime, lease_seconds: float) -> pd.DataFrame:
-    table = rows.reset_index(drop=True)[["job", "project", "render_type", "status", "progress", "stage",
-                                         "attempts", "created", "started", "finished", "run_time",
-                                         "queue_wait", "error", "worker", "image_url"]].copy()
-    table.insert(4, "stuck", stats.stuck_mask(rows, now, lease_seconds).to_numpy())
+@st.cache_data(max_entries=2000, show_spinner=False)
+def thumbnail_url(_service: JobService, project_id: str, job_id: str, image_url: str) -> str | None:
+    """A small copy of a completed job's image as a data URL (cached: an image never changes
+    while its job stays completed, and a new render gets a new imageUrl only after a retry)."""
+    try:
+        png = _service.store.load_image(project_id, job_id)
+        return "data:image/png;base64," + base64.b64encode(thumbnail(png, 64)).decode()
+    except (JobsError, OSError, ValueError):  # no image (yet), or not one PIL can read
+        return None
+
+
+def display_table(service: JobService, rows: pd.DataFrame, now: datetime, lease_seconds: float):
+    """The page's rows as a person scans them (title, project, status, progress, thumbnail, when),
+    the status in its colour."""
+    table = rows.reset_index(drop=True)[stats.TABLE_COLUMNS].copy()
+    stuck = stats.stuck_mask(rows, now, lease_seconds).to_numpy()
+    table["status"] = [stats.STUCK if is_stuck else str(status) for status, is_stuck in zip(table["status"], stuck,
+                                                                                            strict=True)]
+    table.insert(4, "thumbnail", [
+        thumbnail_url(service, project, job, url) if status == "completed" and isinstance(url, str) else None
+        for project, job, url, status in zip(table["project"], table["job"], table["image_url"], table["status"],
+                                             strict=True)])
+    table["title"] = table["title"].fillna("Untitled concept")
     # Images are served by the API; JOBS_API_URL says where it runs (else the link is relative).
     api = os.environ.get("JOBS_API_URL", "").rstrip("/")
     table["image_url"] = [api + url if isinstance(url, str) else None for url in table["image_url"]]
-    return table
+    colours = {status: f"color: {hex_colour}; font-weight: 600" for status, (_, hex_colour) in
+               stats.STATUS_COLORS.items()}
+    styled = table.style.map(lambda status: colours.get(status, ""), subset=["status"])
+    # a Styler shows a missing value as "None": show nothing instead
+    return styled.format(na_rep="", subset=["thumbnail", "stage", "worker", "error", "image_url"])
+
+
+def time_column(label: str) -> st.column_config.DatetimeColumn:
+    return st.column_config.DatetimeColumn(f"{label} (UTC)", format=TIME_FORMAT, timezone="UTC")
 
 
 JOB_COLUMNS = {
-    "job": st.column_config.TextColumn("job", width="medium"),
-    "render_type": st.column_config.TextColumn("render type"),
+    "title": st.column_config.TextColumn("title", width="medium"),
+    "status": st.column_config.TextColumn("status", help="stuck: processing, but its worker stopped heartbeating "
+                                                         "for longer than the lease"),
     "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100, format="%d%%"),
-    "stuck": st.column_config.CheckboxColumn("stuck", help="heartbeat older than the lease"),
-    "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
-    "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss"),
-    "finished": st.column_config.DatetimeColumn("finished", format="YYYY-MM-DD HH:mm:ss"),
+    "thumbnail": st.column_config.ImageColumn("image", width="small"),
+    "created": time_column("created"),
+    "updated": time_column("updated"),
+    "started": time_column("started"),
+    "finished": time_column("finished"),
+    "render_type": st.column_config.TextColumn("render type"),
     "run_time": st.column_config.NumberColumn("run time", format="%.1f s"),
     "queue_wait": st.column_config.NumberColumn("queue wait", format="%.1f s"),
     "error": st.column_config.TextColumn("error", width="large"),
-    "image_url": st.column_config.LinkColumn("image", display_text="open image",
+    "job": st.column_config.TextColumn("job id", width="medium"),
+    "image_url": st.column_config.LinkColumn("full image", display_text="open image",
                                              help="served by the API (python -m jobs_core serve; set JOBS_API_URL)"),
 }
 
 
-def show_jobs(service: JobService, index: JobIndex, view: pd.DataFrame, view_filter: stats.JobFilter,
-              now: datetime) -> None:
+def current_page(view_filter: stats.JobFilter, sort: str, size: int, pages: int) -> None:
+    """Page 1 whenever the filters, the order or the page size change (the old page number means
+    nothing in a new view); otherwise the page stays, within range when the view shrank."""
+    view_key = repr((view_filter, sort, size))
+    if st.session_state.get("monitor_view_key") != view_key:
+        st.session_state["monitor_view_key"] = view_key
+        st.session_state["monitor_page"] = 1
+    elif st.session_state.get("monitor_page", 1) > pages:
+        st.session_state["monitor_page"] = pages  # jobs were deleted meanwhile
+
+
+def show_jobs(service: JobService, index: JobIndex, view: View, view_filter: stats.JobFilter) -> None:
     controls = st.columns([2, 1, 1, 3])
     sort = controls[0].selectbox("Order", list(stats.SORTS), key="monitor_sort")
     size = controls[1].selectbox("Rows per page", PAGE_SIZES, index=1, key="monitor_page_size")
-    pages = stats.page_count(len(view), size)
-    if st.session_state.get("monitor_page", 1) > pages:
-        st.session_state["monitor_page"] = pages  # the view shrank (a filter, deletions): stay in range
+    pages = stats.page_count(len(view.rows), size)
+    current_page(view_filter, sort, size, pages)
     page = int(controls[2].number_input("Page", min_value=1, max_value=pages, step=1, key="monitor_page",
                                         help=f"of {pages:,}"))
     with controls[3]:
-        st.download_button("Export the filtered jobs (CSV)", data=lambda: view.to_csv(index=False).encode(),
+        st.download_button("Export the filtered jobs (CSV)", data=lambda: stats.to_csv(view.rows),
                            file_name="jobs.csv", mime="text/csv", icon=":material/download:",
-                           help=f"{len(view):,} rows, every column", on_click="ignore")
+                           help=f"{len(view.rows):,} rows, every column, times in UTC", on_click="ignore")
     key = table_key(view_filter, sort, size, page)
     rows = page_rows(index, view, key, sort, size, page)
-    event = st.dataframe(display_table(rows, now, index.lease_seconds), key=key, on_select="rerun",
-                         selection_mode="multi-row", hide_index=True, column_config=JOB_COLUMNS,
-                         width="stretch")
-    st.caption(f"Page {page:,} of {pages:,}: {len(rows):,} of {len(view):,} jobs. Select rows to act on them; "
+    table = display_table(service, rows, view.computed_at, index.lease_seconds)
+    event = st.dataframe(table, key=key, on_select="rerun", selection_mode="multi-row", hide_index=True,
+                         column_config=JOB_COLUMNS, width="stretch", row_height=40)
+    st.caption(f"Page {page:,} of {pages:,}: {len(rows):,} of {len(view.rows):,} jobs. Select rows to act on them; "
                "select one to see its brief, image and history.")
     chosen = [JobRef(rows.iloc[i]["project"], rows.iloc[i]["job"]) for i in event.selection.rows if i < len(rows)]
     show_report()
+    show_bulk_actions(service, index, view)
     if chosen:
         show_actions(service, index, chosen)
     if len(chosen) == 1:
         show_detail(service, chosen[0])
+
+
+def show_bulk_actions(service: JobService, index: JobIndex, view: View) -> None:
+    """"Retry all N failed jobs shown", "Cancel all N pending jobs shown": the jobs are fixed when
+    the button is pressed, so the confirmation acts on exactly the jobs it counted."""
+    offers = {action: view.status_counts[status] for action, status in BULK.items() if view.status_counts[status]}
+    buttons = st.columns([2, 2, 1])  # the buttons offered sit side by side from the left, never squeezed
+    for cell, (action, count) in zip(buttons, offers.items(), strict=False):
+        label = f"{action.capitalize()} all {count:,} {BULK[action]} job{'s' if count != 1 else ''} shown"
+        if cell.button(label, key=f"monitor_bulk_{action}", width="stretch",
+                                 icon=":material/replay:" if action == "retry" else ":material/cancel:"):
+            st.session_state["monitor_bulk"] = (action, bulk_targets(view.rows, action))
+    pending = st.session_state.get("monitor_bulk")
+    if not pending:
+        return
+    action, targets = pending
+    with st.container(border=True):
+        st.warning(f"{action.capitalize()} {len(targets):,} {BULK[action]} job{'s' if len(targets) != 1 else ''}? "
+                   "Each goes through the job rules on its own; a job that changed meanwhile is left as it is.")
+        yes, no = st.columns([1, 5])
+        if yes.button(f"Yes, {action} {len(targets):,}", type="primary", key="monitor_bulk_confirm"):
+            st.session_state.pop("monitor_bulk", None)
+            bar = st.progress(0.0, text=f"{action}: 0 of {len(targets):,}")
+
+            def advance(handled: int, total: int) -> None:
+                bar.progress(handled / total, text=f"{action}: {handled:,} of {total:,}")
+
+            act(service, index, action, targets, on_batch=advance)
+        if no.button("No, leave them", key="monitor_bulk_keep"):
+            st.session_state.pop("monitor_bulk", None)
+            st.rerun()
 
 
 def show_actions(service: JobService, index: JobIndex, chosen: list[JobRef]) -> None:
@@ -193,9 +285,12 @@ def show_actions(service: JobService, index: JobIndex, chosen: list[JobRef]) -> 
                 st.rerun()
 
 
-def act(service: JobService, index: JobIndex, action: str, chosen: list[JobRef]) -> None:
-    report = run_action(service, action, chosen, index)
-    st.session_state["monitor_report"] = (report, datetime.now())
+def act(service: JobService, index: JobIndex, action: str, chosen: list[JobRef], on_batch=None) -> None:
+    # Each job is changed or untouched on its own: a rerun that interrupts this loop (the user
+    # pressed something else) leaves no job half-changed, and the report of what was done is lost
+    # only from the screen, never from the store.
+    report = run_action(service, action, chosen, index, on_batch=on_batch)
+    st.session_state["monitor_report"] = (report, datetime.now(UTC))
     st.session_state["monitor_generation"] = st.session_state.get("monitor_generation", 0) + 1
     st.rerun()
 
@@ -205,7 +300,7 @@ def show_report() -> None:
     if notice:
         st.info(notice)
     report, when = st.session_state.get("monitor_report", (None, None))
-    if report is None or datetime.now() - when > timedelta(seconds=REPORT_SECONDS):
+    if report is None or datetime.now(UTC) - when > timedelta(seconds=REPORT_SECONDS):
         return
     (st.success if not report.refused else st.warning)(report.summary())
     for job, reason in report.refused[:20]:
@@ -247,67 +342,108 @@ def show_detail(service: JobService, ref: JobRef) -> None:
                                     "worker": e.worker_id, "progress": e.progress, "message": e.message}
                                    for e in events]),
                      hide_index=True, width="stretch",
-                     column_config={"at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss.SSS")})
+                     column_config={"at": st.column_config.DatetimeColumn("at (UTC)", format="YYYY-MM-DD HH:mm:ss.SSS",
+                                                                          timezone="UTC")})
 
 
-def show_failures(view: pd.DataFrame) -> None:
-    table = stats.failures_by_error(view)
+def show_failures(table: pd.DataFrame) -> None:
     if table.empty:
         st.info("No failed jobs in this view.")
         return
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "error": st.column_config.TextColumn("error", width="large"),
         "count": st.column_config.NumberColumn("jobs"),
-        "latest": st.column_config.DatetimeColumn("latest", format="YYYY-MM-DD HH:mm:ss"),
+        "latest": time_column("latest"),
         "latest_job": st.column_config.TextColumn("latest example"),
         "latest_project": st.column_config.TextColumn("in project"),
     })
 
 
-def show_charts(view: pd.DataFrame) -> None:
+def show_charts(view: View) -> None:
     left, right = st.columns(2)
     with left:
-        bucket = stats.time_bucket(view)
+        bucket = view.bucket
         st.markdown(f"**Jobs created per {dict([('1h', 'hour'), ('1D', 'day'), ('7D', 'week')])[bucket]}, by status**")
-        if view.empty:
+        if view.rows.empty:
             st.info("No jobs in this view.")
         else:
-            st.bar_chart(stats.jobs_over_time(view, bucket), stack=True, x_label="created", y_label="jobs")
+            st.bar_chart(view.over_time, stack=True, x_label="created (UTC)", y_label="jobs",
+                         color=[stats.STATUS_COLORS[status][1] for status in stats.STATUS_ORDER])
     with right:
         st.markdown("**Run time of completed jobs**")
-        histogram = stats.run_time_histogram(view)
+        histogram = view.histogram
         if histogram.empty:
             st.info("No completed jobs in this view.")
         else:
-            st.bar_chart(histogram, x_label="run time (s)", y_label="jobs")
+            st.bar_chart(histogram, x_label="run time (s)", y_label="jobs", color=stats.STATUS_COLORS["completed"][1])
+
+
+def alert_threshold() -> float:
+    try:
+        return alerts.failure_rate_threshold()
+    except JobsError as error:
+        st.error(str(error))
+        return alerts.DEFAULT_FAILURE_RATE
+
+
+def show_alerts(index: JobIndex, view: View) -> None:
+    """The banner of what needs a person now; each alert is logged once per server (alerts.py)."""
+    index.alerts.update(view.alerts)
+    for alert in view.alerts:
+        st.error(alert.message, icon=":material/notifications_active:")
+
+
+def show_stuck(service: JobService, index: JobIndex, view: View) -> None:
+    """Which workers the stuck jobs wait on (one line), and the detail in an expander."""
+    table = view.stuck_workers
+    if table.empty:
+        return
+    try:
+        alive = {worker.worker_id for worker in service.live_workers(view.computed_at)}
+    except JobsError:
+        alive = set()
+    named = ", ".join(f"{row.worker} ({row.jobs:,})" for row in table.head(5).itertuples())
+    more = f" and {len(table) - 5} more" if len(table) > 5 else ""
+    jobs = int(table["jobs"].sum())
+    st.warning(f"Stuck: {jobs:,} job{'s' if jobs != 1 else ''} whose worker stopped heartbeating for longer than "
+               f"the lease ({index.lease_seconds:g} s): {named}{more}. The next worker reclaims them.",
+               icon=":material/hourglass_disabled:")
+    with st.expander(f"Workers of stuck jobs ({len(table):,})"):
+        detail = table.assign(state=["alive, but not heartbeating these jobs" if worker in alive else "not seen since"
+                                     for worker in table["worker"]])
+        st.dataframe(detail, hide_index=True, width="stretch",
+                     column_config={"jobs": st.column_config.NumberColumn("stuck jobs"),
+                                    "last_heartbeat": time_column("last heartbeat"),
+                                    "state": st.column_config.TextColumn("worker")})
 
 
 def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> None:
-    started = datetime.now()
-    frame = index.frame()
-    now = utcnow()
-    view = view_filter.apply(frame, now, index.lease_seconds)
+    started = datetime.now(UTC)
+    view = index.views.get(view_filter, utcnow(), alert_threshold())  # cached until a job or the clock changes it
+    if known_projects(index) != st.session_state.get("monitor_projects_offered"):
+        st.rerun(scope="app")  # a new project: the Project filter (outside this fragment) offers it now
     if index.mode not in (WATCHING, FEED):
         st.info(index.describe_mode(), icon=":material/sync_problem:")
-    if frame.empty:
+    total = len(index.frame())
+    if not total:
         st.info("No jobs in the store yet. Jobs created on the Render page, through the API or with "
                 "`python -m jobs_core submit` appear here within a few seconds.")
-    show_headline(stats.headline(view, now, index.lease_seconds))
+    show_alerts(index, view)
+    show_headline(view.headline)
+    show_stuck(service, index, view)
     unreadable = index.unreadable()
     if unreadable:
         st.warning(f"{len(unreadable)} file(s) in the store are not readable jobs; see the Unreadable tab.")
     names = ["Jobs", "Projects", "Render types", "Failures", "Charts", f"Unreadable ({len(unreadable)})"]
     tabs = st.tabs(names)
     with tabs[0]:
-        show_jobs(service, index, view, view_filter, now)
+        show_jobs(service, index, view, view_filter)
     with tabs[1]:
-        st.dataframe(stats.by_group(view, "project", now, index.lease_seconds), width="stretch",
-                     column_config=group_config("project"), height=420)
+        st.dataframe(view.by_project, width="stretch", column_config=group_config("project"), height=420)
     with tabs[2]:
-        st.dataframe(stats.by_group(view, "render_type", now, index.lease_seconds), width="stretch",
-                     column_config=group_config("render type"))
+        st.dataframe(view.by_render_type, width="stretch", column_config=group_config("render type"))
     with tabs[3]:
-        show_failures(view)
+        show_failures(view.failures)
     with tabs[4]:
         show_charts(view)
     with tabs[5]:
@@ -316,9 +452,9 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
                          hide_index=True, width="stretch")
         else:
             st.caption("Every file in the store is a readable job.")
-    elapsed = (datetime.now() - started).total_seconds()
-    st.caption(f"{index.describe_mode()} {len(frame):,} jobs indexed; view computed at "
-               f"{datetime.now():%H:%M:%S} in {elapsed * 1000:.0f} ms.")
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+    st.caption(f"{index.describe_mode()} {total:,} jobs indexed; view computed at "
+               f"{view.computed_at:%H:%M:%S} UTC, shown in {elapsed * 1000:.0f} ms.")
 
 
 # -- the page ----------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def statuses(index: JobIndex) -> dict[str, str]:
 
 def unlike_a_fresh_build(index: JobIndex) -> str | None:
     """How the live index differs from a new full scan of its store; None when it holds the same."""
-    fresh = JobIndex.for_store(index.store, watch="off")
+    fresh = JobIndex.for_store(index.store, watch="off", snapshot=False)
     if index.unreadable() != fresh.unreadable():
         return f"unreadable {index.unreadable()} != {fresh.unreadable()}"
     try:
@@ -469,3 +469,158 @@ def test_a_page_of_rows_is_in_order_and_bounded(index: JobIndex) -> None:
     everything = frame.sort_values("created", ascending=False)
     assert list(second["job"]) == list(everything["job"].iloc[50:100])
     assert stats.page_count(len(frame), 50) == 60
+
+
+# -- the shared view cache (a live refresh when nothing changed is a lookup) ----------------------
+def test_a_view_is_reused_until_a_job_or_the_clock_changes_it(service: JobService) -> None:
+    from jobs_core.monitor.view import compute_view
+
+    running = service.submit({"projectId": "p"})
+    service.claim(running.job_id, "w1")
+    service.submit({"projectId": "p"})
+    index = JobIndex.for_store(service.store, lease_seconds=30, watch="off")
+    views, everything = index.views, stats.JobFilter()
+    now = datetime.now(UTC)
+    first = views.get(everything, now, 0.2)
+    assert views.get(everything, now + timedelta(seconds=5), 0.2) is first and views.hits == 1
+    # the clock alone: the running job's heartbeat passes the lease, so "stuck" changes
+    assert first.valid_until <= now + timedelta(seconds=30)
+    later = views.get(everything, now + timedelta(seconds=31), 0.2)
+    assert later is not first and later.headline.stuck == 1 and first.headline.stuck == 0
+    # a job changes: recomputed at once
+    other = service.submit({"projectId": "q"})
+    index.mark_job("q", other.job_id)
+    changed = views.get(everything, now + timedelta(seconds=32), 0.2)
+    assert changed.headline.total == 3
+    fresh = compute_view(index.frame(), everything, now + timedelta(seconds=32), 30, 0.2)
+    assert changed.headline == fresh.headline
+    pd.testing.assert_frame_equal(changed.by_project, fresh.by_project)
+    # another filter is its own entry
+    assert views.get(stats.JobFilter(projects=("q",)), now + timedelta(seconds=32), 0.2).headline.total == 1
+
+
+def test_alerts_fire_on_the_failure_rate_of_the_last_hour_only(memory_service: JobService) -> None:
+    from jobs_core.monitor import alerts
+
+    for n in range(12):
+        job = memory_service.submit({"projectId": "p"})
+        lease = Lease.of(memory_service.claim(job.job_id, "w1"))
+        if n < 3:
+            memory_service.fail(lease, "boom")
+        else:
+            memory_service.complete(lease, _tiny_png())
+    frame = JobIndex.for_store(memory_service.store, watch="off").frame()
+    now = datetime.now(UTC)
+    assert alerts.failure_alert(frame, now, 0.2).message.startswith("25% of the jobs that finished in the last hour")
+    assert alerts.failure_alert(frame, now, 0.25) is None  # above the threshold, not at it
+    assert alerts.failure_alert(frame, now + timedelta(hours=2), 0.2) is None  # they are no longer recent
+    assert alerts.failure_rate_threshold({"JOBS_ALERT_FAILURE_RATE": "0.5"}) == 0.5
+    assert alerts.failure_rate_threshold({"JOBS_ALERT_FAILURE_RATE": "35%"}) == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="must be above 0% and at most 100%"):
+        alerts.failure_rate_threshold({"JOBS_ALERT_FAILURE_RATE": "0"})
+    delivered: list[alerts.Alert] = []
+    log = alerts.AlertLog(sinks=[delivered.append])  # the webhook seam
+    found = alerts.current_alerts(frame, now, 30, 0.2)
+    assert log.update(found) == found and log.update(found) == [] and delivered == found
+    assert log.update([]) == [] and log.active() == []
+
+
+# -- the snapshot on disk (the file store): a restart re-reads only what changed ---------------------
+def snapshot_path(store: FileJobStore) -> Path:
+    return store.root / ".state" / "monitor" / "index.arrow"
+
+
+def reopened(store: FileJobStore) -> JobIndex:
+    index = JobIndex.for_store(FileJobStore(store.root), lease_seconds=30, watch="off")
+    index.close()  # waits for the snapshot it writes in the background
+    return index
+
+
+def test_a_restart_from_the_snapshot_equals_a_full_rebuild(big_store: FileJobStore) -> None:
+    first = reopened(big_store)
+    assert first.built_from == "scan" and snapshot_path(big_store).is_file()
+    service = JobService(big_store)
+    frame = first.frame()
+    failed = frame[frame["status"] == "failed"].head(5)
+    for row in failed.itertuples():  # changed through the store, while "the server was down"
+        service.retry(row.job, row.project)
+    gone = frame[frame["status"] == "completed"].iloc[0]
+    service.delete(gone["job"], gone["project"])
+    added = service.submit({"projectId": "after-the-snapshot"})
+    edited = frame[frame["status"] == "canceled"].iloc[0]
+    path = big_store.job_path(edited["project"], edited["job"])
+    doc = json.loads(path.read_text())
+    doc["stage"] = "edited in place by hand"  # same inode, same size would be a rename-free write
+    path.write_text(json.dumps(doc, indent=2))
+    torn = frame[frame["status"] == "completed"].iloc[1]
+    torn_path = big_store.job_path(torn["project"], torn["job"])
+    torn_path.write_bytes(torn_path.read_bytes()[:100])
+    (big_store.jobs_dir / "stray.txt").write_text("not a project")
+
+    second = reopened(big_store)
+    assert second.built_from == "snapshot"
+    assert 8 <= second.records_read < 30, f"{second.records_read} places read again (a scan reads 3000)"
+    assert unlike_a_fresh_build(second) is None
+    assert added.job_id in set(second.frame()["job"]) and gone["job"] not in set(second.frame()["job"])
+    assert second.frame().loc[big_store.record_key(edited["project"], edited["job"]), "stage"] == \
+        "edited in place by hand"
+    assert {Path(bad.location).name for bad in second.unreadable()} == {torn_path.name, "stray.txt"}
+
+    torn_path.write_bytes(json.dumps(json.loads(big_store.job_path(added.project_id, added.job_id).read_text())
+                                     | {"jobId": torn["job"], "projectId": torn["project"]}).encode())
+    third = reopened(big_store)  # a place unreadable last time is always read again
+    assert third.built_from == "snapshot" and unlike_a_fresh_build(third) is None
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other store", "old format", "a link"])
+def test_a_damaged_old_or_foreign_snapshot_is_rebuilt_never_trusted(big_store: FileJobStore, tmp_path: Path,
+                                                                     damage: str, caplog) -> None:
+    from jobs_core.monitor import snapshot
+
+    reopened(big_store)
+    path = snapshot_path(big_store)
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"PAR1 not really" * 100)
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "other store":  # a snapshot copied from another store
+        other = FileJobStore(tmp_path / "other")
+        JobService(other).submit({"projectId": "elsewhere"})
+        reopened(other)
+        path.write_bytes(snapshot_path(other).read_bytes())
+    elif damage == "old format":
+        original = snapshot.FORMAT
+        try:
+            snapshot.FORMAT = original + 1  # a newer build of the code meets this older snapshot
+            rebuilt = reopened(big_store)
+        finally:
+            snapshot.FORMAT = original
+        assert rebuilt.built_from == "scan" and rebuilt.records_read == 3000
+        return
+    else:
+        target = tmp_path / "planted.arrow"
+        target.write_bytes(data)
+        path.unlink()
+        path.symlink_to(target)
+    with caplog.at_level("INFO", logger="jobs_core.monitor"):
+        rebuilt = reopened(big_store)
+    assert rebuilt.built_from == "scan" and rebuilt.records_read == 3000
+    assert unlike_a_fresh_build(rebuilt) is None
+    assert any("building the index from every job file" in record.message for record in caplog.records)
+    if damage != "a link":
+        assert reopened(big_store).built_from == "snapshot"  # the rebuild wrote a good one again
+
+
+def test_a_store_changed_while_the_index_was_built_is_caught_up_at_the_next_start(big_store: FileJobStore) -> None:
+    live_index = JobIndex.for_store(big_store, lease_seconds=30)  # watching, and it wrote a snapshot
+    try:
+        service = JobService(big_store)
+        jobs = [service.submit({"projectId": "while-running"}) for _ in range(3)]
+        wait_until(lambda: all(job.job_id in statuses(live_index) for job in jobs), what="the new jobs")
+    finally:
+        live_index.close()
+    restarted = reopened(big_store)  # the snapshot predates the new jobs: they are read, not missed
+    assert restarted.built_from == "snapshot" and unlike_a_fresh_build(restarted) is None

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +85,8 @@ def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, 
 
             jobs, pending = metric("Jobs"), metric("Pending")
             expect(jobs).to_have_text("300", timeout=90_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "screenshot-monitor-top.png"))
             pending_before = int(pending.inner_text())
             submitted = subprocess.run(
                 [sys.executable, "-m", "jobs_core", "submit", "--project-id", "from-the-cli",
@@ -95,9 +98,10 @@ def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, 
 
             # Select the newest row (the job just submitted) in the grid and cancel it.
             job_id = submitted.stdout.split()[0]
-            grid = page.locator("[data-testid='stDataFrame']").first
+            grid = page.locator("[class*='st-key-monitor_jobs_'] [data-testid='stDataFrame']").first
+            grid.scroll_into_view_if_needed()  # the banners above may push it below the fold
             box = grid.bounding_box()
-            page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # row-marker checkbox of row 1
+            page.mouse.click(box["x"] + 18, box["y"] + 35 + 20)  # row-marker checkbox of row 1 (rows 40 px)
             cancel = page.get_by_role("button", name="Cancel 1")
             expect(cancel).to_be_visible(timeout=30_000)
             cancel.click()
@@ -105,5 +109,28 @@ def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, 
             assert FileJobStore(store).get(job_id, "from-the-cli").status is JobStatus.CANCELED
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "screenshot-monitor.png"), full_page=True)
+
+            # Bulk: every failed job of one project, with the count, a confirmation and a progress bar.
+            every_failed = [job for job in FileJobStore(store).iter_jobs() if job.status is JobStatus.FAILED]
+            project = Counter(job.project_id for job in every_failed).most_common(1)[0][0]
+            failed = [job for job in every_failed if job.project_id == project]
+            project_filter = page.locator("[data-testid='stMultiSelect']").first
+            project_filter.click()
+            page.keyboard.type(project)
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+            in_project = sum(job.project_id == project for job in FileJobStore(store).iter_jobs())
+            expect(jobs).to_have_text(str(in_project), timeout=30_000)  # the filter took effect
+            page.screenshot(path=str(ARTIFACTS / "screenshot-monitor-filtered.png"))
+            label = f"Retry all {len(failed)} failed job{'s' if len(failed) != 1 else ''} shown"
+            page.get_by_role("button", name=label).click(timeout=30_000)
+            confirm = page.get_by_role("button", name=f"Yes, retry {len(failed)}")
+            expect(confirm).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "screenshot-monitor-bulk-confirm.png"), full_page=True)
+            confirm.click()
+            expect(page.get_by_text(f"Retried {len(failed)} job")).to_be_visible(timeout=30_000)
+            after = FileJobStore(store)
+            assert {after.get(job.job_id, job.project_id).status for job in failed} == {JobStatus.PENDING}
+            page.screenshot(path=str(ARTIFACTS / "screenshot-monitor-bulk-done.png"), full_page=True)
         finally:
             browser.close()

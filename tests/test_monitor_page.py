@@ -18,7 +18,9 @@ from streamlit.testing.v1 import AppTest
 
 from bench.generate_store import Plan, generate
 from jobs_core import FileJobStore, JobService
+from jobs_core.lifecycle import Lease
 from jobs_core.models import JobStatus
+from jobs_core.renderers.noop import _tiny_png
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -78,7 +80,9 @@ def test_metrics_equal_an_independent_count(store_dir: Path) -> None:
     assert int(metric(app, "Stuck")) >= 25  # the generator's dead workers
     table = jobs_table(app).value
     assert len(table) == 50  # one page of rows, never the whole store
-    assert not app.main.warning
+    [stuck] = app.main.warning  # the generator's dead workers, by name; nothing else is wrong
+    assert stuck.value.startswith("Stuck: 25 jobs whose worker stopped heartbeating for longer than the lease "
+                                  "(30 s): worker-")
 
 
 def test_filters_narrow_every_figure(store_dir: Path) -> None:
@@ -202,7 +206,7 @@ def test_a_selection_stays_on_its_jobs_while_new_jobs_arrive(store_dir: Path) ->
         time.sleep(0.1)
         app.run()
     assert jobs_table(app).value.iloc[0]["job"] == newest  # not shifted under the selection
-    assert [b.label for b in app.button if b.label.startswith("Cancel")] == ["Cancel 1"]
+    assert [b.label for b in app.button if b.key == "monitor_cancel"] == ["Cancel 1"]
     select_rows(app, [])
     assert jobs_table(app).value.iloc[0]["job"] == arrived.job_id  # unselected: the live order again
 
@@ -228,3 +232,153 @@ def test_the_page_number_stays_in_range_when_the_view_shrinks(store_dir: Path) -
     assert not app.exception
     assert app.number_input(key="monitor_page").value == 1
     assert len(jobs_table(app).value) == int(metric(app, "Jobs"))
+
+
+# -- issue 17: truthful, bulk actions, alerts -------------------------------------------------------
+def press(app: AppTest, label: str) -> None:
+    [button] = [b for b in app.button if b.label == label]
+    button.click().run()
+    assert not app.exception, [e.message for e in app.exception]
+
+
+def test_retry_all_failed_jobs_shown_after_a_confirmation(store_dir: Path) -> None:
+    _, docs = independent_counts(store_dir)
+    project = sorted({doc["projectId"] for doc in docs})[2]
+    shown = [doc for doc in docs if doc["projectId"] == project and doc["status"] == "failed"]
+    others = [doc for doc in docs if doc["projectId"] != project and doc["status"] == "failed"]
+    assert shown and others
+    app = run_page()
+    app.multiselect(key="filter_projects").set_value([project]).run()
+    label = f"Retry all {len(shown)} failed job{'s' if len(shown) != 1 else ''} shown"
+    press(app, label)
+    store = FileJobStore(store_dir)
+    assert {store.get(d["jobId"], project).status for d in shown} == {JobStatus.FAILED}  # not before confirming
+    assert any(f"Retry {len(shown)} failed job" in w.value for w in app.warning)
+    press(app, f"Yes, retry {len(shown)}")
+    assert {store.get(d["jobId"], project).status for d in shown} == {JobStatus.PENDING}
+    assert {store.get(d["jobId"], d["projectId"]).status for d in others} == {JobStatus.FAILED}  # not shown
+    assert any(f"Retried {len(shown)} job" in s.value for s in app.success)
+    assert not [b for b in app.button if b.label.startswith("Retry all")]  # none left failed in this view
+
+
+def test_cancel_all_pending_can_be_declined(store_dir: Path) -> None:
+    service = JobService(FileJobStore(store_dir))
+    for _ in range(3):
+        service.submit({"projectId": "queued"})
+    app = run_page()
+    app.multiselect(key="filter_statuses").set_value(["pending"]).run()
+    count = int(metric(app, "Jobs"))
+    assert count > 0
+    press(app, f"Cancel all {count} pending job{'s' if count != 1 else ''} shown")
+    press(app, "No, leave them")
+    assert FileJobStore(store_dir).pending() and len(FileJobStore(store_dir).pending()) == count
+    press(app, f"Cancel all {count} pending job{'s' if count != 1 else ''} shown")
+    press(app, f"Yes, cancel {count}")
+    assert FileJobStore(store_dir).pending() == []
+    assert metric(app, "Jobs") == "0"  # the view (pending) is empty now
+
+
+def test_the_page_goes_back_to_1_when_a_filter_or_the_order_changes(store_dir: Path) -> None:
+    app = run_page()
+    app.number_input(key="monitor_page").set_value(6).run()
+    app.number_input(key="monitor_page").set_value(7).run()  # a page change alone keeps the page
+    assert app.number_input(key="monitor_page").value == 7
+    app.multiselect(key="filter_statuses").set_value(["completed"]).run()
+    assert app.number_input(key="monitor_page").value == 1
+    app.number_input(key="monitor_page").set_value(3).run()
+    app.selectbox(key="monitor_sort").set_value("oldest first").run()
+    assert app.number_input(key="monitor_page").value == 1
+    oldest = min((doc for doc in independent_counts(store_dir)[1] if doc["status"] == "completed"),
+                 key=lambda doc: doc["createdAt"])
+    assert jobs_table(app).value.iloc[0]["job"] == oldest["jobId"]
+
+
+def test_the_table_leads_with_what_a_person_scans_for(store_dir: Path) -> None:
+    app = run_page()
+    app.multiselect(key="filter_statuses").set_value(["completed"]).run()
+    table = jobs_table(app).value
+    assert list(table.columns[:6]) == ["title", "project", "status", "progress", "thumbnail", "created"]
+    assert list(table.columns).index("job") > 10
+    row = table.iloc[0]
+    doc = json.loads((store_dir / "jobs" / row["project"] / f"{row['job']}.json").read_text())
+    assert row["title"] == doc["conceptInputs"]["title"]
+    assert row["thumbnail"].startswith("data:image/png;base64,")  # the generator wrote its image
+    assert "UTC" in app.main.caption[-1].value
+
+
+def test_stuck_jobs_are_marked_and_name_their_worker(store_dir: Path) -> None:
+    app = run_page()
+    app.multiselect(key="filter_statuses").set_value(["stuck"]).run()
+    table = jobs_table(app).value
+    assert set(table["status"]) == {"stuck"} and len(table) == 25
+    [warning] = [w for w in app.warning if w.value.startswith("Stuck:")]
+    workers = table["worker"].value_counts()
+    busiest = workers.index[0]
+    assert f"{busiest} ({workers.iloc[0]})" in warning.value
+    if len(workers) > 5:
+        assert f"and {len(workers) - 5} more." in warning.value
+    detail = next(frame.value for frame in app.dataframe if "last_heartbeat" in frame.value.columns)
+    assert dict(zip(detail["worker"], detail["jobs"], strict=True)) == dict(workers)
+    assert set(detail["state"]) == {"not seen since"}  # no worker runs: each one is silent
+
+
+def test_a_new_project_reaches_the_filter_live_and_is_no_false_alarm(store_dir: Path) -> None:
+    app = run_page()
+    assert "brand-new" not in app.multiselect(key="filter_projects").options
+    JobService(FileJobStore(store_dir)).submit({"projectId": "brand-new"})
+    deadline = time.monotonic() + 10
+    while "brand-new" not in app.multiselect(key="filter_projects").options:
+        assert time.monotonic() < deadline, "the new project never reached the filter"
+        time.sleep(0.1)
+        app.run()  # what the live fragment's tick does: it reruns the whole page for a new project
+    assert not [w for w in app.warning if "not readable" in w.value]
+    assert "Unreadable (0)" in [tab.label for tab in app.tabs]
+
+
+def failure_store(root: Path, failed: int, completed: int) -> None:
+    service = JobService(FileJobStore(root))
+    for n in range(failed + completed):
+        job = service.submit({"projectId": "alerts"})
+        lease = Lease.of(service.claim(job.job_id, "w1", "alerts"))
+        if n < failed:
+            service.fail(lease, "The renderer ran out of memory.")
+        else:
+            service.complete(lease, _tiny_png())
+
+
+def test_a_high_failure_rate_over_the_last_hour_raises_a_banner(tmp_path: Path, monkeypatch, caplog) -> None:
+    root = tmp_path / "alerting"
+    failure_store(root, failed=3, completed=7)  # 30% of 10 jobs finished in the last hour
+    monkeypatch.setenv("JOBS_DIR", str(root))
+    monkeypatch.delenv("JOBS_STORE_URL", raising=False)
+    monkeypatch.setenv("JOBS_APP_WORKERS", "0")
+    try:
+        with caplog.at_level("WARNING", logger="jobs_core.monitor.alerts"):
+            app = run_page()
+            app.run()  # a second look logs nothing new
+        assert [e.value for e in app.error] == [
+            "30% of the jobs that finished in the last hour failed (3 of 10; the alert threshold is 20%)."]
+        assert [r.message for r in caplog.records].count(
+            "alert: 30% of the jobs that finished in the last hour failed (3 of 10; the alert threshold is 20%).") == 1
+        monkeypatch.setenv("JOBS_ALERT_FAILURE_RATE", "40%")
+        app.run()
+        assert not app.error
+        monkeypatch.setenv("JOBS_ALERT_FAILURE_RATE", "lots")
+        app.run()
+        assert [e.value for e in app.error] == [
+            "JOBS_ALERT_FAILURE_RATE='lots' must be a percentage such as 20% or a fraction such as 0.2.",
+            "30% of the jobs that finished in the last hour failed (3 of 10; the alert threshold is 20%)."]
+    finally:
+        st.cache_resource.clear()
+
+
+def test_fewer_than_ten_finished_jobs_raise_no_alert(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "few"
+    failure_store(root, failed=5, completed=4)  # 55%, but of 9 jobs
+    monkeypatch.setenv("JOBS_DIR", str(root))
+    monkeypatch.delenv("JOBS_STORE_URL", raising=False)
+    monkeypatch.setenv("JOBS_APP_WORKERS", "0")
+    try:
+        assert not run_page().error
+    finally:
+        st.cache_resource.clear()

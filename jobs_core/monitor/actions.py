@@ -1,53 +1,34 @@
 """Actions on jobs chosen in the monitor: retry, cancel, delete - through JobService only.
 
-Each job is handled on its own: one that is in the wrong state (a running job cannot be
-deleted; a completed one cannot be retried) is reported with the lifecycle's own sentence and
-the others still go through.
+Each job is handled on its own (`jobs_core.bulk.apply_in_batches`): one that is in the wrong
+state (a running job cannot be deleted; a completed one cannot be retried) is reported with the
+lifecycle's own sentence and the others still go through. Bulk actions ("retry all 1,234 failed
+jobs shown") pick their jobs from the filtered view with `bulk_targets`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import pandas as pd
 
-from ..errors import JobsError
+from ..bulk import ACTIONS, ActionReport, JobRef, OnBatch, apply_in_batches
 from ..service import JobService
 from .index import JobIndex
 
-ACTIONS = ("retry", "cancel", "delete")
+__all__ = ["ACTIONS", "BULK", "ActionReport", "JobRef", "bulk_targets", "run_action"]
+
+#: bulk action -> the status of the jobs it applies to, in the view the filters show
+BULK = {"retry": "failed", "cancel": "pending"}
 
 
-@dataclass(frozen=True)
-class JobRef:
-    project_id: str
-    job_id: str
-
-
-@dataclass
-class ActionReport:
-    action: str
-    done: list[JobRef] = field(default_factory=list)
-    refused: list[tuple[JobRef, str]] = field(default_factory=list)
-
-    def summary(self) -> str:
-        verb = {"retry": "Retried", "cancel": "Canceled", "delete": "Deleted"}[self.action]
-        text = f"{verb} {len(self.done)} job{'s' if len(self.done) != 1 else ''}."
-        if self.refused:
-            text += f" {len(self.refused)} could not be changed."
-        return text
-
-
-def run_action(service: JobService, action: str, jobs: list[JobRef], index: JobIndex | None = None) -> ActionReport:
+def run_action(service: JobService, action: str, jobs: list[JobRef], index: JobIndex | None = None, *,
+               on_batch: OnBatch | None = None, batch_size: int = 100) -> ActionReport:
     """Apply `action` to each job; the index (if given) re-reads the jobs at its next refresh."""
-    if action not in ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}.")
-    report = ActionReport(action)
-    method = getattr(service, action)
-    for job in jobs:
-        try:
-            method(job.job_id, job.project_id)
-        except JobsError as error:
-            report.refused.append((job, str(error)))
-        else:
-            report.done.append(job)
-        if index is not None:
-            index.mark_job(job.project_id, job.job_id)
-    return report
+    mark = None if index is None else (lambda job: index.mark_job(job.project_id, job.job_id))
+    return apply_in_batches(service, action, jobs, batch_size=batch_size, on_batch=on_batch, on_job=mark)
+
+
+def bulk_targets(view: pd.DataFrame, action: str) -> list[JobRef]:
+    """The jobs of `view` a bulk `action` applies to (retry: the failed ones; cancel: the
+    pending ones), oldest first."""
+    rows = view[view["status"] == BULK[action]]
+    rows = rows.sort_values("created", kind="stable")
+    return [JobRef(project, job) for project, job in zip(rows["project"], rows["job"], strict=True)]

@@ -16,21 +16,24 @@ import pandas as pd
 from ..models import JobStatus
 
 TIME_COLUMNS = ("created", "started", "finished", "updated", "heartbeat")
-TEXT_COLUMNS = ("project", "job", "render_type", "stage", "error", "worker", "image_url")
+TEXT_COLUMNS = ("project", "job", "title", "render_type", "stage", "error", "worker", "image_url")
 # status is a pandas Categorical over the five states (stored as int8 codes): the monitor compares
 # and counts statuses on every refresh, and codes make that ten times cheaper than text.
 STATUS_DTYPE = pd.CategoricalDtype([status.value for status in JobStatus])
 _STATUS_CODE = {name: code for code, name in enumerate(STATUS_DTYPE.categories)}
 INT_COLUMNS = ("progress", "attempts")
+TITLE = " title"  # not a document field: the brief's title (conceptInputs.title), put there by `Columns.add`
 # (column, document field): the row schema of the index.
 FIELDS = (("project", "projectId"), ("job", "jobId"), ("render_type", "renderType"), ("status", "status"),
           ("progress", "progress"), ("stage", "stage"), ("attempts", "attempts"), ("created", "createdAt"),
           ("started", "startedAt"), ("finished", "finishedAt"), ("updated", "updatedAt"),
-          ("heartbeat", "heartbeatAt"), ("error", "error"), ("worker", "workerId"), ("image_url", "imageUrl"))
+          ("heartbeat", "heartbeatAt"), ("error", "error"), ("worker", "workerId"), ("image_url", "imageUrl"),
+          ("title", TITLE))
 COLUMNS = tuple(column for column, _ in FIELDS) + ("queue_wait", "run_time")
 # A job's key names its project and id, and its render type and creation time never change:
 # replacing a row leaves those arrays as they are (no copy).
-MUTABLE_COLUMNS = tuple(column for column in COLUMNS if column not in ("project", "job", "render_type", "created"))
+MUTABLE_COLUMNS = tuple(column for column in COLUMNS
+                        if column not in ("project", "job", "title", "render_type", "created"))
 _DOC_FIELDS = tuple(field for _, field in FIELDS)
 _pick = operator.itemgetter(*_DOC_FIELDS)
 _REPEATED = ("projectId", "renderType", "stage", "workerId", "error")
@@ -57,6 +60,9 @@ class Columns:
     def add(self, key: str, doc: dict) -> None:
         """Append one job document (the store checked its ids, status and render type)."""
         self.keys.append(key)
+        inputs = doc.get("conceptInputs")
+        title = inputs.get("title") if inputs.__class__ is dict else None
+        doc[TITLE] = title[:200] if title.__class__ is str else None
         for field in _REPEATED:
             # One shared copy of values that repeat across jobs (a project's name, a stage):
             # the document's own copies are freed with it.
@@ -111,6 +117,16 @@ class RowStore:
         self.arrays = columns.arrays()
         self.position = dict(zip(columns.keys, range(len(columns.keys)), strict=True))
         self._frame: pd.DataFrame | None = None
+
+    @classmethod
+    def from_arrays(cls, keys: list[str], arrays: dict[str, np.ndarray]) -> RowStore:
+        """Rows from saved columns (the snapshot): the same arrays `Columns.arrays()` makes."""
+        rows = cls.__new__(cls)
+        rows.keys = _objects(keys)
+        rows.arrays = {column: arrays[column] for column in COLUMNS}
+        rows.position = dict(zip(keys, range(len(keys)), strict=True))
+        rows._frame = None
+        return rows
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -26,7 +26,10 @@ from ..models import utcnow
 from ..service import JobService
 from ..store import JobRecord, JobStore, Unreadable
 from ..store.base import JobWatch
+from .alerts import AlertLog
 from .frame import Columns, RowStore, empty_rows
+from .snapshot import IndexSnapshot
+from .view import ViewCache
 
 T = TypeVar("T")
 log = logging.getLogger("jobs_core.monitor")
@@ -38,8 +41,13 @@ WATCH_MODES = ("auto", "poll", "off")
 
 
 class JobIndex:
-    def __init__(self, store: JobStore, *, lease_seconds: float = 30.0, poll_seconds: float = 2.0) -> None:
+    def __init__(self, store: JobStore, *, lease_seconds: float = 30.0, poll_seconds: float = 2.0,
+                 snapshot: bool = True) -> None:
         self.store = store
+        #: the file store's index on disk (snapshot.py): a restart re-reads only the files that changed
+        self.snapshot = IndexSnapshot.for_store(store) if snapshot else None
+        #: "snapshot" when the last build started from the snapshot, else "scan"
+        self.built_from = "scan"
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.mode = MANUAL
@@ -56,18 +64,22 @@ class JobIndex:
         self._lock = threading.RLock()  # one refresh at a time
         self._watch: JobWatch | None = None
         self._memo: dict[str, tuple[int, object]] = {}
+        #: the alerts active now, logged once per start and clear however many pages look (alerts.py)
+        self.alerts = AlertLog()
+        #: what the page shows per set of filters, recomputed only when a job or the clock changes it
+        self.views = ViewCache(self)
 
     # -- making one ------------------------------------------------------------------------------
     @classmethod
     def for_store(cls, store: JobStore, *, lease_seconds: float = 30.0, watch: str = "auto",
-                  poll_seconds: float = 2.0) -> JobIndex:
+                  poll_seconds: float = 2.0, snapshot: bool = True) -> JobIndex:
         """Build the index of `store` and start keeping it current.
 
         watch: "auto" (the store's own way: a file watcher, notifications), "poll" (ask the store
         every `poll_seconds`, for network file systems where a file watcher hears nothing of other
         hosts), "off" (only explicit `mark_changed`).
         """
-        index = cls(store, lease_seconds=lease_seconds, poll_seconds=poll_seconds)
+        index = cls(store, lease_seconds=lease_seconds, poll_seconds=poll_seconds, snapshot=snapshot)
         index.start(watch)
         return index
 
@@ -99,11 +111,34 @@ class JobIndex:
     def close(self) -> None:
         if self._watch is not None:
             self._watch.close()
+        if self.snapshot is not None:
+            self.snapshot.wait()
 
     # -- building and updating -----------------------------------------------------------------
     def build(self) -> None:
-        """Read every job once and make the frame (column-wise, in one go)."""
+        """Read every job once and make the frame (column-wise, in one go); from the snapshot and
+        the files changed since, when the store has a usable one."""
         started = time.perf_counter()
+        loaded = self.snapshot.load(self.store.read_record) if self.snapshot is not None else None
+        save = self.snapshot is not None and (loaded is None or loaded.changed)
+        if loaded is not None:
+            rows, unreadable, read, signatures = loaded.rows, loaded.unreadable, loaded.records_read, loaded.signatures
+            self.built_from = "snapshot"
+        else:
+            # Signatures before the reads: a file written meanwhile is read again next time.
+            signatures = self.snapshot.files.signatures() if self.snapshot is not None else {}
+            rows, unreadable, read = self._scan()
+            self.built_from = "scan"
+        with self._lock:
+            self._rows, self._unreadable = rows, unreadable
+            self.records_read += read
+            self.version += 1
+            self.built_at = utcnow()
+        self.build_seconds = time.perf_counter() - started
+        if save:  # a snapshot start that found nothing changed leaves the snapshot as it is
+            self.snapshot.save_in_background(rows, signatures, set(unreadable))
+
+    def _scan(self) -> tuple[RowStore, dict[str, Unreadable], int]:
         columns = Columns()
         unreadable: dict[str, Unreadable] = {}
         read = 0
@@ -113,13 +148,7 @@ class JobIndex:
                 columns.add(record.key, record.doc)
             elif record.problem is not None:
                 unreadable[record.key] = Unreadable(record.location, record.problem)
-        rows = RowStore(columns)
-        with self._lock:
-            self._rows, self._unreadable = rows, unreadable
-            self.records_read += read
-            self.version += 1
-            self.built_at = utcnow()
-        self.build_seconds = time.perf_counter() - started
+        return RowStore(columns), unreadable, read
 
     def mark_changed(self, keys: Iterable[str]) -> None:
         """Note store keys to re-read at the next refresh. Thread-safe, cheap (the watch calls it)."""

