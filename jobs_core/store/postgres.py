@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -42,7 +43,18 @@ from ..errors import InvalidInput, JobNotFound, StoreUnavailable, TransitionConf
 from ..ids import validate_id
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from .atomic import unlink_quietly, write_or_replace
-from .base import Change, CopyableStore, JobPage, JobStore, JobWatch, OnChange, Unreadable, WorkerInfo, apply_change
+from .base import (
+    Change,
+    CopyableStore,
+    JobPage,
+    JobRecord,
+    JobStore,
+    JobWatch,
+    OnChange,
+    Unreadable,
+    WorkerInfo,
+    apply_change,
+)
 from .folders import MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store.postgres")
@@ -405,6 +417,26 @@ class PostgresJobStore(JobStore, CopyableStore):
             if callback in self._change_callbacks:
                 self._change_callbacks.remove(callback)
         return stop
+
+    def scan_jobs(self) -> Iterator[JobRecord]:
+        """Every job document, streamed from a server-side cursor and decoded as plain JSON (the
+        monitor's first build at 100,000 jobs; the contract's default would validate each one)."""
+        with self.pool.connection(timeout=self.connect_timeout) as conn, conn.transaction():
+            with conn.cursor(name="jobs_scan") as cur:
+                cur.itersize = 2000
+                cur.execute("SELECT project_id, job_id, doc::text FROM jobs")
+                for project_id, job_id, text in cur:
+                    key = self.record_key(project_id, job_id)
+                    try:
+                        doc = json.loads(text)
+                    except ValueError:
+                        yield JobRecord(key=key, location=self._location(key), problem="not valid JSON")
+                        continue
+                    if not isinstance(doc, dict) or doc.get("jobId") != job_id:
+                        yield JobRecord(key=key, location=self._location(key), problem="not a job document")
+                        continue
+                    doc["conceptInputs"] = _in_brief_order(doc.get("conceptInputs") or {})
+                    yield JobRecord(key=key, location=self._location(key), doc=doc)
 
     def watch_jobs(self, on_change: OnChange, *, poll_seconds: float = 2.0, mode: str = "auto") -> JobWatch:
         """Notifications as changes commit, plus a safety poll (postgres_watch.py)."""
