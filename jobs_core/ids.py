@@ -30,7 +30,8 @@ def validate_id(value: object, what: str = "projectId") -> str:
         raise InvalidInput(f"{what} is {len(value)} characters long; at most 64 are allowed.")
     if ID_PATTERN.fullmatch(value):
         return value
-    shown = value.replace("\x00", "\\0")
+    # Shown as text that any output can carry: NUL as \0, a lone surrogate as its escape.
+    shown = value.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
     if not value[0].isascii() or not value[0].isalnum():
         raise InvalidInput(f"{what} '{shown}' must start with a letter or a digit.")
     raise InvalidInput(f"{what} '{shown}' may only contain letters, digits, '-' and '_'.")

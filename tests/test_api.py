@@ -524,12 +524,12 @@ def test_queue_positions_from_one_listing_stay_right_as_the_queue_changes(memory
     assert positions.of_many([second, third]) == {second.job_id: 1, third.job_id: 2}
 
 
-def test_a_corrupt_job_file_is_a_json_500_without_the_servers_paths(settings, tmp_path):
+def test_a_corrupt_job_file_is_a_json_409_without_the_servers_paths(settings, tmp_path):
     service = JobService(FileJobStore(tmp_path / "store"), settings)  # a file to corrupt: the file store
     job_id = service.submit({"projectId": "broken"}).job_id
     (tmp_path / "store" / "jobs" / "broken" / f"{job_id}.json").write_text('{"jobId": "half a doc')
     with TestClient(create_app(service)) as http:
-        message = _is_error(http.get(f"/api/jobs/{job_id}", params={"projectId": "broken"}), 500)
+        message = _is_error(http.get(f"/api/jobs/{job_id}", params={"projectId": "broken"}), 409)
         listed = http.get("/api/jobs", params={"projectId": "broken"})
     assert message == "The stored job document is unreadable; an operator must repair or delete it."
     assert str(tmp_path) not in message

@@ -48,7 +48,8 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
             runner.close()
             await run_in_threadpool(worker.stop)  # running jobs go back to pending
 
-    app = FastAPI(title="Concept render jobs", version="1.0.0", lifespan=lifespan,
+    # No trailing-slash redirects: they would echo the Host header back as a Location.
+    app = FastAPI(title="Concept render jobs", version="1.0.0", lifespan=lifespan, redirect_slashes=False,
                   description="Create render jobs in milliseconds, process them in the background, poll.")
     app.state.api = context
     install_error_handlers(app)

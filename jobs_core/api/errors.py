@@ -1,7 +1,8 @@
 """Every error leaves the API as JSON `{"error": "<a sentence>"}` with a fitting status.
 
 Validation problems in the body are 422, in the path, query or headers 400; a body that is not
-JSON at all is 400. A 5xx means a bug (or a broken disk) and is logged with its traceback.
+JSON at all is 400; a damaged job document 409; a store that cannot write or be reached 503 with
+Retry-After. Any other 5xx is a bug, logged with its traceback.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
+from ..errors import InvalidInput, JobNotFound, StoreUnavailable, StoreWriteError, TransitionConflict, UnreadableJob
 
 log = logging.getLogger("jobs_core.api")
 
@@ -74,6 +75,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(413, str(error.__cause__))
         if isinstance(error.__cause__, UnicodeDecodeError):  # a JSON body in no encoding JSON allows
             return error_response(400, "The request body is not valid JSON (not UTF-8, UTF-16 or UTF-32 text).")
+        if error.status_code == 400 and str(error.detail).startswith("There was an error parsing the body"):
+            return error_response(400, "The request body could not be read as JSON (it may hold a number with "
+                                       "thousands of digits, or be nested too deep).")
         if error.status_code == 404:
             message = f"No such endpoint: {request.method} {request.url.path}."
         elif error.status_code == 405:
@@ -104,8 +108,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UnreadableJob)
     async def _unreadable(request: Request, error: UnreadableJob) -> JSONResponse:
+        # The store holds something at the job's place that is not its document (damaged, or put
+        # there by someone else): the job cannot be served as it is, which is a conflict, not a bug.
         log.error("unreadable job document: %s", error)  # the path goes to the log, not the client
-        return error_response(500, "The stored job document is unreadable; an operator must repair or delete it.")
+        return error_response(409, "The stored job document is unreadable; an operator must repair or delete it.")
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
+        log.error("store unavailable: %s", error)
+        return error_response(503, "The job store is unavailable for the moment; try again in a few seconds.",
+                              {"Retry-After": "5"})
 
     @app.exception_handler(StoreWriteError)
     async def _store_write(request: Request, error: StoreWriteError) -> JSONResponse:

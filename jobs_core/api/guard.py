@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import BodyTooLarge
 
 OPEN_PATHS = frozenset({"/api/health"})
+#: the interactive docs describe every endpoint: behind the token too when one is set
+DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -45,7 +47,8 @@ class Guard:
     @staticmethod
     def _needs_token(scope: Scope) -> bool:
         path = scope["path"]
-        return path.startswith("/api/") and path not in OPEN_PATHS and scope["method"] != "OPTIONS"
+        return ((path.startswith("/api/") and path not in OPEN_PATHS) or path in DOC_PATHS) \
+            and scope["method"] != "OPTIONS"
 
     def _limited(self, receive: Receive) -> Receive:
         """Count streamed (chunked) bodies too: past the limit, reading the body raises BodyTooLarge."""

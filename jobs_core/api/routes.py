@@ -13,9 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
-from ..errors import InvalidInput
+from ..errors import STORE_FAULTS, InvalidInput
 from ..ids import validate_id
 from ..models import JobStatus, RenderRequest
 from ..service import JobService
@@ -138,6 +139,12 @@ def render_image(service: Service, project_id: Annotated[str, Path(alias="projec
     return Response(service.image(job), media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/health", tags=["health"], summary="Liveness and queue length")
-def health(api: Api) -> Health:
-    return Health(workers=api.workers, queue_length=len(api.service.store.pending()))
+@router.get("/health", tags=["health"], summary="Liveness and queue length", response_model=Health,
+            responses={503: {"model": ErrorBody, "description": "the job store cannot be reached"}})
+def health(api: Api) -> Health | JSONResponse:
+    try:
+        queue_length = len(api.service.store.pending())
+    except STORE_FAULTS as error:  # up, but of no use without its store: say which part is down
+        return JSONResponse({"status": "store unavailable", "error": f"The job store is unavailable: {error}",
+                             "workers": api.workers}, status_code=503, headers={"Retry-After": "5"})
+    return Health(workers=api.workers, queue_length=queue_length)
