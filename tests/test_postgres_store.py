@@ -454,3 +454,25 @@ def test_one_job_per_idempotency_key_and_project(pg_service):
     assert pg_service.store.find_by_idempotency_key("p2", "brief-42").job_id == other.job_id
     assert pg_service.store.find_by_idempotency_key("p1", "brief-43") is None
     assert len(pg_service.list("p1").jobs) == 1
+
+
+def test_the_api_answers_503_with_retry_after_while_postgresql_is_out_of_reach(proxied):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from jobs_core.api.app import create_app
+
+    proxy, service = proxied
+    job = submit(service)
+    with TestClient(create_app(service)) as http:
+        proxy.cut()
+        started = time.monotonic()
+        answer = http.get(f"/api/jobs/{job.job_id}")
+        health = http.get("/api/health")
+        print(f"\n503 after {time.monotonic() - started:.2f} s for a poll and a health check")
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        assert answer.json()["error"] == "The job store is unavailable for the moment; try again in a few seconds."
+        assert health.status_code == 503 and health.json()["status"] == "store unavailable"
+        proxy.restore()
+        assert http.get(f"/api/jobs/{job.job_id}").status_code == 200
