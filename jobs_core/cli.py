@@ -28,7 +28,9 @@ EXIT_BAD_INPUT = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
-        raise InvalidInput(f"{message} (see: python -m jobs_core {self.prog.split()[-1]} --help)")
+        command = self.prog.split()[-1]
+        where = "" if command == "jobs_core" else f" {command}"  # the top-level parser is jobs_core itself
+        raise InvalidInput(f"{message} (see: python -m jobs_core{where} --help)")
 
 
 def _read_inputs(raw: str | None) -> dict:
@@ -112,7 +114,11 @@ class ProgressBar:
 
 # -- status and list ---------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, service: JobService) -> int:
-    print(service.get(args.job_id, args.project_id).to_json())
+    job = service.get(args.job_id, args.project_id)
+    print(job.to_json())
+    waiting = service.waiting_reason(job)
+    if waiting:  # on stderr: stdout stays the job document, for scripts
+        print(waiting, file=sys.stderr)
     return 0
 
 

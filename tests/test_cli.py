@@ -180,3 +180,15 @@ def test_repair_finds_a_job_lost_from_the_queue_and_a_second_run_has_nothing_to_
 
     assert run_cli("worker", "--drain", jobs_dir=tmp_path, env=cli_env(JOBS_RENDERER="noop")).returncode == 0
     assert status(tmp_path, job_id).status is JobStatus.COMPLETED  # found again and claimed
+
+
+def test_status_says_plainly_when_no_worker_can_run_a_pending_job(tmp_path, capsys):
+    from jobs_core.cli import main
+
+    store = str(tmp_path / "store")
+    assert main(["submit", "--jobs-dir", store, "--project-id", "p1"]) == 0
+    job_id = capsys.readouterr().out.strip()  # submit prints the new job's id
+    assert main(["status", "--jobs-dir", store, job_id]) == 0
+    captured = capsys.readouterr()
+    assert '"status": "pending"' in captured.out
+    assert captured.err.strip() == "No worker is running, so the job waits until one starts."
