@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from .errors import InvalidInput
 from .ids import validate_id
-from .models import ConceptInputs, explain
+from .models import ConceptInputs, buildable_problems, explain
 from .renderers import get_renderer
 from .service import JobService
 
@@ -67,17 +67,24 @@ def render_types(service: JobService) -> list[str]:
 
 
 def brief_problems(project_id: str, inputs: Mapping[str, Any]) -> dict[str, str]:
-    """Field name (camelCase, or "projectId") -> one sentence saying what is wrong; empty when valid."""
+    """Field name (camelCase, or "projectId") -> one sentence saying what is wrong; empty when valid.
+
+    A rule spanning several fields (a courtyard too small, a tower too tall) is filed under the
+    first field it names, from the model's own list of rules, never by matching words.
+    """
     problems: dict[str, str] = {}
     try:
         validate_id(project_id, "projectId")
     except InvalidInput as error:
         problems["projectId"] = str(error)
     try:
-        ConceptInputs.model_validate(dict(inputs))
+        brief = ConceptInputs.model_validate(dict(inputs), context={"whole": False})
     except ValidationError as error:
         sentences = explain(error, "conceptInputs").rstrip(".").split("; ")
         for item, sentence in zip(error.errors(include_url=False), sentences, strict=False):
             name = str(item["loc"][0]) if item["loc"] else "conceptInputs"
             problems.setdefault(name, sentence.removeprefix("conceptInputs.") + ".")
+        return problems
+    for fields, sentence in buildable_problems(brief):
+        problems.setdefault(fields[0], sentence[0].upper() + sentence[1:] + ".")
     return problems

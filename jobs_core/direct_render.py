@@ -12,9 +12,11 @@ from .service import JobService
 
 
 def render_directly(service: JobService, project_id: str, render_type: str, inputs: Mapping[str, Any],
-                    progress: Callable[[int, str], None]) -> tuple[RenderResult, float]:
-    """Run the service's renderer on a brief and wait for it: (result, seconds). Nothing is stored."""
-    renderer = get_renderer(service.settings.renderer)
+                    progress: Callable[[int, str], None], renderer_name: str | None = None
+                    ) -> tuple[RenderResult, float]:
+    """Run a renderer (the service's unless named) on a brief and wait for it: (result, seconds).
+    Nothing is stored."""
+    renderer = get_renderer(renderer_name or service.settings.renderer)
     renderer.check_render_type(render_type)
     concept = ConceptInputs.model_validate(dict(inputs))
     task = RenderTask("direct", validate_id(project_id, "projectId"), render_type, concept.model_dump())

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -124,18 +125,35 @@ class ConceptInputs(_Camel):
         return self.floors * self.floor_height
 
     @model_validator(mode="after")
-    def _buildable(self) -> ConceptInputs:
+    def _buildable(self, info: ValidationInfo) -> ConceptInputs:
         # Each field may be in range while the whole is not a building anyone could draw.
-        if self.height > MAX_HEIGHT_M:
-            raise ValueError(f"conceptInputs: {self.floors} floors of {self.floor_height:g} m make a "
-                             f"{self.height:g} m tall building; the most is {MAX_HEIGHT_M:g} m")
-        if max(self.width, self.depth) > MAX_ASPECT * min(self.width, self.depth):
-            raise ValueError(f"conceptInputs: a {self.width:g} x {self.depth:g} m footprint is more than "
-                             f"{MAX_ASPECT} times longer than it is deep; make width and depth closer")
-        if self.footprint in ("L", "U", "courtyard") and min(self.width, self.depth) < MIN_WINGED_SIDE_M:
-            raise ValueError(f"conceptInputs: a {self.footprint} footprint needs width and depth of at least "
-                             f"{MIN_WINGED_SIDE_M:g} m (got {self.width:g} x {self.depth:g} m)")
+        # A form that files each rule next to its fields validates with {"whole": False} and asks
+        # `buildable_problems` itself.
+        if isinstance(info.context, dict) and info.context.get("whole") is False:
+            return self
+        problems = buildable_problems(self)
+        if problems:
+            raise ValueError(f"conceptInputs: {problems[0][1]}")
         return self
+
+
+def buildable_problems(brief: ConceptInputs) -> list[tuple[tuple[str, ...], str]]:
+    """The rules spanning several fields that `brief` breaks: (the camelCase fields each rule is
+    about, one sentence); empty when the brief is a building. Forms show each next to its fields."""
+    problems = []
+    if brief.height > MAX_HEIGHT_M:
+        problems.append((("floors", "floorHeight"),
+                         f"{brief.floors} floors of {brief.floor_height:g} m make a {brief.height:g} m tall "
+                         f"building; the most is {MAX_HEIGHT_M:g} m"))
+    if max(brief.width, brief.depth) > MAX_ASPECT * min(brief.width, brief.depth):
+        problems.append((("width", "depth"),
+                         f"a {brief.width:g} x {brief.depth:g} m footprint is more than {MAX_ASPECT} times "
+                         "longer than it is deep; make width and depth closer"))
+    if brief.footprint in ("L", "U", "courtyard") and min(brief.width, brief.depth) < MIN_WINGED_SIDE_M:
+        problems.append((("footprint", "width", "depth"),
+                         f"a {brief.footprint} footprint needs width and depth of at least "
+                         f"{MIN_WINGED_SIDE_M:g} m (got {brief.width:g} x {brief.depth:g} m)"))
+    return problems
 
 
 class RenderRequest(_Camel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from jobs_core import Job, JobService, JobStatus, Worker
 from jobs_core.brief_form import EXAMPLE_BRIEFS
 from jobs_core.ids import new_job_id
 from jobs_core.lifecycle import Lease
+from jobs_core.models import utcnow
 from jobs_core.renderers import RenderTask, get_renderer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +86,7 @@ def texts(app: AppTest) -> str:
 
 
 def press_render(app: AppTest) -> AppTest:
-    app.button(key="FormSubmitter:brief-Render").click()
+    app.button(key="render").click()
     return app.run()
 
 
@@ -140,8 +142,8 @@ def test_every_page_runs_without_exception_on_every_job_state_and_a_corrupt_file
     shown = texts(app)
     assert "not readable jobs" in shown and "job_corrupt.json" in shown
     badges = {e.value for e in app.markdown if "badge" in e.value}
-    for status in JobStatus:
-        assert any(status.value in badge for badge in badges), status
+    for word in ["queued", "rendering", "done", "failed", "canceled"]:  # a badge per status, in plain words
+        assert any(word in badge for badge in badges), word
 
 
 def test_a_url_naming_a_missing_or_malformed_job_is_explained(service):
@@ -155,11 +157,12 @@ def test_a_url_naming_a_missing_or_malformed_job_is_explained(service):
 def test_sidebar_shows_the_store_and_the_worker_pool(service, monkeypatch):
     app = run_app()
     assert service.store.describe() in "\n".join(c.value for c in app.sidebar.code)
-    assert "runs no worker" in "\n".join(w.value for w in app.sidebar.warning)
+    assert "does not render by itself" in "\n".join(w.value for w in app.sidebar.warning)
     st.cache_resource.clear()
     monkeypatch.setenv("JOBS_APP_WORKERS", "2")
     app = run_app()
-    assert "runs 2 worker thread(s)" in "\n".join(s.value for s in app.sidebar.success)
+    assert "renders in the background" in "\n".join(s.value for s in app.sidebar.success)
+    assert "2 threads" in "\n".join(c.value for c in app.sidebar.caption)
 
 
 def test_a_bad_setting_is_explained_instead_of_a_traceback(store_url, monkeypatch):
@@ -222,7 +225,7 @@ def test_render_creates_a_job_and_returns_at_once_with_its_queue_position(servic
     assert app.query_params["job"] == job.job_id and app.query_params["project"] == "site-7"
     shown = texts(app)
     assert "Queued: position 1 in the queue" in shown
-    assert "No worker is running here" in shown
+    assert "No worker is running, so the job waits until one starts." in shown
     assert "Cancel" in [b.label for b in app.button]
 
 
@@ -238,7 +241,7 @@ def test_the_page_shows_the_finished_render_once_the_worker_is_done(service, mon
     assert not app.exception
     assert len(app.get("image")) >= 1
     assert "Download PNG" in [b.label for b in app.get("download_button")]
-    assert "Brick primary school · axonometric" in [s.value for s in app.subheader]
+    assert "Brick primary school · 3D view (axonometric)" in [s.value for s in app.subheader]
     # one click renders the same concept in another type: same conceptId, new job
     app.selectbox(key=f"again_{job_id}").select("elevation").run()
     app.button(key=f"again_button_{job_id}").click().run()
@@ -323,7 +326,7 @@ def test_direct_render_without_the_job_pattern_stores_no_job(service):
     assert not app.exception
     assert service.list().jobs == []
     assert len(app.get("image")) >= 1
-    assert any("no job was stored" in c.value for c in app.caption)
+    assert any("not in the background" in c.value for c in app.caption)
 
 
 def test_a_second_tab_shows_the_same_jobs(service):
@@ -333,7 +336,7 @@ def test_a_second_tab_shows_the_same_jobs(service):
     press_render(first)
     job_id = first.session_state["active_job"]
     second = run_app("shared-1")  # a new session that only knows the project's URL
-    assert any(s.value == "Recent jobs in shared-1" for s in second.subheader)
+    assert any(s.value == "Renders in shared-1" for s in second.subheader)
     second.button(key=f"show_{job_id}").click().run()
     assert second.session_state["active_job"] == job_id
     assert "Queued: position 1 in the queue" in texts(second)
@@ -356,3 +359,20 @@ def test_leaving_the_page_and_coming_back_keeps_the_project_brief_and_job(servic
     assert app.text_input(key="field_project").value == "keep-1"
     assert app.text_input(key="field_title").value == "Kept title"
     assert app.session_state["active_job"] == job_id
+
+
+def test_the_page_estimates_time_left_from_finished_jobs(service):
+    end = utcnow()
+    for seconds in [35, 40, 42, 45, 50]:  # finished renders of the same renderer and render type
+        done = Job(job_id=new_job_id(), concept_id="cpt_eta", project_id="eta", render_type="axonometric",
+                   renderer="axonometric", status=JobStatus.COMPLETED, progress=100, stage="done", attempts=1,
+                   started_at=end - timedelta(seconds=seconds), finished_at=end, created_at=end - timedelta(minutes=5),
+                   updated_at=end)
+        service.store.create(done, None)
+    app = run_app("eta")
+    press_render(app)
+    job_id = app.session_state["active_job"]
+    assert "Usually 35 s–45 s; about 42 s left." in texts(app)  # first in the queue, no live worker: one run
+    claim(service, service.get(job_id))
+    app.run()
+    assert "Usually 35 s–45 s; about 4" in texts(app)  # 42 s less what this attempt has run

@@ -22,10 +22,14 @@ from jobs_core.app_runtime import AppRuntime, live_workers
 from jobs_core.app_settings import AppSettings, load_app_settings
 from jobs_core.brief_form import EXAMPLE_BRIEFS, brief_problems, field_bounds, field_choices
 from jobs_core.direct_render import render_directly
-from jobs_core.models import ConceptInputs, utcnow
+from jobs_core.eta import Typical, eta_seconds, typical_run
+from jobs_core.ids import new_job_id
+from jobs_core.lifecycle import Lease
+from jobs_core.models import ConceptInputs, Job, utcnow
 from jobs_core.monitor import JobIndex
 from jobs_core.provider_keys import PROVIDER_KEYS, copy_provider_keys
-from jobs_core.words import brief_summary, duration_text
+from jobs_core.store.base import WorkerInfo
+from jobs_core.words import ago_text, attempt_seconds, brief_summary, count_text, duration_text, elapsed_seconds, plain
 from pages import runtime_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,3 +274,83 @@ def test_a_process_that_exits_hands_its_running_jobs_back_to_the_queue(tmp_path)
 def test_brief_summary_describes_a_brief_and_tolerates_a_foreign_one():
     assert brief_summary(EXAMPLE_BRIEFS["Timber housing block"]) == "U 42 × 30 m, 5 floors, gable roof, timber"
     assert brief_summary({"width": "wide"}) == ""
+
+
+def test_rules_spanning_two_fields_are_filed_under_their_field_with_a_sentence():
+    assert brief_problems("demo", {"width": 300, "depth": 3}) == {
+        "width": "A 300 x 3 m footprint is more than 20 times longer than it is deep; make width and depth closer."}
+    assert brief_problems("demo", {"footprint": "courtyard", "width": 5, "depth": 5}) == {
+        "footprint": "A courtyard footprint needs width and depth of at least 9 m (got 5 x 5 m)."}
+    assert brief_problems("demo", {"floors": 120, "floorHeight": 8}) == {
+        "floors": "120 floors of 8 m make a 960 m tall building; the most is 500 m."}
+    # out of range on its own field first; the rule about the whole waits until the fields are right
+    assert set(brief_problems("demo", {"floors": 0, "width": 10000})) == {"floors", "width"}
+
+
+# -- words ----------------------------------------------------------------------------------------
+def test_text_a_person_typed_is_escaped_for_markdown():
+    shown = plain("**bold** :red[x] [a](http://example.com) `code` # title <b>")
+    assert "**" not in shown.replace("\\*", "") and "\\:red\\[x\\]" in shown
+    assert "http\u2060\\:" in shown  # no autolink: GitHub-flavoured Markdown links bare URLs even when escaped
+
+
+def test_counts_have_correct_plurals_and_times_are_relative():
+    assert count_text(1, "floor") == "1 floor" and count_text(5, "floor") == "5 floors"
+    assert "1 floor," in brief_summary({"floors": 1})
+    now = utcnow()
+    assert ago_text(now, now) == "just now"
+    assert ago_text(now - timedelta(minutes=3), now) == "3 min ago"
+    assert ago_text(now - timedelta(days=1, hours=2), now) == "1 day ago"
+
+
+def test_running_and_completed_times_count_the_current_attempt(memory_service):
+    service = memory_service
+    job = service.submit({"projectId": "attempts"})
+    lease = Lease.of(service.claim(job.job_id, "w-1", "attempts"))
+    service.fail(lease, "The provider timed out.", retryable=False)
+    old = service.get(job.job_id)
+    later = old.finished_at + timedelta(minutes=10)
+    # a retry ten minutes later: the new attempt starts its clock when a worker takes it
+    retried = replace_times(service.retry(job.job_id, "attempts"), created=old.created_at)
+    assert attempt_seconds(retried, later) == 0.0
+    running = service.claim(job.job_id, "w-2", "attempts")
+    assert attempt_seconds(running, running.started_at + timedelta(seconds=26)) == 26.0
+    assert elapsed_seconds(running, running.started_at) < 60  # not since the job was first created
+
+
+def replace_times(job, created):
+    return job.model_copy(update={"created_at": created})
+
+
+# -- the ETA learned from finished jobs -----------------------------------------------------------
+def finished_job(service: JobService, renderer: str, render_type: str, seconds: float, end) -> None:
+    """A completed job whose last attempt ran exactly `seconds` (written whole into the store)."""
+    job = Job(job_id=new_job_id(), concept_id="cpt_eta", project_id="eta", render_type=render_type,
+              renderer=renderer, status=JobStatus.COMPLETED, progress=100, stage="done", attempts=1,
+              started_at=end - timedelta(seconds=seconds), finished_at=end, created_at=end - timedelta(seconds=99),
+              updated_at=end)
+    service.store.create(job, None)
+
+
+def test_the_eta_is_learned_from_finished_jobs_of_the_same_renderer_and_render_type(memory_service):
+    service = memory_service
+    end = utcnow()
+    for seconds in [35, 40, 42, 45, 50]:
+        finished_job(service, "openai", "axonometric", seconds, end)
+    finished_job(service, "openai", "plan", 300, end)  # another render type: not counted
+    finished_job(service, "axonometric", "axonometric", 0.2, end)  # another renderer: not counted
+    typical = typical_run(service, "openai", "axonometric")
+    assert typical == Typical(low=35, median=42, high=45, samples=5)
+    assert typical_run(service, "openai", "elevation") is None  # no history: no guess
+    # a running job 22 s into its attempt: about 20 s left; past the usual time: 0 ("any moment")
+    job = service.submit({"projectId": "eta"}, renderer="axonometric")
+    running = service.claim(job.job_id, "w-eta", "eta").model_copy(update={"renderer": "openai"})
+    assert eta_seconds(service, running, now=running.started_at + timedelta(seconds=22)) == 20
+    assert eta_seconds(service, running, now=running.started_at + timedelta(seconds=90)) == 0
+    # a pending job third in the queue, one live worker that can run it: three usual runs
+    queued = [service.submit({"projectId": "eta"}, renderer="axonometric") for _ in range(3)]
+    service.store.record_worker(WorkerInfo("w-openai", ("openai",), utcnow()))
+    third = queued[2].model_copy(update={"renderer": "openai"})
+    assert service.queue_position(third) == 3
+    assert eta_seconds(service, third) == 3 * 42
+    assert eta_seconds(service, service.get(job.job_id).model_copy(update={"status": JobStatus.COMPLETED})) is None
