@@ -10,8 +10,8 @@ from pages import app_runtime, navigation
 
 # A local icon: an emoji or a :material/...: icon would make the browser fetch it from a CDN,
 # and the app must work with no request leaving the machine.
-st.set_page_config(page_title="Concept render jobs", page_icon=str(Path(__file__).parent / ".streamlit" / "favicon.png"),
-                   layout="wide")
+FAVICON = Path(__file__).parent / ".streamlit" / "favicon.png"
+st.set_page_config(page_title="Concept render jobs", page_icon=str(FAVICON), layout="wide")
 
 
 def show_runtime_status(runtime: AppRuntime) -> None:
