@@ -14,7 +14,8 @@ case at 1 and 16 connections, taking turns for a few rounds (the machine is shar
 the same background load); rows print side by side with the ratios the issue targets: p50 within
 1.5x bare, p99 within 2x bare, and the seed's promise of < 1 s. Each row also shows the server's
 CPU time per request (all its threads and processes, from /proc). At the end, without HTTP: how
-many fsyncs and files one create costs beside the bare write, and their times in this process.
+many fsyncs, files and renames one create costs beside the bare write, and their times in this
+process.
 """
 from __future__ import annotations
 
@@ -184,9 +185,9 @@ def _verdict(ours: Figures, bare: Figures) -> str:
 # -- without HTTP: what one create costs on the disk ------------------------------------------------
 @contextmanager
 def counting_syscalls() -> Iterator[dict[str, int]]:
-    """Count this process's fsyncs, files created and names given (rename, replace, link) while
-    the block runs, by wrapping those os functions."""
-    counts = {"fsyncs": 0, "files created": 0, "renames or links": 0}
+    """Count this process's fsyncs, opens with O_CREAT (new files, and lock files) and names given
+    (rename, replace, link) while the block runs, by wrapping those os functions."""
+    counts = {"fsyncs": 0, "opens with O_CREAT": 0, "renames or links": 0}
     wrapped = {"fsync": "fsyncs", "fdatasync": "fsyncs", "rename": "renames or links",
                "replace": "renames or links", "link": "renames or links"}
     real = {name: getattr(os, name) for name in [*wrapped, "open"]}
@@ -198,7 +199,7 @@ def counting_syscalls() -> Iterator[dict[str, int]]:
         return call
 
     def opened(path: object, flags: int, *args: object, **kwargs: object) -> int:
-        counts["files created"] += bool(flags & os.O_CREAT)
+        counts["opens with O_CREAT"] += bool(flags & os.O_CREAT)
         return real["open"](path, flags, *args, **kwargs)
 
     for name in wrapped:

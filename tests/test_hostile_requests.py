@@ -155,3 +155,17 @@ def test_the_docs_need_the_token_when_one_is_set(server):
             assert http.get(path, headers=AUTH).status_code == 200
     assert json.loads(httpx.get(f"{base}/openapi.json", headers=AUTH).text)["openapi"]
     assert not os.environ.get("JOBS_API_TOKEN")  # the token came from the test's settings only
+
+
+def test_a_partial_body_is_dropped_after_a_few_seconds_with_a_408(server):
+    from jobs_core.api.guard import BODY_SECONDS
+
+    base, _, _ = server
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=BODY_SECONDS + 10) as conn:
+        conn.sendall(b"POST /api/jobs/render HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"projectId\"")
+        answer = conn.recv(65536)  # then nothing more: the rest of the body never comes
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive within" in answer
+    assert httpx.get(f"{base}/api/health", timeout=10).status_code == 200

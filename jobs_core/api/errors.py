@@ -25,6 +25,10 @@ class BodyTooLarge(Exception):
         super().__init__(f"The request body is larger than the limit of {limit} bytes.")
 
 
+class BodyTimeout(Exception):
+    """The client did not send its whole body in time (see guard.BODY_SECONDS)."""
+
+
 class BadRequestBody(InvalidInput):
     """InvalidInput about the body's content: 422 rather than 400."""
 
@@ -73,6 +77,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
         if isinstance(error.__cause__, BodyTooLarge):  # raised while FastAPI read the body
             return error_response(413, str(error.__cause__))
+        if isinstance(error.__cause__, BodyTimeout):
+            return error_response(408, str(error.__cause__), {"Connection": "close"})
         if isinstance(error.__cause__, UnicodeDecodeError):  # a JSON body in no encoding JSON allows
             return error_response(400, "The request body is not valid JSON (not UTF-8, UTF-16 or UTF-32 text).")
         if error.status_code == 400 and str(error.detail).startswith("There was an error parsing the body"):
@@ -85,6 +91,10 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(error.detail).rstrip(".") + "."
         return error_response(error.status_code, message, error.headers)
+
+    @app.exception_handler(BodyTimeout)
+    async def _body_timeout(request: Request, error: BodyTimeout) -> JSONResponse:
+        return error_response(408, str(error), {"Connection": "close"})
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, error: BodyTooLarge) -> JSONResponse:

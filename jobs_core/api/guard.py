@@ -7,9 +7,10 @@ from __future__ import annotations
 import hmac
 import json
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import BodyTooLarge
+from .errors import BodyTimeout, BodyTooLarge
 
 OPEN_PATHS = frozenset({"/api/health"})
 #: the interactive docs describe every endpoint: behind the token too when one is set
@@ -24,11 +25,17 @@ async def send_error(send: Send, status: int, message: str, headers: list[tuple[
     await send({"type": "http.response.body", "body": body})
 
 
+#: a client gets this long to send the whole body; a partial body is then dropped (408)
+BODY_SECONDS = 5.0
+
+
 class Guard:
-    def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int,
+                 body_seconds: float = BODY_SECONDS) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
         self.max_body_bytes = max_body_bytes
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,12 +58,19 @@ class Guard:
             and scope["method"] != "OPTIONS"
 
     def _limited(self, receive: Receive) -> Receive:
-        """Count streamed (chunked) bodies too: past the limit, reading the body raises BodyTooLarge."""
+        """Count streamed (chunked) bodies too: past the limit, reading the body raises BodyTooLarge;
+        a body still incomplete `body_seconds` after the first read raises BodyTimeout."""
         seen = 0
+        deadline: float | None = None
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline
+            if deadline is None:
+                deadline = anyio.current_time() + self.body_seconds
+            with anyio.move_on_after(max(deadline - anyio.current_time(), 0)) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise BodyTimeout(f"The request body did not arrive within {self.body_seconds:g} s; it was dropped.")
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
