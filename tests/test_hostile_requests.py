@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from api_server import serve_in_thread
 
 from jobs_core.api.app import create_app
 from jobs_core.api.settings import ApiSettings
 from jobs_core.config import load_settings
 from jobs_core.service import JobService
 from jobs_core.store import FileJobStore
+from tests.api_server import serve_in_thread
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -475,4 +475,7 @@ def test_the_api_answers_503_with_retry_after_while_postgresql_is_out_of_reach(p
         assert answer.json()["error"] == "The job store is unavailable for the moment; try again in a few seconds."
         assert health.status_code == 503 and health.json()["status"] == "store unavailable"
         proxy.restore()
-        assert http.get(f"/api/jobs/{job.job_id}").status_code == 200
+        from proc_helpers import wait_until
+
+        wait_until(lambda: http.get(f"/api/jobs/{job.job_id}").status_code == 200, timeout=30,
+                   what="the API to answer again once PostgreSQL is back (the pool reconnects with backoff)")
