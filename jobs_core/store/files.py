@@ -531,21 +531,21 @@ class FileJobStore(JobStore, CopyableStore):
         """The job a marker names, or None after removing the marker if the job does not call for
         it (a crash between two writes). A write in flight holds the job's lock, and is waited for:
         the marker it just made is not stale."""
+        job = self._job_calling_for(job_id, project_id, marker)
+        if job is not None:
+            return job
+        with self.locks.hold(job_id):
+            job = self._job_calling_for(job_id, project_id, marker)
+            if job is None:
+                self._unmark({marker})
+            return job
+
+    def _job_calling_for(self, job_id: str, project_id: str, marker: tuple[tuple[str, str], str]) -> Job | None:
         try:
             job = self._get(job_id, project_id)
         except (JobNotFound, UnreadableJob):
-            job = None
-        if job is not None and marker in self._markers(job):
-            return job
-        with self.locks.hold(job_id):
-            try:
-                job = self._get(job_id, project_id)
-            except (JobNotFound, UnreadableJob):
-                job = None
-            if job is not None and marker in self._markers(job):
-                return job
-            self._unmark({marker})
             return None
+        return job if marker in self._markers(job) else None
 
     def pending(self) -> list[tuple[datetime, str]]:
         return [(datetime.fromtimestamp(ms / 1000, UTC), job_id) for ms, job_id, _ in self._queue()]
