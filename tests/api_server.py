@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from jobs_core.api.http_limits import LimitedHttpToolsProtocol
 from jobs_core.errors import RenderError
 from jobs_core.renderers import ProgressFn, Renderer, RenderResult, RenderTask, register, renderer_names
 from jobs_core.renderers.axonometric import RENDER_TYPES
@@ -23,7 +24,8 @@ def serve_in_thread(app, startup_timeout: float = 15.0) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
+                                           http=LimitedHttpToolsProtocol))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout

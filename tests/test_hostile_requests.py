@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -169,3 +170,81 @@ def test_a_partial_body_is_dropped_after_a_few_seconds_with_a_408(server):
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"did not arrive within" in answer
     assert httpx.get(f"{base}/api/health", timeout=10).status_code == 200
+
+
+def _send(base: str, chunks: list[bytes], pause: float = 0.0, timeout: float = 30) -> bytes:
+    """Send `chunks` over one connection, `pause` seconds apart (a slow client), then read the answer
+    until the server closes the connection or stops answering."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as conn:
+        for chunk in chunks:
+            try:
+                conn.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the server already answered and closed
+            time.sleep(pause)  # the client's own slowness, which the server must not wait out
+        answer = b""
+        try:
+            while data := conn.recv(65536):
+                answer += data
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+def _json_error(answer: bytes, status: int) -> str:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    return json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"x" * 20_000 + b"\r\n\r\n",
+    b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: %s\r\n" % (n, b"y" * 100) for n in range(200))
+    + b"\r\n",
+    b"GET /api/jobs/" + b"j" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+], ids=["one large header", "many headers", "a long URL"])
+def test_headers_over_the_limit_get_a_431_with_a_sentence(server, request_bytes):
+    from jobs_core.api.http_limits import MAX_HEADER_BYTES
+
+    base, _, _ = server
+    error = _json_error(_send(base, [request_bytes]), 431)
+    assert error == f"The request line and headers are larger than the limit of {MAX_HEADER_BYTES} bytes."
+    assert httpx.get(f"{base}/api/health", headers={"X-Filler": "x" * 8000}, timeout=10).status_code == 200
+
+
+@pytest.fixture
+def short_header_deadline(monkeypatch):
+    from jobs_core.api import http_limits
+
+    monkeypatch.setattr(http_limits, "HEADER_SECONDS", 1.5)  # read when a connection opens
+    return 1.5
+
+
+def test_headers_sent_too_slowly_get_a_408_even_when_they_trickle(server, short_header_deadline):
+    base, _, _ = server
+    started = time.monotonic()
+    trickle = [b"GET /api/health HTTP/1.1\r\nHost: x\r\n"] + [b"X-Slow: 1\r\n"] * 40  # a header every 0.1 s
+    answer = _send(base, trickle, pause=0.1)
+    assert _json_error(answer, 408).startswith("The request's headers did not arrive within")
+    assert time.monotonic() - started < 4 * short_header_deadline  # cut at the deadline, not after 4 s of trickle
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(server, short_header_deadline):
+    base, _, _ = server
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=10 * short_header_deadline) as conn:
+        assert conn.recv(65536) == b""  # closed by the server, not a read timing out (that raises)
+
+
+def test_each_request_on_a_kept_alive_connection_has_its_own_header_deadline(server, short_header_deadline):
+    base, _, _ = server
+    request = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        for _ in range(3):  # three requests, together longer than one deadline
+            conn.sendall(request)
+            answer = conn.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+            time.sleep(short_header_deadline / 2)  # the client idles between requests

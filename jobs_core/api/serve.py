@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace, service: JobService) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http_limits import LimitedHttpToolsProtocol
 
     if not 0 < args.port < 65536:
         raise InvalidInput(f"--port must be between 1 and 65535, not {args.port}.")
@@ -67,7 +68,7 @@ def cmd_serve(args: argparse.Namespace, service: JobService) -> int:
     log.info("API on http://%s:%d over %s, %d embedded worker thread(s)", args.host, args.port,
              service.store.describe(), args.workers)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, access_log=args.access_log,
-                                           log_config=None, lifespan="on"))
+                                           log_config=None, lifespan="on", http=LimitedHttpToolsProtocol))
     server.run()
     return 0 if server.started else 1
 
@@ -77,13 +78,16 @@ def _serve_in_processes(args: argparse.Namespace, service: JobService) -> int:
     dies, and on SIGINT/SIGTERM stops them all gracefully (each puts its running jobs back)."""
     import uvicorn
 
+    from .http_limits import LimitedHttpToolsProtocol
+
     log.info("API on http://%s:%d over %s, %d processes with %d embedded worker thread(s) each",
              args.host, args.port, service.store.describe(), args.processes, args.workers)
     location = os.path.abspath(args.jobs_dir) if args.jobs_dir else None  # their cwd is ours, but be exact
     os.environ[CHILD_CONFIG_ENV] = json.dumps({"location": location, "workers": args.workers})
     service.store.close()  # this process only supervises
     uvicorn.run(f"{__name__}:app_in_server_process", factory=True, host=args.host, port=args.port,
-                workers=args.processes, access_log=args.access_log, log_config=None, lifespan="on")
+                workers=args.processes, access_log=args.access_log, log_config=None, lifespan="on",
+                http=LimitedHttpToolsProtocol)
     return 0
 
 
