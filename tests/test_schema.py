@@ -26,6 +26,7 @@ from jobs_core.config import load_settings
 from jobs_core.service import JobService
 from jobs_core.store import MemoryJobStore
 from tests.api_server import serve_in_thread
+from tests.test_api_eta import finished_job
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
@@ -35,6 +36,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("schema-store")  # the settings' JOBS_DIR; the jobs stay in memory
     service = JobService(MemoryJobStore(), replace(load_settings(root), renderer="axonometric"))
+    for seconds in (2, 3, 4):  # a run-time history, so waiting jobs carry a numeric etaSeconds
+        finished_job(service.store, "axonometric", "axonometric", seconds)
     # Short waits: generated `Prefer: wait=N` and /process calls must not stall the run.
     app = create_app(service, workers=0, render_size=128,  # no claim threads: jobs run only when /process asks
                      settings=ApiSettings(process_wait_seconds=0.2, max_wait_seconds=0.2, max_body_bytes=16384))
@@ -63,6 +66,9 @@ def test_real_jobs_in_every_state_match_the_schema(api_schema, server):
         api_schema["/api/jobs/render"]["POST"].validate_response(created)
         job_id = created.json()["jobId"]
         pending = http.post("/api/jobs/render", json={"projectId": "schema"}).json()["jobId"]
+        waiting = http.get(f"/api/jobs/{pending}")
+        api_schema["/api/jobs/{jobId}"]["GET"].validate_response(waiting)
+        assert isinstance(waiting.json()["job"]["etaSeconds"], float)
         http.post(f"/api/jobs/{pending}/cancel")
         processed = http.post(f"/api/jobs/{job_id}/process")
         for _ in range(100):  # bounded: the server holds each GET up to its 0.2 s cap
@@ -78,7 +84,7 @@ def test_real_jobs_in_every_state_match_the_schema(api_schema, server):
             ("/api/jobs/{jobId}/cancel", "POST"): http.post(f"/api/jobs/{pending}/cancel"),
             ("/api/health", "GET"): http.get("/api/health"),
         }
-        assert polled.json()["job"]["status"] == "completed"
+        assert polled.json()["job"]["status"] == "completed" and polled.json()["job"]["etaSeconds"] is None
         for (path, method), response in answers.items():
             assert response.status_code < 300, (path, response.text)
             api_schema[path][method].validate_response(response)

@@ -1,6 +1,6 @@
 """What the routes share (`ApiContext`, reached through the `api_context` dependency) and the
-steps behind a route that are more than one JobService call: idempotent creates, queue positions,
-waiting for a job to finish."""
+steps behind a route that are more than one JobService call: idempotent creates, queue positions
+and run-time estimates, waiting for a job to finish."""
 from __future__ import annotations
 
 import math
@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import InvalidInput, JobNotFound, TransitionConflict
+from ..eta import RunHistory
 from ..ids import validate_id
 from ..models import Job, JobStatus, RenderRequest
 from ..service import JobService
@@ -30,16 +31,21 @@ class ApiContext:
     runner: InlineRunner
     workers: int
     positions: QueuePositions = field(init=False)
+    history: RunHistory = field(init=False)  # etaSeconds: one listing of finished jobs for many polls
     # Creates with one Idempotency-Key are serialised in this process whatever the store;
     # across processes, the store's create refuses the duplicate.
     _key_locks: list[threading.Lock] = field(default_factory=lambda: [threading.Lock() for _ in range(64)])
 
     def __post_init__(self) -> None:
         self.positions = QueuePositions(self.service.store)
+        self.history = RunHistory(self.service)
 
     # -- reading ---------------------------------------------------------------------------------
     def answer(self, job: Job) -> ApiJob:
-        return ApiJob.of(job, self.positions.of(job))
+        return self._answer(job, self.positions.of(job))
+
+    def _answer(self, job: Job, position: int | None) -> ApiJob:
+        return ApiJob.of(job, position, self.history.eta(job, position))
 
     def read(self, job_id: str, project_id: str | None) -> ApiJob:
         return self.answer(self.service.get(job_id, project_id))
@@ -59,7 +65,8 @@ class ApiContext:
                   cursor: str | None) -> JobList:
         page = self.service.list(project_id, status, limit, cursor)
         positions = self.positions.of_many(page.jobs)
-        return JobList(jobs=[ApiJob.of(job, positions.get(job.job_id)) for job in page.jobs],
+        # one queue listing and one run-time history serve the whole page
+        return JobList(jobs=[self._answer(job, positions.get(job.job_id)) for job in page.jobs],
                        next_cursor=page.next_cursor)
 
     # -- changing --------------------------------------------------------------------------------
