@@ -1,36 +1,25 @@
 """The drawing sheet: supersampled canvas, frame, title block, fonts, scale bar and north arrow."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ...models import ConceptInputs
+from .text import cjk_face, draw_text, fit_text, text_length
+from .text import font as font  # re-exported: plan.py measures its rotated labels with it
 
 SUPERSAMPLE = 2
 SHEET_RATIO = math.sqrt(2)  # ISO A-series landscape
 INK = (38, 38, 42)
-FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/local/share/fonts")
 # Paper scales an architect would print at; plan and elevation use the largest that fits on A3.
 STANDARD_SCALES = (50, 100, 125, 150, 200, 250, 500, 1000, 1250, 2000, 2500, 5000, 10000)
 A3_WIDTH_MM = 420.0
 SHEET_CODES = {"plan": "A-101", "elevation": "A-201", "axonometric": "A-301", "exploded-axonometric": "A-302"}
-
-
-@functools.lru_cache(maxsize=64)
-def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    for folder in FONT_DIRS:
-        path = os.path.join(folder, name)
-        if os.path.exists(path):
-            return ImageFont.truetype(path, max(size, 6))
-    return ImageFont.load_default(max(size, 6))
 
 
 def brief_code(concept: ConceptInputs) -> str:
@@ -78,13 +67,13 @@ class Sheet:
 
     def text(self, xy: tuple[float, float], text: str, size: float, fill=INK, bold: bool = False,
              anchor: str = "la", max_width: float | None = None) -> None:
-        face = font(round(size * self.unit), bold)
+        """Text in any script (see text.py), `size` in points; measured as it is drawn."""
+        cjk = cjk_face(text)  # chosen from the whole text, so a shortened title keeps its face
         if max_width is not None:  # shrink a little first, then shorten with an ellipsis
-            while size > 8 and self.draw.textlength(text, font=face) > max_width:
+            while size > 8 and text_length(text, round(size * self.unit), bold, cjk) > max_width:
                 size -= 0.5
-                face = font(round(size * self.unit), bold)
-            text = fit_text(self.draw, text, face, max_width)
-        self.draw.text(xy, text, fill=fill, font=face, anchor=anchor)
+            text = fit_text(text, round(size * self.unit), max_width, bold, cjk)
+        draw_text(self.image, xy, text, round(size * self.unit), fill, bold, anchor, cjk)
 
     # -- furniture -----------------------------------------------------------------------
     def frame_and_title(self, concept: ConceptInputs, project_id: str, render_type: str, scale: str) -> None:
@@ -162,15 +151,6 @@ def polygon(draw: ImageDraw.ImageDraw, points, fill, outline=None, width: int = 
         draw.polygon(points, fill=fill)
     if outline is not None:
         draw.line([*points, points[0]], fill=outline, width=max(1, width or 1), joint="curve" if width > 2 else None)
-
-
-def fit_text(draw: ImageDraw.ImageDraw, text: str, face, max_width: float) -> str:
-    """The text, shortened with an ellipsis until it fits `max_width` pixels."""
-    if draw.textlength(text, font=face) <= max_width:
-        return text
-    while text and draw.textlength(text + "…", font=face) > max_width:
-        text = text[:-1]
-    return text.rstrip() + "…"
 
 
 def paper_scale(extent_w_m: float, extent_h_m: float, area: Area, sheet_width_px: float) -> tuple[int, float]:
