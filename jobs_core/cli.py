@@ -18,7 +18,7 @@ from .api.serve import add_serve_command
 from .bulk import add_bulk_commands
 from .errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
 from .logs import configure_logging
-from .models import Job, JobStatus
+from .models import Job, JobStatus, parse_request
 from .service import JobService
 from .worker import Worker
 
@@ -52,8 +52,10 @@ def _read_inputs(raw: str | None) -> dict:
 
 # -- submit ------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace, service: JobService) -> int:
-    job = service.submit({"projectId": args.project_id, "renderType": args.render_type,
-                          "conceptInputs": _read_inputs(args.inputs)})
+    request = parse_request({"projectId": args.project_id, "renderType": args.render_type,
+                             "conceptInputs": _read_inputs(args.inputs),
+                             **({"webhook": args.webhook} if args.webhook is not None else {})})
+    job = service.submit(request)
     if not args.wait:
         print(job.job_id)
         return 0
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--render-type", default="axonometric")
     submit.add_argument("--inputs", help="the concept brief as JSON, or @FILE")
     submit.add_argument("--wait", action="store_true", help="run or wait for the job, with a progress bar")
+    submit.add_argument("--webhook", metavar="URL",
+                        help="POST the job, signed, to this URL when it starts and when it is final")
     submit.set_defaults(handler=cmd_submit)
 
     status = commands.add_parser("status", parents=[common], help="print a job as JSON")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import JobCanceled, LeaseLost, TransitionConflict
 from .models import Event, Job, JobStatus, utcnow
@@ -25,17 +25,22 @@ P, R, C, F, X = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.COMPLETED,
                  JobStatus.FAILED, JobStatus.CANCELED)
 LOST_WORKER = "worker stopped responding"
 
+if TYPE_CHECKING:
+    from .webhooks import Delivery
+
 
 class Outcome(NamedTuple):
     """What a rule decided: the job as it must become, the event to log, and how durable the write
     must be. `durable=False` (progress and heartbeats of a running attempt) lets a store skip the
     flushes that make a write survive a power loss: the previous version may come back, which only
     loses the latest progress. Every transition (status, owner, attempt, cancel request) is durable.
+    `deliveries`: the webhook deliveries the change makes due, written with it (webhooks.py adds them).
     """
 
     job: Job
     event: Event | None = None
     durable: bool = True
+    deliveries: tuple[Delivery, ...] = ()
 
 
 @dataclass(frozen=True)

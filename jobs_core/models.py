@@ -164,6 +164,30 @@ class RenderRequest(_Camel):
     render_type: str = "axonometric"
     concept_inputs: ConceptInputs = Field(default_factory=ConceptInputs)
     concept_id: str | None = None
+    webhook: str | None = Field(None, max_length=2000, description=(
+        "an http(s) URL that receives a signed POST of the job at the events of webhookEventsFilter"))
+    webhook_events_filter: list[Literal["start", "progress", "completed"]] | None = Field(
+        None, max_length=3, description="which events are sent: any of start, progress (at most once a second), "
+        "completed (any final state); default start and completed")
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        from .webhooks_targets import target_problem  # the rules of safe targets live with webhooks
+
+        if value is None:
+            return None
+        problem = target_problem(value)
+        if problem:
+            raise ValueError(f"webhook: {problem}")
+        return value
+
+    @field_validator("webhook_events_filter")
+    @classmethod
+    def _events(cls, value: list[str] | None) -> list[str] | None:
+        from .webhooks import parse_events_filter
+
+        return parse_events_filter(value)
 
     @field_validator("project_id")
     @classmethod
@@ -216,6 +240,9 @@ class Job(_Camel):
     cancel_requested: bool = False
     available_at: datetime = Field(default_factory=utcnow)
     idempotency_key: str | None = None
+    # Only in the documents of jobs that have a webhook (see jobs_core.webhooks).
+    webhook: str | None = Field(None, exclude_if=lambda value: value is None)
+    webhook_events_filter: list[str] | None = Field(None, exclude_if=lambda value: value is None)
 
     def to_json(self) -> str:
         """Pretty JSON, so `cat .jobs/jobs/p/j.json` stays a monitoring tool (seed, "Monitoring")."""

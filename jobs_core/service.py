@@ -71,7 +71,8 @@ class JobService:
         concept_id = request.concept_id or new_concept_id()
         job = Job(job_id=new_job_id(), concept_id=concept_id, project_id=request.project_id,
                   render_type=request.render_type, renderer=chosen.name, concept_inputs=inputs,
-                  max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key)
+                  max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
+                  webhook=request.webhook, webhook_events_filter=request.webhook_events_filter)
         # What an AI provider will be asked, stored up front so a user sees it while waiting.
         job.prompt = chosen.prompt(RenderTask(job.job_id, job.project_id, job.render_type, inputs))
         if request.concept_id is None:

@@ -33,6 +33,7 @@ from .models import Job, utcnow
 from .renderers import RenderTask, get_renderer, renderer_names
 from .service import JobService
 from .store.base import WorkerInfo
+from .webhooks_sender import WebhookSender
 
 log = logging.getLogger("jobs_core.worker")
 STORE_RETRY_SECONDS = 5.0  # how soon a job handed back for a store fault may run again
@@ -84,6 +85,8 @@ class Worker:
         #: the renderers this worker can run (set up here: keys present); it claims only their jobs
         self.renderers: frozenset[str] = runnable_renderers()
         self.claiming = False
+        #: sends the store's webhook deliveries from this process too (JOBS_WEBHOOK_SENDERS threads)
+        self.webhooks = WebhookSender(service.store)
 
     # -- lifecycle of the pool ---------------------------------------------------------------
     def start(self, claiming: bool = True) -> Worker:
@@ -93,6 +96,7 @@ class Worker:
         for index in range(self.concurrency if claiming else 0):
             self._spawn(self._claim_loop, f"jobs-worker-{index}")
         self._spawn(self._maintenance_loop, "jobs-maintenance")
+        self.webhooks.start()
         return self
 
     def _say_alive(self) -> None:
@@ -143,6 +147,7 @@ class Worker:
         for running in leftovers:
             running.lost.set()
             self._quietly(self.service.release, running.lease)
+        self.webhooks.stop(timeout)
 
     # -- claiming and running ----------------------------------------------------------------
     def _claim_loop(self) -> None:

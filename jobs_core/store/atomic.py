@@ -108,7 +108,7 @@ def atomic_write(folder: Folder, name: str, data: bytes, *, durable: bool = True
             f"Could not write {name}: {describe_os_error(error)}. The previous version is unchanged.") from error
 
 
-def write_new(folder: Folder, name: str, data: bytes, *, durable: bool = True) -> None:
+def write_new(folder: Folder, name: str, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
     """Write `name`, which must not exist yet; FileExistsError if it does (nothing is changed then).
 
     The temp file takes the name with a link, which never replaces: of two writers of one name
@@ -116,7 +116,7 @@ def write_new(folder: Folder, name: str, data: bytes, *, durable: bool = True) -
     """
     temp = None
     try:
-        temp = _write_temp(folder, name, data, durable)
+        temp = _write_temp(folder, name, data, durable, mode)
         os.link(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
         unlink_quietly(folder, temp)
         if durable:
@@ -137,10 +137,10 @@ def write_or_replace(folder: Folder, name: str, data: bytes, *, durable: bool = 
         atomic_write(folder, name, data, durable=durable)
 
 
-def _write_temp(folder: Folder, name: str, data: bytes, durable: bool) -> str:
+def _write_temp(folder: Folder, name: str, data: bytes, durable: bool, mode: int = 0o644) -> str:
     """A complete temp file beside `name` (fsynced if durable); none is left if writing fails."""
     temp = f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    fd = open_regular(folder, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    fd = open_regular(folder, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:

@@ -22,6 +22,7 @@ from typing import Protocol
 from ..errors import InvalidInput, JobNotFound, JobsError, UnreadableJob
 from ..lifecycle import Outcome
 from ..models import Concept, Event, Job, JobStatus
+from ..webhooks import Delivery, with_deliveries
 
 Change = Callable[[Job], "Outcome | tuple[Job, Event | None]"]
 OnChange = Callable[[set[str]], None]
@@ -29,8 +30,9 @@ log = logging.getLogger("jobs_core.store")
 
 
 def apply_change(change: Change, job: Job) -> Outcome:
-    """Run `change` on `job`; a plain (job, event) pair is a durable outcome."""
-    return Outcome(*change(job))
+    """Run `change` on `job`; a plain (job, event) pair is a durable outcome. The outcome carries
+    the webhook deliveries the change makes due, which the store writes with the job."""
+    return with_deliveries(job, Outcome(*change(job)))
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,49 @@ class JobStore(ABC):
         """Block until `notify_work` or `timeout`: other processes' work is found at the next poll
         unless the backend wakes across processes (PostgreSQL's LISTEN/NOTIFY)."""
         event = self._wake_event()
+        event.wait(timeout)
+        event.clear()
+
+    # -- the webhook outbox (jobs_core.webhooks decides what is in it; senders empty it) -------
+    # Deliveries arrive with the change that makes them due (`Outcome.deliveries`, written in the
+    # same atomic write as the job) or, for alerts, through `enqueue_deliveries`. A sender claims
+    # one, sends it, then finishes or retries it; a claim expires after its lease, so a sender that
+    # died leaves its delivery to another. Of one key (a job), only the first delivery is claimable.
+    def enqueue_deliveries(self, deliveries: list[Delivery]) -> None:
+        """Add deliveries that no job change carries (alerts), durably."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    def claim_delivery(self, now: datetime, lease_seconds: float) -> Delivery | None:
+        """The next due delivery (the first of its key), claimed for `lease_seconds`; None if none."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    def finish_delivery(self, delivery: Delivery) -> bool:
+        """Remove a claimed delivery (sent, or given up); False if its claim was lost meanwhile."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    def retry_delivery(self, delivery: Delivery) -> bool:
+        """Put a claimed delivery back as it is now (attempts, next_at, last_error); False if its
+        claim was lost meanwhile."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    def deliveries(self) -> list[Delivery]:
+        """Every delivery in the outbox, claimed ones too, by key and order."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    def webhook_secret(self, candidate: str) -> str:
+        """The store's signing secret: `candidate` if none was stored yet, else the stored one.
+        Atomic: processes racing with different candidates all get the one that won."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook secret")
+
+    def _delivery_event(self) -> threading.Event:
+        return self.__dict__.setdefault("_deliveries_due", threading.Event())
+
+    def notify_deliveries(self) -> None:
+        """Wake this process's idle webhook senders: a delivery was queued."""
+        self._delivery_event().set()
+
+    def wait_for_deliveries(self, timeout: float) -> None:
+        event = self._delivery_event()
         event.wait(timeout)
         event.clear()
 

@@ -10,6 +10,7 @@
     {root}/.state/key-locks/NN.lock                           striped flock files (Idempotency-Keys)
     {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
     {root}/.state/workers/{sha256(workerId)}.json             each worker as it last said it was alive
+    {root}/.state/outbox/...                                  webhook deliveries (files_outbox.py)
 
 The markers under .state let workers find work without reading finished jobs: sorted(listdir(ready))
 is the queue order (huey's trick), and `running/` lists what a reclaim must look at. A job's markers
@@ -42,6 +43,7 @@ from pydantic import ValidationError
 from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..models import Concept, Event, Job, JobStatus
+from ..webhooks import Delivery
 from .atomic import (
     StripedLocks,
     append_line,
@@ -66,6 +68,7 @@ from .base import (
     apply_change,
 )
 from .file_watch import JobFiles
+from .files_outbox import FileOutbox
 from .folders import Folder, MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store")
@@ -179,6 +182,10 @@ class FileJobStore(JobStore, CopyableStore):
         # one file from one process would deadlock.
         self.key_locks = StripedLocks(self.folders, (".state", "key-locks"), stripes=64)
         self._project_of = ProjectsOfJobs()
+        try:
+            self.outbox = FileOutbox(self.folders)
+        except UnsafeEntry as error:
+            raise StoreWriteError(f"Cannot use the store in {self.root}: {error}.") from None
 
     def describe(self) -> str:
         return f"files in {self.root.resolve()}"
@@ -224,12 +231,15 @@ class FileJobStore(JobStore, CopyableStore):
         raise JobNotFound(f"No job with id {job_id}.")
 
     # -- writes ----------------------------------------------------------------------------------
-    def _write(self, old: Job | None, new: Job, event: Event | None, durable: bool = True) -> None:
-        """Write `new` over `old` (None: a create) with its markers; see the module's docstring."""
+    def _write(self, old: Job | None, new: Job, event: Event | None, durable: bool = True,
+               deliveries: tuple[Delivery, ...] = ()) -> None:
+        """Write `new` over `old` (None: a create) with its markers and webhook deliveries, both
+        before the job file; see the module's docstring."""
         before = self._markers(old) if old else set()
         after = self._markers(new)
         added, removed = after - before, before - after
         moved = len(added) == len(removed) == 1  # a claim or a release: the marker moves folders
+        staged = self.outbox.stage(deliveries, durable) if deliveries else []
         try:
             if moved:
                 self._move_marker(next(iter(removed)), next(iter(added)))
@@ -243,6 +253,7 @@ class FileJobStore(JobStore, CopyableStore):
                     atomic_write(folder, f"{new.job_id}.json", data, sync_dir=durable)
         except (FileExistsError, StoreWriteError, UnsafeEntry) as error:
             self._undo_markers(added, removed if moved else set())  # the job file kept its old version
+            self.outbox.unstage(staged)
             if isinstance(error, UnsafeEntry):
                 raise StoreWriteError(f"Could not write job {new.job_id}: {error}. Nothing was changed.") from None
             raise
@@ -253,6 +264,8 @@ class FileJobStore(JobStore, CopyableStore):
             self._append_event(new.project_id, event)
         if new.status is JobStatus.PENDING:
             self.notify_work()
+        if staged:
+            self.notify_deliveries()
 
     def _add_markers(self, markers: set[tuple[tuple[str, str], str]]) -> None:
         try:
@@ -341,7 +354,7 @@ class FileJobStore(JobStore, CopyableStore):
             old = self._get(job_id, project_id)
             outcome = apply_change(change, old)
             if outcome.job is not old:
-                self._write(old, outcome.job, outcome.event, outcome.durable)
+                self._write(old, outcome.job, outcome.event, outcome.durable, outcome.deliveries)
         return outcome.job
 
     def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
@@ -389,7 +402,7 @@ class FileJobStore(JobStore, CopyableStore):
             outcome = apply_change(change, old)
         except TransitionConflict:
             return None
-        self._write(old, outcome.job, outcome.event, outcome.durable)
+        self._write(old, outcome.job, outcome.event, outcome.durable, outcome.deliveries)
         return outcome.job
 
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
@@ -410,6 +423,26 @@ class FileJobStore(JobStore, CopyableStore):
                 except FileNotFoundError:
                     continue
         self._project_of.forget(job_id)
+
+    # -- the webhook outbox (files_outbox.py) --------------------------------------------------------
+    def enqueue_deliveries(self, deliveries: list[Delivery]) -> None:
+        if self.outbox.stage(deliveries):
+            self.notify_deliveries()
+
+    def claim_delivery(self, now: datetime, lease_seconds: float) -> Delivery | None:
+        return self.outbox.claim(now, lease_seconds)
+
+    def finish_delivery(self, delivery: Delivery) -> bool:
+        return self.outbox.finish(delivery)
+
+    def retry_delivery(self, delivery: Delivery) -> bool:
+        return self.outbox.retry(delivery)
+
+    def deliveries(self) -> list[Delivery]:
+        return self.outbox.all()
+
+    def webhook_secret(self, candidate: str) -> str:
+        return self.outbox.secret(candidate)
 
     # -- views over every job (the monitor): file_watch.py reads the files fast and watches jobs/ --
     def record_key(self, project_id: str, job_id: str) -> str:

@@ -11,13 +11,16 @@ and the test driving it share one); `memory://` alone gives a new, private one.
 """
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Collection, Iterator
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from ..errors import JobNotFound, TransitionConflict
 from ..ids import validate_id
 from ..models import Concept, Event, Job, JobStatus
+from ..webhooks import Delivery
 from .base import Change, CopyableStore, JobPage, JobStore, OnChange, WorkerInfo, apply_change
 
 _named: dict[str, MemoryJobStore] = {}
@@ -60,15 +63,20 @@ class MemoryJobStore(JobStore, CopyableStore):
         self._events: dict[str, list[str]] = {}
         self._watches: list[_Watch] = []
         self._workers: dict[str, WorkerInfo] = {}
+        self._outbox: dict[str, Delivery] = {}  # id -> delivery (its `claim` set while claimed)
+        self._claimed_until: dict[str, datetime] = {}
+        self._secret: str | None = None
 
     def describe(self) -> str:
         return f"memory store {self.name!r}" if self.name else "a private memory store"
 
     # -- writes ----------------------------------------------------------------------------------
-    def _put(self, new: Job, event: Event | None) -> None:
+    def _put(self, new: Job, event: Event | None, deliveries: tuple[Delivery, ...] = ()) -> None:
         self._jobs[new.job_id] = new.model_dump_json()
         if event is not None:
             self._events.setdefault(new.job_id, []).append(event.model_dump_json())
+        if deliveries:
+            self.enqueue_deliveries(list(deliveries))
         if new.status is JobStatus.PENDING:
             self.notify_work()
         self._tell({self.record_key(new.project_id, new.job_id)})
@@ -96,7 +104,7 @@ class MemoryJobStore(JobStore, CopyableStore):
             old = self.get(job_id, project_id)
             outcome = apply_change(change, old)
             if outcome.job is not old:
-                self._put(outcome.job, outcome.event)
+                self._put(outcome.job, outcome.event, outcome.deliveries)
             return outcome.job
 
     def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
@@ -111,7 +119,7 @@ class MemoryJobStore(JobStore, CopyableStore):
                     outcome = apply_change(change, job)
                 except TransitionConflict:
                     continue
-                self._put(outcome.job, outcome.event)
+                self._put(outcome.job, outcome.event, outcome.deliveries)
                 return outcome.job
         return None
 
@@ -195,6 +203,62 @@ class MemoryJobStore(JobStore, CopyableStore):
     def forget_worker(self, worker_id: str) -> None:
         with self._lock:
             self._workers.pop(worker_id, None)
+
+    # -- the webhook outbox ------------------------------------------------------------------------
+    def enqueue_deliveries(self, deliveries: list[Delivery]) -> None:
+        with self._lock:
+            for delivery in deliveries:
+                self._outbox.setdefault(delivery.id, replace(delivery, claim=None))
+        self.notify_deliveries()
+
+    def claim_delivery(self, now: datetime, lease_seconds: float) -> Delivery | None:
+        with self._lock:
+            for delivery in self._first_of_each_key():
+                held = delivery.claim is not None and self._claimed_until[delivery.id] > now
+                if held or delivery.next_at > now:
+                    continue
+                claimed = replace(delivery, claim=secrets.token_hex(8))
+                self._outbox[delivery.id] = claimed
+                self._claimed_until[delivery.id] = now + timedelta(seconds=lease_seconds)
+                return claimed
+        return None
+
+    def _first_of_each_key(self) -> list[Delivery]:
+        first: dict[str, Delivery] = {}
+        for delivery in self._outbox.values():
+            if delivery.key not in first or delivery.order < first[delivery.key].order:
+                first[delivery.key] = delivery
+        return sorted(first.values(), key=lambda delivery: delivery.next_at)
+
+    def _holds(self, delivery: Delivery) -> bool:
+        current = self._outbox.get(delivery.id)
+        return current is not None and delivery.claim is not None and current.claim == delivery.claim
+
+    def finish_delivery(self, delivery: Delivery) -> bool:
+        with self._lock:
+            if not self._holds(delivery):
+                return False
+            del self._outbox[delivery.id]
+            self._claimed_until.pop(delivery.id, None)
+            return True
+
+    def retry_delivery(self, delivery: Delivery) -> bool:
+        with self._lock:
+            if not self._holds(delivery):
+                return False
+            self._outbox[delivery.id] = replace(delivery, claim=None)
+            self._claimed_until.pop(delivery.id, None)
+            return True
+
+    def deliveries(self) -> list[Delivery]:
+        with self._lock:
+            return sorted(self._outbox.values(), key=lambda delivery: (delivery.key, delivery.order))
+
+    def webhook_secret(self, candidate: str) -> str:
+        with self._lock:
+            if self._secret is None:
+                self._secret = candidate
+            return self._secret
 
     # -- concepts, images, events --------------------------------------------------------------
     def save_concept(self, concept: Concept) -> None:

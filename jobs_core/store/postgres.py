@@ -4,6 +4,7 @@
     job_events    the event log, oldest first by id
     job_concepts  saved briefs
     job_images    rendered PNGs (unless an artifacts directory is configured)
+    webhook_outbox  webhook deliveries waiting to be sent (written with the change that makes them due)
 
 Every change runs in one transaction on the row read with SELECT ... FOR UPDATE (or, to claim, on
 the oldest due pending row picked with FOR UPDATE SKIP LOCKED on a partial index), so a change
@@ -24,10 +25,12 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +45,7 @@ from pydantic import ValidationError
 from ..errors import InvalidInput, JobNotFound, StoreUnavailable, TransitionConflict, UnreadableJob
 from ..ids import validate_id
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
+from ..webhooks import Delivery
 from .atomic import unlink_quietly, write_or_replace
 from .base import (
     Change,
@@ -109,6 +113,23 @@ MIGRATIONS: dict[int, str] = {
         problem     text
     );
     """,
+    3: """
+    CREATE TABLE IF NOT EXISTS webhook_outbox (
+        id          text PRIMARY KEY,
+        key         text NOT NULL,
+        ordering    bigint NOT NULL,
+        next_at     timestamptz NOT NULL,
+        attempts    int NOT NULL DEFAULT 0,
+        claim       text,
+        doc         jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at);
+    CREATE INDEX IF NOT EXISTS webhook_outbox_by_key ON webhook_outbox (key, ordering);
+    CREATE TABLE IF NOT EXISTS webhook_settings (
+        name        text PRIMARY KEY,
+        value       text NOT NULL
+    );
+    """,
 }
 FORGET_WORKERS_AFTER = timedelta(days=1)
 
@@ -149,13 +170,30 @@ _UPDATE_JOB = """
                SELECT w.job_id, %(project_id)s, %(event)s::jsonb FROM written w WHERE %(event)s::jsonb IS NOT NULL),
     imaged AS (INSERT INTO job_images (project_id, job_id, png)
                SELECT %(project_id)s, w.job_id, %(png)s::bytea FROM written w WHERE %(png)s::bytea IS NOT NULL
-               ON CONFLICT (project_id, job_id) DO UPDATE SET png = EXCLUDED.png)
+               ON CONFLICT (project_id, job_id) DO UPDATE SET png = EXCLUDED.png),
+    queued AS (INSERT INTO webhook_outbox (id, key, ordering, next_at, doc)
+               SELECT d->>'id', d->>'key', (d->>'order')::bigint, (d->>'next_at')::timestamptz, d
+               FROM written w, jsonb_array_elements(%(deliveries)s::jsonb) d
+               ON CONFLICT (id) DO NOTHING)
     SELECT count(*), set_config('synchronous_commit', %(sync)s, true) FROM written
 """
 # How many leased jobs' documents a store remembers for compare-and-set (a few per worker thread).
 _LEASED_MEMORY = 1024
 MAX_IMAGE_BYTES = 64 * MiB
 _INSERT_EVENT = "INSERT INTO job_events (job_id, project_id, doc) VALUES (%s, %s, %s::jsonb)"
+_INSERT_DELIVERY = ("INSERT INTO webhook_outbox (id, key, ordering, next_at, attempts, doc) "
+                    "VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING")
+# The first delivery of its key that is due, claimed by moving next_at to the end of the lease
+# (a claim whose sender died becomes due again); SKIP LOCKED: concurrent senders take others.
+_CLAIM_DELIVERY = """
+    WITH next AS (
+        SELECT o.id FROM webhook_outbox o
+        WHERE o.next_at <= %(now)s
+          AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.key = o.key AND e.ordering < o.ordering)
+        ORDER BY o.next_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED)
+    UPDATE webhook_outbox w SET claim = %(claim)s, next_at = %(lease)s FROM next WHERE w.id = next.id
+    RETURNING w.doc::text, w.attempts
+"""
 
 
 class _CommitUncertain(Exception):
@@ -366,6 +404,8 @@ class PostgresJobStore(JobStore, CopyableStore):
     def _announced(self, job: Job | None) -> Job | None:
         if job is not None:
             self._announce(job.project_id, job.job_id, job.status.value)
+            if job.webhook:  # committed: a delivery it made due can go now (others find it at their poll)
+                self.notify_deliveries()
         return job
 
     def _ensure_listener(self) -> None:
@@ -463,8 +503,9 @@ class PostgresJobStore(JobStore, CopyableStore):
 
     # -- writes ----------------------------------------------------------------------------------
     def _write(self, cur: psycopg.Cursor, statement: str, new: Job, event: Event | None, durable: bool = True,
-               old_doc: str | None = None, png: bytes | None = None) -> str:
-        """Send the write of `new` (with its event, and an image when given); the document written."""
+               old_doc: str | None = None, png: bytes | None = None, deliveries: tuple[Delivery, ...] = ()) -> str:
+        """Send the write of `new` (with its event, its webhook deliveries, and an image when given);
+        the document written."""
         doc = new.model_dump_json()
         params = {
             "job_id": new.job_id, "project_id": new.project_id, "status": new.status.value,
@@ -476,6 +517,7 @@ class PostgresJobStore(JobStore, CopyableStore):
             "sync": "on" if durable else "off"}
         if statement is _UPDATE_JOB:
             params["old_doc"], params["png"] = old_doc, png
+            params["deliveries"] = ("[" + ",".join(d.to_json() for d in deliveries) + "]") if deliveries else None
         cur.execute(statement, params, prepare=True)
         return doc
 
@@ -507,7 +549,7 @@ class PostgresJobStore(JobStore, CopyableStore):
         if project_id is not None and old.project_id != project_id:
             return None
         try:
-            new, event, durable = apply_change(change, old)
+            new, event, durable, deliveries = apply_change(change, old)
         except Exception:  # refused, maybe only because the remembered version is stale
             return None
         if new is old:
@@ -515,7 +557,8 @@ class PostgresJobStore(JobStore, CopyableStore):
         doc: list[str] = []
 
         def work(cur: psycopg.Cursor) -> bool:
-            doc.append(self._write(cur, _UPDATE_JOB, new, event, durable, old_doc=remembered, png=png))
+            doc.append(self._write(cur, _UPDATE_JOB, new, event, durable, old_doc=remembered, png=png,
+                                   deliveries=deliveries))
             return cur.fetchone()[0] == 1
         try:
             swapped = self._once(work, writes=False)  # one statement: its own (implicit) transaction
@@ -584,9 +627,9 @@ class PostgresJobStore(JobStore, CopyableStore):
         def work(cur: psycopg.Cursor) -> Job:
             written.clear()  # a retried attempt: only what the last one wrote is committed
             old = self._lock_job(cur, job_id, project_id)
-            new, event, durable = apply_change(change, old)
+            new, event, durable, deliveries = apply_change(change, old)
             if new is not old or png is not None:
-                written.append(self._write(cur, _UPDATE_JOB, new, event, durable, png=png))
+                written.append(self._write(cur, _UPDATE_JOB, new, event, durable, png=png, deliveries=deliveries))
             return new
         new = self._transact(work, self._is_written)
         if written:
@@ -608,10 +651,10 @@ class PostgresJobStore(JobStore, CopyableStore):
                 return None
             old = _parse_job(row[0], row[1])
             try:
-                new, event, durable = apply_change(change, old)
+                new, event, durable, deliveries = apply_change(change, old)
             except TransitionConflict:
                 return None
-            written.append(self._write(cur, _UPDATE_JOB, new, event, durable))
+            written.append(self._write(cur, _UPDATE_JOB, new, event, durable, deliveries=deliveries))
             return new
         new = self._transact(work, self._is_written)
         if new is not None:
@@ -822,6 +865,46 @@ class PostgresJobStore(JobStore, CopyableStore):
             except ValidationError:
                 continue  # same rule as the file store: the job row is the truth
         return events
+
+    # -- the webhook outbox ------------------------------------------------------------------------
+    def enqueue_deliveries(self, deliveries: list[Delivery]) -> None:
+        def work(cur: psycopg.Cursor) -> None:
+            cur.executemany(_INSERT_DELIVERY, [[d.id, d.key, d.order, d.next_at, d.attempts, d.to_json()]
+                                               for d in deliveries])
+        self._transact(work)
+        self.notify_deliveries()
+
+    def claim_delivery(self, now: datetime, lease_seconds: float) -> Delivery | None:
+        claim = secrets.token_hex(8)
+        params = {"now": now, "claim": claim, "lease": now + timedelta(seconds=lease_seconds)}
+        rows = self._transact(lambda cur: cur.execute(_CLAIM_DELIVERY, params, prepare=True).fetchall())
+        if not rows:
+            return None
+        text, attempts = rows[0]
+        return replace(Delivery.from_json(text, claim=claim), attempts=attempts)
+
+    def finish_delivery(self, delivery: Delivery) -> bool:
+        return bool(self._transact(lambda cur: cur.execute(  # RETURNING: rowcount is not known in a pipeline
+            "DELETE FROM webhook_outbox WHERE id = %s AND claim = %s RETURNING id",
+            [delivery.id, delivery.claim]).fetchall()))
+
+    def retry_delivery(self, delivery: Delivery) -> bool:
+        return bool(self._transact(lambda cur: cur.execute(
+            "UPDATE webhook_outbox SET claim = NULL, next_at = %s, attempts = %s, doc = %s::jsonb "
+            "WHERE id = %s AND claim = %s RETURNING id",
+            [delivery.next_at, delivery.attempts, replace(delivery, claim=None).to_json(), delivery.id,
+             delivery.claim]).fetchall()))
+
+    def deliveries(self) -> list[Delivery]:
+        rows = self._read("SELECT doc::text, attempts, claim FROM webhook_outbox ORDER BY key, ordering")
+        return [replace(Delivery.from_json(text, claim=claim), attempts=attempts) for text, attempts, claim in rows]
+
+    def webhook_secret(self, candidate: str) -> str:
+        def work(cur: psycopg.Cursor) -> str:
+            cur.execute("INSERT INTO webhook_settings (name, value) VALUES ('secret', %s) ON CONFLICT DO NOTHING",
+                        [candidate])
+            return cur.execute("SELECT value FROM webhook_settings WHERE name = 'secret'").fetchone()[0]
+        return self._transact(work)
 
     def append_events(self, project_id: str, events: list[Event]) -> None:
         """Add events to a job's log as they are (copying a store), in one transaction."""
