@@ -47,8 +47,6 @@ class Expected:
     beat: datetime | None = None  # last heartbeat, as written by the action that set it
     lease: Lease | None = None
 
-    def queue_key(self, job_id: str) -> tuple[int, str]:
-        return int(self.available_at.timestamp() * 1000), job_id  # the store's queue order
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -120,7 +118,13 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def due(self, now: datetime) -> list[str]:
         pending = [job_id for job_id in self.ids(P) if self.jobs[job_id].available_at <= now]
-        return sorted(pending, key=lambda job_id: self.jobs[job_id].queue_key(job_id))
+        return sorted(pending, key=self.queue_key)
+
+    def queue_key(self, job_id: str) -> tuple[datetime | int, str]:
+        """The store's queue order: availableAt, then jobId. The file store's queue markers name the
+        millisecond; the others keep the exact time."""
+        at = self.jobs[job_id].available_at
+        return (int(at.timestamp() * 1000) if self.backend == "files" else at), job_id
 
     @rule(worker=WORKERS)
     def claim_next(self, worker: str) -> None:
