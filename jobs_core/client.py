@@ -7,16 +7,20 @@
         job = api.wait(created.job_id, "demo", on_update=lambda j: print(j.progress, j.stage))
         png = api.image(job)
 
+`wait` follows the job's server-sent event stream (`stream`, which yields each state as the
+server pushes it) and polls only a server that offers no stream.
+
 Errors are the library's own where one fits (`NotFound` is a JobNotFound, `Conflict` a
 TransitionConflict, `BadRequest` an InvalidInput), so code written against JobService keeps working.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 from pydantic import ValidationError
 
 from .api.schemas import ApiJob, CreatedJob, EventList, Health, JobList
@@ -60,6 +64,11 @@ class WaitTimeout(ApiError):
         self.job = job
 
 
+class StreamNotOffered(ApiError):
+    """The server answered GET /stream with something that is not an event stream (an older server,
+    or a proxy in between that does not pass them on)."""
+
+
 class JobFailed(ApiError):
     """`wait(raise_on_failure=True)`: the job ended failed or canceled. `job.error` says why."""
 
@@ -70,6 +79,8 @@ class JobFailed(ApiError):
 
 _BY_STATUS: dict[int, type[ApiError]] = {400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict,
                                          413: BadRequest, 422: BadRequest}
+#: the server sends a comment every 15 s on a stream: this long a silence is a dead connection
+STREAM_SILENCE_SECONDS = 45.0
 
 
 class JobsClient:
@@ -116,30 +127,94 @@ class JobsClient:
 
     def wait(self, job_id: str, project_id: str | None = None, *, poll_interval: float = 2.0,
              max_attempts: int = 150, on_update: Callable[[ApiJob], None] | None = None,
-             raise_on_failure: bool = False) -> ApiJob:
-        """Poll until the job is final (the seed's loop, bounded as its best practices ask).
+             raise_on_failure: bool = False, stream: bool = True) -> ApiJob:
+        """Wait until the job is final, for at most about `max_attempts` x `poll_interval` seconds.
 
-        Each attempt is a GET that the server may hold up to `poll_interval` seconds (Prefer: wait),
-        so a finished job is seen at once rather than at the next tick. WaitTimeout after
-        `max_attempts` polls; JobFailed on failure/cancel when `raise_on_failure`.
+        It follows the job's stream (`stream`: each state as the server pushes it) when the server
+        offers one and `stream` is true, else polls (the seed's loop, bounded as its best practices
+        ask): each attempt is a GET that the server may hold up to `poll_interval` seconds
+        (Prefer: wait), so a finished job is seen at once rather than at the next tick.
+        `on_update` gets every state seen. WaitTimeout when the time is up (or after
+        `max_attempts` polls); JobFailed on failure/cancel when `raise_on_failure`.
         """
         if max_attempts < 1:
             raise InvalidInput(f"max_attempts must be at least 1, not {max_attempts}.")
-        job = None
+        job = self._follow(job_id, project_id, poll_interval * max_attempts, on_update) if stream else None
+        if job is not None:
+            return _finished(job, raise_on_failure)
         for _ in range(max_attempts):
             started = time.monotonic()
             job = self.get(job_id, project_id, wait=poll_interval)
             if on_update is not None:
                 on_update(job)
             if job.status.is_final:
-                if raise_on_failure and job.status is not JobStatus.COMPLETED:
-                    raise JobFailed(job)
-                return job
+                return _finished(job, raise_on_failure)
             # A proxy may drop the Prefer header: keep the pace rather than spin through attempts.
             time.sleep(max(0.0, poll_interval - (time.monotonic() - started)))
         assert job is not None
         raise WaitTimeout(f"Job {job_id} is still {job.status.value} after {max_attempts} polls "
                           f"({job.progress}%, {job.stage}).", job)
+
+    def _follow(self, job_id: str, project_id: str | None, seconds: float,
+                on_update: Callable[[ApiJob], None] | None) -> ApiJob | None:
+        """`wait` through the stream: the final job, or None when the server offers no stream."""
+        job = None
+        try:
+            for job in self.stream(job_id, project_id, timeout=seconds):
+                if on_update is not None:
+                    on_update(job)
+        except StreamNotOffered:
+            return None
+        except NotFound:
+            self.get(job_id, project_id)  # NotFound again: the job is gone; else the route is (an older server)
+            return None
+        return job or self.get(job_id, project_id)
+
+    # -- server-sent events ---------------------------------------------------------------------
+    def stream(self, job_id: str, project_id: str | None = None, *, last_event_id: str | None = None,
+               timeout: float | None = None, max_reconnects: int = 5) -> Iterator[ApiJob]:
+        """The job's states as the server pushes them (GET /api/jobs/{jobId}/stream): the current one
+        first (unless `last_event_id` names it), then one per change of status, progress or stage,
+        ending with the final one.
+
+        A dropped connection is resumed with Last-Event-ID, up to `max_reconnects` times in a row
+        without an event in between (then ApiUnavailable). `timeout` bounds the whole stream:
+        WaitTimeout, carrying the last state, when it passes before the job is final.
+        StreamNotOffered when the server answers with something else than an event stream.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures, job = 0, None
+        while True:
+            try:
+                with self._open_stream(job_id, project_id, last_event_id, deadline) as response:
+                    if response.status_code == 204:
+                        return  # the final state, which last_event_id names, was seen already
+                    for job, event_id in _job_events(response):
+                        failures, last_event_id = 0, event_id or last_event_id
+                        yield job
+                        if job.status.is_final:
+                            return
+                        _check_deadline(deadline, timeout, job)
+                problem = "the server ended the stream before the job was final"  # e.g. it is restarting
+            except httpx.TransportError as error:  # dropped, silent for too long, or refused
+                problem = str(error) or type(error).__name__
+            if deadline is not None and time.monotonic() >= deadline:
+                _check_deadline(deadline, timeout, job or self.get(job_id, project_id))
+            failures += 1
+            if failures > max_reconnects:
+                raise ApiUnavailable(f"The stream of job {job_id} broke {failures} times in a row ({problem}).")
+            time.sleep(min(0.1 * 2 ** failures, 2.0))  # back off before reconnecting
+
+    def _open_stream(self, job_id: str, project_id: str | None, last_event_id: str | None,
+                     deadline: float | None) -> Any:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        silence = STREAM_SILENCE_SECONDS if deadline is None else \
+            max(min(STREAM_SILENCE_SECONDS, deadline - time.monotonic()), 0.01)
+        timeout = httpx.Timeout(self.http.timeout.connect, read=silence)
+        return self.http.stream("GET", f"/api/jobs/{job_id}/stream", params=_project(project_id),
+                                headers=headers, timeout=timeout)
 
     # -- extensions -----------------------------------------------------------------------------
     def cancel(self, job_id: str, project_id: str | None = None) -> ApiJob:
@@ -188,9 +263,7 @@ class JobsClient:
             raise ApiUnavailable(f"Cannot reach the jobs API at {self.http.base_url}: {error}.") from None
         if response.is_success:
             return response
-        message = _error_message(response)
-        kind = _BY_STATUS.get(response.status_code, ApiUnavailable if response.status_code >= 500 else ApiError)
-        raise kind(message, response.status_code)
+        raise _failure(response)
 
     @staticmethod
     def _typed(model: type, response: httpx.Response, key: str | None = None) -> Any:
@@ -200,6 +273,41 @@ class JobsClient:
         except (ValueError, KeyError, TypeError, ValidationError):
             raise ApiError(f"The API answered {response.request.url.path} with something that is not "
                            f"a {model.__name__}.", response.status_code) from None
+
+
+def _job_events(response: httpx.Response) -> Iterator[tuple[ApiJob, str | None]]:
+    """(job, event id) for each `job` event of an open stream; the error when it is none."""
+    path = response.request.url.path
+    if not response.is_success:
+        response.read()
+        raise _failure(response)
+    try:
+        for event in EventSource(response).iter_sse():
+            if event.event == "job":
+                try:
+                    yield ApiJob.model_validate_json(event.data), event.id or None
+                except ValidationError:
+                    raise ApiError(f"The API sent an event on {path} that is not a job.") from None
+    except SSEError:
+        raise StreamNotOffered(f"The API answered GET {path} with {response.headers.get('content-type')!r}, "
+                               "not an event stream.", response.status_code) from None
+
+
+def _finished(job: ApiJob, raise_on_failure: bool) -> ApiJob:
+    if raise_on_failure and job.status is not JobStatus.COMPLETED:
+        raise JobFailed(job)
+    return job
+
+
+def _check_deadline(deadline: float | None, seconds: float | None, job: ApiJob) -> None:
+    if deadline is not None and time.monotonic() >= deadline and not job.status.is_final:
+        raise WaitTimeout(f"Job {job.job_id} is still {job.status.value} after {seconds:g} s "
+                          f"({job.progress}%, {job.stage}).", job)
+
+
+def _failure(response: httpx.Response) -> ApiError:
+    kind = _BY_STATUS.get(response.status_code, ApiUnavailable if response.status_code >= 500 else ApiError)
+    return kind(_error_message(response), response.status_code)
 
 
 def _project(project_id: str | None) -> dict[str, str]:

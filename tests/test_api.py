@@ -100,7 +100,7 @@ def test_create_answers_the_seed_fields_and_the_job_is_stored(api):
                                                        "conceptInputs": {"floors": 7, "footprint": "L"}})
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == SEED_CREATE_KEYS and body["status"] == "pending"
+    assert set(body) == SEED_CREATE_KEYS | {"urls"} and body["status"] == "pending"
     assert body["pollUrl"] == f"/api/jobs/{body['jobId']}"
     assert body["processUrl"] == f"/api/jobs/{body['jobId']}/process"
     assert response.headers["location"] == f"/api/jobs/{body['jobId']}?projectId=test-123"

@@ -1,11 +1,15 @@
 """jobs_core.client against a real uvicorn server: typed results and exceptions you can act on."""
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 
 import pytest
+from fastapi.responses import HTMLResponse, JSONResponse
+from proc_helpers import wait_until
 
 from jobs_core.api import ApiSettings, create_app
 from jobs_core.api.schemas import ApiJob, CreatedJob
@@ -16,6 +20,7 @@ from jobs_core.client import (
     JobFailed,
     JobsClient,
     NotFound,
+    StreamNotOffered,
     Unauthorized,
     WaitTimeout,
 )
@@ -73,8 +78,11 @@ def test_wait_gives_up_after_max_attempts_and_the_job_goes_on(make_client):
     client = make_client()  # no workers and no /process call: the job stays pending
     created = client.create("demo")
     with pytest.raises(WaitTimeout) as raised:
-        client.wait(created.job_id, poll_interval=0.05, max_attempts=3)
+        client.wait(created.job_id, poll_interval=0.05, max_attempts=3, stream=False)
     assert raised.value.job.status is JobStatus.PENDING and "after 3 polls" in str(raised.value)
+    with pytest.raises(WaitTimeout) as streamed:  # through the stream: the same time, about
+        client.wait(created.job_id, poll_interval=0.05, max_attempts=3)
+    assert streamed.value.job.status is JobStatus.PENDING and "after 0.15 s" in str(streamed.value)
     with pytest.raises(InvalidInput):
         client.wait(created.job_id, max_attempts=0)
 
@@ -126,3 +134,187 @@ def test_token_and_unreachable_server(make_client):
     with JobsClient(f"http://127.0.0.1:{free_port()}", timeout=2) as nobody, pytest.raises(ApiUnavailable) as down:
         nobody.health()
     assert "Cannot reach" in str(down.value)
+
+
+# -- stream(): the job's states pushed by the server ------------------------------------------
+@pytest.fixture
+def streaming(memory_service) -> Iterator:
+    """streaming(renderer, workers, wrap=None) -> (base URL, app): a server over one memory store."""
+    stack = ExitStack()
+
+    def make(renderer: str = "test-gated", workers: int = 1, wrap=None):
+        service = JobService(memory_service.store, replace(memory_service.settings, renderer=renderer))
+        app = create_app(service, workers=workers, settings=ApiSettings(process_wait_seconds=0.3), render_size=128)
+        return stack.enter_context(serve_in_thread(wrap(app) if wrap else app)), app
+
+    GATE.reset()
+    yield make
+    GATE.opened.set()
+    stack.close()
+
+
+def test_stream_yields_each_state_until_the_final_one(streaming):
+    base, app = streaming()
+    with JobsClient(base) as client:
+        created = client.create("demo", {"floors": 3})
+        states = []
+        for job in client.stream(created.job_id, "demo"):
+            states.append(job)
+            if job.stage == "waiting at the gate":  # the render is held there: the stream showed it
+                GATE.opened.set()
+    assert states[0].status in (JobStatus.PENDING, JobStatus.PROCESSING)
+    assert states[-1].status is JobStatus.COMPLETED and states[-1].image_url and states[-1].urls is not None
+    assert "waiting at the gate" in [job.stage for job in states]
+    progress = [job.progress for job in states if job.status is JobStatus.PROCESSING]
+    assert progress == sorted(progress)
+    assert [job.status for job in states].count(JobStatus.COMPLETED) == 1
+    assert app.state.api.streams.open_streams == 0
+
+
+def test_wait_follows_the_stream_when_the_server_offers_one(streaming):
+    base, app = streaming()
+    hub = app.state.api.streams
+    open_while_updating: list[int] = []
+
+    def on_update(job: ApiJob) -> None:
+        open_while_updating.append(hub.open_streams)
+        if job.stage == "waiting at the gate":
+            GATE.opened.set()
+
+    with JobsClient(base) as client:
+        created = client.create("demo")
+        job = client.wait(created.job_id, "demo", poll_interval=0.5, max_attempts=60, on_update=on_update)
+    assert job.status is JobStatus.COMPLETED
+    assert open_while_updating[0] == 1  # the states came through a stream, not from polls
+
+
+def without_streams(app):
+    """The app as an older server would answer: no stream route."""
+    async def older_server(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].endswith("/stream"):
+            response = JSONResponse({"error": f"No such endpoint: GET {scope['path']}."}, status_code=404)
+            return await response(scope, receive, send)
+        await app(scope, receive, send)
+
+    return older_server
+
+
+def a_page_for_streams(app):
+    """The app behind a proxy that answers the stream route with a page of its own."""
+    async def proxied(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].endswith("/stream"):
+            return await HTMLResponse("<html>Please sign in</html>")(scope, receive, send)
+        await app(scope, receive, send)
+
+    return proxied
+
+
+def test_wait_polls_a_server_without_streams(streaming):
+    base, app = streaming(renderer="axonometric", wrap=without_streams)
+    with JobsClient(base) as client:
+        created = client.create("demo", {"floors": 2})
+        seen: list[JobStatus] = []
+        job = client.wait(created.job_id, "demo", poll_interval=0.5, max_attempts=60,
+                          on_update=lambda j: seen.append(j.status))
+        assert job.status is JobStatus.COMPLETED and seen[-1] is JobStatus.COMPLETED
+        with pytest.raises(NotFound):
+            next(client.stream(created.job_id, "demo"))
+        with pytest.raises(NotFound):  # a job that is not there is still NotFound, not a fallback
+            client.wait("job_01M8NOSUCHJOB000000000000", poll_interval=0.1, max_attempts=2)
+
+
+def test_stream_errors_are_typed(streaming):
+    base, _ = streaming(workers=0)
+    with JobsClient(base) as client:
+        with pytest.raises(NotFound):
+            next(client.stream("job_01M8NOSUCHJOB000000000000"))
+        with pytest.raises(BadRequest):
+            next(client.stream("not.an.id"))
+        created = client.create("demo")
+        with pytest.raises(WaitTimeout) as late:
+            list(client.stream(created.job_id, timeout=0.3))
+        assert late.value.job.status is JobStatus.PENDING
+        client.cancel(created.job_id)  # not left for the next server's worker
+    base, _ = streaming(renderer="axonometric", wrap=a_page_for_streams)
+    with JobsClient(base) as client:
+        created = client.create("demo")
+        with pytest.raises(StreamNotOffered):
+            next(client.stream(created.job_id))
+        assert client.wait(created.job_id, poll_interval=0.5, max_attempts=60).status is JobStatus.COMPLETED  # polled
+
+
+class CuttableProxy:
+    """A TCP proxy in front of a server: the test cuts its open connections, as a network drop would."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = ("127.0.0.1", int(upstream.rsplit(":", 1)[1]))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            far = socket.create_connection(self.upstream)
+            with self._lock:
+                self._open += [near, far]
+            threading.Thread(target=self._pump, args=(near, far, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, near, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, requests: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if requests:
+                    self.requests.append(data)
+                target.sendall(data)
+        except OSError:
+            pass
+        for end in (source, target):
+            _shut(end)
+
+    def cut(self) -> None:
+        with self._lock:
+            ends, self._open = self._open, []
+        for end in ends:
+            _shut(end)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def _shut(end: socket.socket) -> None:
+    try:
+        end.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    end.close()
+
+
+def test_stream_resumes_after_a_dropped_connection_with_last_event_id(streaming):
+    base, app = streaming(workers=0)  # nobody renders: the job waits until it is canceled
+    hub, proxy = app.state.api.streams, CuttableProxy(base)
+
+    def cancel_once_resumed() -> None:
+        wait_until(lambda: any(b"last-event-id:" in request.lower() for request in proxy.requests),
+                   what="the client to reconnect with Last-Event-ID")
+        wait_until(lambda: hub.open_streams == 1, what="the resumed stream")
+        app.state.api.service.cancel(created.job_id)
+
+    with JobsClient(proxy.url) as client:
+        created = client.create("demo")
+        states = []
+        for job in client.stream(created.job_id, "demo"):
+            states.append(job.status)
+            if len(states) == 1:
+                proxy.cut()
+                threading.Thread(target=cancel_once_resumed, daemon=True).start()
+    proxy.close()
+    # the pending state was not sent again on the resumed connection: only what changed since
+    assert states == [JobStatus.PENDING, JobStatus.CANCELED]

@@ -58,5 +58,6 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
     if settings.cors_origins:  # added last: outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], expose_headers=EXPOSED_HEADERS,
-                           allow_headers=["Content-Type", "Authorization", "Idempotency-Key", "Prefer"])
+                           allow_headers=["Content-Type", "Authorization", "Idempotency-Key", "Prefer",
+                                          "Last-Event-ID"])
     return app

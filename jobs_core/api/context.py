@@ -22,6 +22,7 @@ from .positions import QueuePositions
 from .runner import InlineRunner
 from .schemas import ApiJob, JobList
 from .settings import ApiSettings
+from .stream import StreamHub
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ApiContext:
     workers: int
     positions: QueuePositions = field(init=False)
     history: RunHistory = field(init=False)  # etaSeconds: one listing of finished jobs for many polls
+    streams: StreamHub = field(init=False)  # GET /stream: the open streams and the one watch that wakes them
     # Creates with one Idempotency-Key are serialised in this process whatever the store;
     # across processes, the store's create refuses the duplicate.
     _key_locks: list[threading.Lock] = field(default_factory=lambda: [threading.Lock() for _ in range(64)])
@@ -39,6 +41,7 @@ class ApiContext:
     def __post_init__(self) -> None:
         self.positions = QueuePositions(self.service.store)
         self.history = RunHistory(self.service)
+        self.streams = StreamHub(self.service.store, self.answer)
 
     # -- reading ---------------------------------------------------------------------------------
     def answer(self, job: Job) -> ApiJob:

@@ -59,12 +59,17 @@ class Guard:
 
     def _limited(self, receive: Receive) -> Receive:
         """Count streamed (chunked) bodies too: past the limit, reading the body raises BodyTooLarge;
-        a body still incomplete `body_seconds` after the first read raises BodyTimeout."""
+        a body still incomplete `body_seconds` after the first read raises BodyTimeout. Once the
+        whole body is in, later reads (a streaming response listening for the client to leave) wait
+        as long as they like."""
         seen = 0
         deadline: float | None = None
+        body_done = False
 
         async def limited() -> Message:
-            nonlocal seen, deadline
+            nonlocal seen, deadline, body_done
+            if body_done:
+                return await receive()
             if deadline is None:
                 deadline = anyio.current_time() + self.body_seconds
             with anyio.move_on_after(max(deadline - anyio.current_time(), 0)) as waited:
@@ -75,6 +80,7 @@ class Guard:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
                     raise BodyTooLarge(self.max_body_bytes)
+                body_done = not message.get("more_body", False)
             return message
 
         return limited

@@ -1,14 +1,16 @@
 """The endpoints. Handlers only translate HTTP to JobService calls and back; every rule about a
 job's state lives in jobs_core.lifecycle behind the service.
 
-Creates, polls and /process are `async` (a poll may wait, see `Prefer: wait`) and run their store
-calls on FastAPI's thread pool (anyio's, 40 threads); the other routes are plain functions, which
-FastAPI runs there itself. A run_in_threadpool call whose client went away still runs to its end:
-a create is never left half done. (A cap of 4 concurrent store calls, as an anyio CapacityLimiter,
-measured no better at 16 clients: bench/api_bench.py.)
+Creates, polls, /process and /stream (server-sent events, stream.py) are `async` (a poll may wait,
+see `Prefer: wait`) and run their store calls on FastAPI's thread pool (anyio's, 40 threads); the
+other routes are plain functions, which FastAPI runs there itself. A run_in_threadpool call whose
+client went away still runs to its end: a create is never left half done. (A cap of 4 concurrent
+store calls, as an anyio CapacityLimiter, measured no better at 16 clients: bench/api_bench.py.)
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
@@ -20,8 +22,20 @@ from ..errors import STORE_FAULTS, InvalidInput
 from ..ids import validate_id
 from ..models import JobStatus, RenderRequest
 from ..service import JobService
+from ..webhooks_sender import signing_secret
 from .context import ApiContext, api_context, job_id_of_render, job_service, requested_wait
-from .schemas import ApiJob, CreatedJob, ErrorBody, EventList, Health, JobEnvelope, JobList, ProcessRequest
+from .schemas import (
+    ApiJob,
+    CreatedJob,
+    ErrorBody,
+    EventList,
+    Health,
+    JobEnvelope,
+    JobList,
+    ProcessRequest,
+    WebhookSecret,
+)
+from .stream import fingerprint, seen_fingerprint
 
 RETRY_AFTER_SECONDS = "1"
 
@@ -67,7 +81,14 @@ def _envelope(job: ApiJob, response: Response) -> JobEnvelope:
     return JobEnvelope(job=job)
 
 
-router = APIRouter(prefix="/api")
+@asynccontextmanager
+async def _close_streams(app: Any) -> AsyncIterator[None]:
+    """Stop the store watch of GET /stream with the app (merged into the app's own lifespan)."""
+    yield
+    app.state.api.streams.close()
+
+
+router = APIRouter(prefix="/api", lifespan=_close_streams)
 
 
 @router.post("/jobs/render", status_code=201, tags=["jobs"], summary="Create a render job (fast)",
@@ -90,6 +111,28 @@ async def get_job(request: Request, response: Response, api: Api, job_id: JobId,
         job = await api.wait_until_final(job, wait, request)
         response.headers["Preference-Applied"] = f"wait={wait:g}"
     return _envelope(job, response)
+
+
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID",
+                                           description="the id of the last event seen: resume after it")]
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+          "description": "`event: job`, `id:`, `data:` the job as GET /api/jobs/{jobId} answers under `job`; "
+                         "one event per change of status, progress or stage; ends after the final state"},
+    204: {"description": "the job is final and Last-Event-ID names its final state: nothing more will come"},
+}
+
+
+@router.get("/jobs/{jobId}/stream", response_class=Response, tags=["jobs"],
+            summary="Follow a job: its states as server-sent events until it is final",
+            responses={**STREAM_RESPONSES, **_errors(404)})
+async def stream_job(api: Api, job_id: JobId, project_id: ProjectId = None,
+                     last_event_id: LastEventId = None) -> Response:
+    job = await run_in_threadpool(api.service.get, job_id, project_id)  # errors are JSON, before the stream
+    seen = seen_fingerprint(last_event_id)
+    if job.status.is_final and seen == fingerprint(job):
+        return Response(status_code=204)  # EventSource stops reconnecting on a 204
+    return api.streams.response(job, seen)
 
 
 @router.post("/jobs/{jobId}/process", tags=["jobs"], summary="Run a pending job here and wait for it (idempotent)",
@@ -148,3 +191,10 @@ def health(api: Api) -> Health | JSONResponse:
         return JSONResponse({"status": "store unavailable", "error": f"The job store is unavailable: {error}",
                              "workers": api.workers}, status_code=503, headers={"Retry-After": "5"})
     return Health(workers=api.workers, queue_length=queue_length)
+
+
+@router.get("/webhooks/default/secret", tags=["webhooks"], summary="The key webhooks are signed with",
+            responses=_errors())
+def webhook_secret(service: Service) -> WebhookSecret:
+    # Behind the bearer token like every /api path but health (guard.py): the key proves our signatures.
+    return WebhookSecret(key=signing_secret(service.store))

@@ -11,20 +11,37 @@ from ..ids import validate_id
 from ..models import Event, Job, JobStatus, _Camel
 
 
+class JobUrls(_Camel):
+    """Where to read, cancel and follow a job (Replicate's `urls`), relative to the API's base."""
+
+    get: str = Field(description="GET: the job now (poll)")
+    cancel: str = Field(description="POST: cancel the job")
+    stream: str = Field(description="GET: the job's states as server-sent events until it is final")
+
+    @classmethod
+    def of(cls, job_id: str, project_id: str) -> JobUrls:
+        query = f"?projectId={project_id}"  # ids are URL-safe by construction (ids.validate_id)
+        return cls(get=f"/api/jobs/{job_id}{query}", cancel=f"/api/jobs/{job_id}/cancel{query}",
+                   stream=f"/api/jobs/{job_id}/stream{query}")
+
+
 class ApiJob(Job):
-    """The job document plus `queuePosition` (1 = next to be claimed) while it is pending, and
-    `etaSeconds`, always present: a number while it waits or runs, else null."""
+    """The job document plus `queuePosition` (1 = next to be claimed) while it is pending,
+    `etaSeconds`, always present: a number while it waits or runs, else null, and `urls`."""
 
     queue_position: int | None = Field(None, ge=1, exclude_if=lambda position: position is None)
     eta_seconds: float | None = Field(
         None, ge=0, description="about how many seconds until the job is done, learned from finished jobs of the "
         "same renderer and renderType (0: any moment); null when it is final or there is too little history")
+    # Optional only for clients reading an older server's jobs; this server always sends it.
+    urls: JobUrls | None = Field(None, exclude_if=lambda urls: urls is None)
 
     @classmethod
     def of(cls, job: Job, queue_position: int | None = None, eta_seconds: float | None = None) -> ApiJob:
         # A tenth of a second: estimates learnt from runs that vary by seconds say no more.
         eta = None if eta_seconds is None else round(eta_seconds, 1)
-        return cls.model_validate({**job.model_dump(), "queuePosition": queue_position, "etaSeconds": eta})
+        return cls.model_validate({**job.model_dump(), "queuePosition": queue_position, "etaSeconds": eta,
+                                   "urls": JobUrls.of(job.job_id, job.project_id)})
 
 
 class JobEnvelope(_Camel):
@@ -32,19 +49,20 @@ class JobEnvelope(_Camel):
 
 
 class CreatedJob(_Camel):
-    """The seed's answer to POST /api/jobs/render, field for field."""
+    """The seed's answer to POST /api/jobs/render, field for field, plus `urls`."""
 
     job_id: str
     concept_id: str
     status: JobStatus
     poll_url: str
     process_url: str
+    urls: JobUrls | None = Field(None, exclude_if=lambda urls: urls is None)  # beside the seed's two
 
     @classmethod
     def of(cls, job: Job) -> CreatedJob:
         poll_url = f"/api/jobs/{job.job_id}"
         return cls(job_id=job.job_id, concept_id=job.concept_id, status=job.status, poll_url=poll_url,
-                   process_url=f"{poll_url}/process")
+                   process_url=f"{poll_url}/process", urls=JobUrls.of(job.job_id, job.project_id))
 
 
 class JobList(_Camel):
@@ -78,3 +96,7 @@ class ProcessRequest(_Camel):
 
 class ErrorBody(BaseModel):
     error: str = Field(description="one sentence a person can act on")
+
+
+class WebhookSecret(BaseModel):
+    key: str = Field(description="the whsec_... key that signs every webhook (Standard Webhooks)")
