@@ -11,6 +11,7 @@ brief, so every press draws a new image.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -80,7 +81,9 @@ def main() -> None:
                 background.append(one_press(page, True, 5 + 2 * round_))
                 direct.append(one_press(page, False, 6 + 2 * round_))
             browser.close()
-    print(f"Render pressed -> image on screen, {args.store} store, one embedded worker, {args.runs} rounds")
+    load = " / ".join(f"{figure:.2f}" for figure in os.getloadavg())
+    print(f"Render pressed -> image on screen, {args.store} store, one embedded worker, {args.runs} rounds "
+          f"(load average after: {load})")
     print(figures("in the background (job)", background))
     print(figures("drawn by the page (direct)", direct))
     gap = statistics.median(background) - statistics.median(direct)

@@ -43,8 +43,12 @@ runtime = app_runtime()
 service = runtime.service
 GALLERY_SIZE = 24
 DIRECT_KEPT = 8
-#: the share of each poll interval a live job panel spends waiting to be told the job finished
+#: after Render, the run waits this share of a poll interval for the job to finish (a quick render
+#: is then on screen as soon as it is stored); kept under the 0.5 s after which Streamlit shows "Running..."
 WAIT_SHARE = 0.8
+# Statuses are compared with ==, never `is`: when a source file changes under a running server,
+# Streamlit imports the app's modules afresh while the cached runtime keeps returning jobs whose
+# statuses belong to the first import (a StrEnum: equal by value, not the same object).
 STATUS_BADGES = {JobStatus.PENDING: ("queued", "blue", ":material/schedule:"),
                  JobStatus.PROCESSING: ("rendering", "orange", ":material/autorenew:"),
                  JobStatus.COMPLETED: ("done", "green", ":material/check_circle:"),
@@ -159,6 +163,7 @@ def prefill_from_job(project_id: str, job_id: str | None) -> None:
 def watch(job_id: str | None) -> None:
     st.session_state.active_job = job_id
     st.session_state.watch_since = time.time()
+    st.session_state.await_job = job_id is not None  # the panel's next run waits briefly for it to finish
     st.session_state.pop("showing_direct", None)
 
 
@@ -391,28 +396,34 @@ def waited_seconds(job: Job) -> float:
 def job_panel(job_id: str, project_id: str) -> None:
     """The live part of the page: a fragment rerun every poll interval while the job runs.
 
-    Each live rerun first waits (most of the interval, in a condition wait that costs no CPU) for
-    the store's watcher to say the job finished or changed status, so the image is on screen as
-    soon as it is stored; progress is redrawn once an interval.
+    A tick never blocks, so a click in the page (Cancel) is handled at once. Only the first run
+    after Render waits a moment (`await_quick_finish`), so that a quick render is on screen as soon
+    as it is stored rather than at the first tick, a whole interval later. A job seen final is
+    drawn, then the whole page is redrawn once (the gallery too), which stops the polling.
     """
     state = st.session_state
-    if not state.pop("panel_fresh", False) and state.get("panel_live"):
-        wait_for_news(job_id, project_id, runtime.settings.poll_seconds * WAIT_SHARE)
     job = watched_job(job_id, project_id)
     if job is None:
         return
-    settle = job.status.is_final and state.get("panel_live")
-    if settle and state.get("shown_final") == job.job_id:
-        st.rerun()  # shown once already: now redraw the whole page (gallery) and stop polling
-    if settle:
-        state.shown_final = job.job_id  # show the result at once; the next tick settles
+    panel = st.empty()
+    with panel.container():
+        draw_job(job)
+    if state.pop("await_job", False) and not job.status.is_final and (done := await_quick_finish(job)):
+        job = done
+        with panel.container():  # replaces the running job's panel
+            draw_job(job)
+    if job.status.is_final and state.get("panel_live"):
+        st.rerun()
+
+
+def draw_job(job: Job) -> None:
     st.subheader(f"{plain(job.concept_inputs.get('title', 'Concept'))} · {render_type_name(job.render_type)}")
-    if job.status is JobStatus.COMPLETED:
+    if job.status == JobStatus.COMPLETED:
         show_completed(job)
-    elif job.status is JobStatus.FAILED:
+    elif job.status == JobStatus.FAILED:
         st.error(f"The render failed: {job.error or 'no reason was recorded.'}", icon=":material/error:")
         retry_button(job)
-    elif job.status is JobStatus.CANCELED:
+    elif job.status == JobStatus.CANCELED:
         st.warning("This render was canceled.", icon=":material/cancel:")
         retry_button(job)
     else:
@@ -432,7 +443,7 @@ def watched_job(job_id: str, project_id: str, force: bool = False) -> Job | None
         return cached
     job = load_job(job_id, project_id) if not force else quiet_load(job_id, project_id)
     state.panel_job, state.panel_version, state.panel_read_at = job, version, time.monotonic()
-    state.panel_queue = queue_facts(job) if job is not None and job.status is JobStatus.PENDING else (None, None)
+    state.panel_queue = queue_facts(job) if job is not None and job.status == JobStatus.PENDING else (None, None)
     return job
 
 
@@ -443,19 +454,19 @@ def quiet_load(job_id: str, project_id: str) -> Job | None:
         return None  # the panel's own read says what is wrong
 
 
-def wait_for_news(job_id: str, project_id: str, seconds: float) -> None:
-    """Block up to `seconds` until the watched job is final or changes status (progress alone
-    waits for the next interval)."""
+def await_quick_finish(job: Job) -> Job | None:
+    """Wait up to WAIT_SHARE of a poll interval for the store's watcher to say `job` finished: the
+    job then, else None (not in time, or it cannot be read: the ticks take over)."""
     changes, state = job_changes(), st.session_state
-    before = state.get("panel_job")
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + runtime.settings.poll_seconds * WAIT_SHARE
     while (left := deadline - time.monotonic()) > 0:
         seen = state.get("panel_version", 0)
-        if changes.wait(project_id, job_id, seen, left) == seen:
-            return  # nothing happened: draw what we have
-        job = watched_job(job_id, project_id, force=True)
-        if job is None or before is None or job.status is not before.status or job.status.is_final:
-            return
+        if changes.wait(job.project_id, job.job_id, seen, left) == seen:
+            return None
+        fresh = watched_job(job.job_id, job.project_id, force=True)
+        if fresh is None or fresh.status.is_final:
+            return fresh
+    return None
 
 
 def queue_facts(job: Job) -> tuple[int | None, str | None]:
@@ -495,7 +506,7 @@ def estimate_text(job: Job) -> str:
 
 def show_running(job: Job) -> None:
     estimate = estimate_text(job)
-    if job.status is JobStatus.PENDING:
+    if job.status == JobStatus.PENDING:
         position, reason = st.session_state.get("panel_queue", (None, None))
         where = f"position {position} in the queue" if position else "waiting to be picked up"
         st.progress(0, text=f"Queued: {where}")
@@ -518,12 +529,20 @@ def show_running(job: Job) -> None:
         if st.button("Keep waiting", key="keep_waiting"):
             watch(job.job_id)
             st.rerun()
-    if not job.cancel_requested and st.button("Cancel", key=f"cancel_{job.job_id}", icon=":material/cancel:"):
-        try:
-            service.cancel(job.job_id, job.project_id)
-        except JobsError as error:
-            st.error(f"Cannot cancel: {error}")
-        st.rerun()
+    if problem := st.session_state.pop("cancel_problem", None):
+        st.error(problem)
+    if not job.cancel_requested:
+        st.button("Cancel", key=f"cancel_{job.job_id}", icon=":material/cancel:", on_click=on_cancel,
+                  args=(job.job_id, job.project_id))
+
+
+def on_cancel(job_id: str, project_id: str) -> None:
+    """Cancel before the panel's run, which then shows the outcome at once (read afresh)."""
+    try:
+        service.cancel(job_id, project_id)
+    except JobsError as error:
+        st.session_state.cancel_problem = f"Cannot cancel: {error}"
+    st.session_state.panel_read_at = 0.0
 
 
 def retry_button(job: Job) -> None:
@@ -597,18 +616,22 @@ def show_details(job: Job) -> None:
                      hide_index=True, width="stretch")
 
 
-def show_watched_job(project_id: str) -> None:
-    job_id = st.session_state.active_job
-    job = load_job(job_id, project_id)
+def read_watched_job(project_id: str) -> Job | None:
+    """The watched job, read afresh by a full run before the gallery (which checks the panel
+    against it); it says why when there is none."""
+    state = st.session_state
+    state.panel_read_at = 0.0
+    job = watched_job(state.active_job, project_id)
     if job is None:
         watch(None)
-        return
-    live = not job.status.is_final and waited_seconds(job) <= runtime.settings.max_wait_seconds
-    st.session_state.panel_live = live
-    st.session_state.panel_read_at = 0.0  # a full run reads the job afresh
-    st.session_state.panel_fresh = True  # and draws it at once, without waiting for news
-    with st.container(key="job_panel"):
-        st.fragment(run_every=runtime.settings.poll_seconds if live else None)(job_panel)(job_id, project_id)
+        return None
+    state.panel_live = not job.status.is_final and waited_seconds(job) <= runtime.settings.max_wait_seconds
+    return job
+
+
+def show_watched_job(job: Job) -> None:
+    live = st.session_state.panel_live
+    st.fragment(run_every=runtime.settings.poll_seconds if live else None)(job_panel)(job.job_id, job.project_id)
 
 
 # -- the gallery --------------------------------------------------------------------------------
@@ -630,19 +653,19 @@ def status_badge(job: Job) -> None:
 
 def gallery_card(job: Job) -> None:
     with st.container(border=True, key=f"card_{job.job_id}"):
-        if job.status is JobStatus.COMPLETED:
+        if job.status == JobStatus.COMPLETED:
             try:
                 st.image(gallery_thumbnail(lambda: service.image(job), job.project_id, job.job_id), width="stretch")
             except JobsError:
                 st.caption("The image is missing.")
         status_badge(job)
         st.markdown(f"**{plain(render_type_name(job.render_type))}**  \n:gray[{ago_text(job.updated_at)}]")
-        if job.status is JobStatus.PROCESSING:
+        if job.status == JobStatus.PROCESSING:
             st.progress(job.progress, text=job.stage)
-        elif job.status is JobStatus.FAILED and job.error:
+        elif job.status == JobStatus.FAILED and job.error:
             st.caption(plain(job.error))
         if st.button("Open", key=f"show_{job.job_id}", width="stretch"):
-            if job.status is JobStatus.COMPLETED:
+            if job.status == JobStatus.COMPLETED:
                 st.session_state.dialog_job = job.job_id
             else:
                 watch(job.job_id)
@@ -736,8 +759,8 @@ def live_gallery(project_id: str) -> None:
 def panel_is_behind(jobs: list[Job]) -> bool:
     """Whether the gallery sees the watched job finished while its live panel still shows it running.
 
-    A safety net: the panel's own timer has been seen to stop, rarely, when the machine is very
-    busy (not understood yet); the gallery's refresh then redraws the page once.
+    A safety net, should a tick of the panel be lost; the gallery's refresh then redraws the page
+    once. (The freezes once seen came from comparing statuses with `is`: see STATUS_BADGES.)
     """
     state = st.session_state
     shown = state.get("panel_job")
@@ -758,6 +781,7 @@ with form_column:
     remember_form()
 if message := st.session_state.pop("created_message", None):
     st.toast(message, icon=":material/check_circle:")
+watched = None
 with result_column:
     if request := st.session_state.pop("direct_request", None):
         run_direct_render(request)
@@ -765,7 +789,9 @@ with result_column:
     if direct and not st.session_state.field_use_jobs:
         show_direct_result(direct)
     elif project_ok and st.session_state.active_job:
-        show_watched_job(st.session_state.project)
+        job_slot = st.container(key="job_panel")  # its panel is drawn last (see below)
+        with job_slot:
+            watched = read_watched_job(st.session_state.project)
     else:
         st.info("Your render appears here. Fill in the brief (or start from an example) and press **Render**.",
                 icon=":material/draw:")
@@ -774,4 +800,7 @@ if project_ok:
     live_gallery(st.session_state.project)
     if dialog_job := st.session_state.pop("dialog_job", None):
         open_render(dialog_job, st.session_state.project)
-sync_url(project_ok)  # last: the URL names what the page ended up showing
+if watched is not None:
+    with job_slot:  # last: right after Render its first run may wait a moment, with the rest on screen
+        show_watched_job(watched)
+sync_url(project_ok)  # the URL names what the page ended up showing

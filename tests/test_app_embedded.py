@@ -99,7 +99,8 @@ def test_every_session_and_both_pages_share_one_runtime_kept_out_of_session_stat
                 assert not app.exception, (page, app.exception)
         runtime = runtime_for(load_app_settings())  # the cached one, as the pages reached it
         assert runtime.workers_running and runtime.worker.concurrency == 1
-        assert app_threads() == sorted(before + ["jobs-maintenance", "jobs-worker-0"])  # one pool
+        senders = [f"jobs-webhooks-{index}" for index in range(runtime.worker.webhooks.settings.senders)]
+        assert app_threads() == sorted(before + ["jobs-maintenance", "jobs-worker-0", *senders])  # one pool
         for app in sessions:  # per-tab state only: the runtime is reached through app_runtime()
             assert not [key for key, value in app.session_state.items() if isinstance(value, PROCESS_WIDE)]
     finally:
@@ -167,6 +168,29 @@ def test_the_apps_pool_runs_jobs_submitted_by_another_process_view_of_the_store(
     finally:
         runtime.stop()
     assert not runtime.workers_running
+
+
+def test_the_pool_is_woken_only_once_a_queued_job_can_be_claimed(tmp_path):
+    """A claimer skips a job whose lock is held (it never waits for one). Woken by a create that
+    still held the new job's lock, the app's pool slept a whole poll interval: 1 Render in 4."""
+    service = JobService.from_env(tmp_path / "jobs")
+    store = service.store
+    claimable: list[bool] = []
+    wake = store.notify_work
+
+    def wake_and_check() -> None:
+        for _, job_id in store.pending():
+            held = store.locks.try_hold(job_id)
+            claimable.append(held is not None)
+            if held is not None:
+                store.locks.release(held)
+        wake()
+
+    store.notify_work = wake_and_check
+    job = service.submit({"projectId": "wake", "conceptInputs": {"floors": 3}})
+    service.cancel(job.job_id)
+    service.retry(job.job_id)  # queued again, by a change of the job
+    assert claimable and all(claimable), claimable
 
 
 def test_a_runtime_without_workers_leaves_jobs_pending():

@@ -74,8 +74,8 @@ def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 60) -> No
 
 
 @contextmanager
-def streamlit_app(jobs_dir: Path, log: Path, **settings: str) -> Iterator[str]:
-    """`streamlit run app.py` on a free port; yields its URL, stops it afterwards."""
+def streamlit_app(jobs_dir: Path, log: Path, root: Path = ROOT, **settings: str) -> Iterator[str]:
+    """`streamlit run app.py` in `root` (the repository) on a free port; yields its URL, stops it afterwards."""
     port = free_port()
     env = {**os.environ, "JOBS_DIR": str(jobs_dir), **settings}
     env.pop("JOBS_STORE_URL", None)
@@ -83,7 +83,7 @@ def streamlit_app(jobs_dir: Path, log: Path, **settings: str) -> Iterator[str]:
                "--server.headless", "true", "--server.address", "127.0.0.1",
                "--browser.gatherUsageStats", "false"]
     with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url, process)
@@ -375,3 +375,24 @@ def test_progress_changes_while_an_external_worker_runs_the_job(browser_page, tm
         main.get_by_role("button", name="Download PNG").wait_for()
         main.get_by_text("Queued: position 1 in the queue").wait_for(state="detached")
         page.screenshot(path=str(ARTIFACTS / "screenshot-render-external-worker.png"), full_page=True)
+
+
+def test_the_page_keeps_showing_renders_after_a_source_file_changes_under_the_server(browser_page, tmp_path):
+    """Streamlit imports the app's modules afresh after a source file changes, while the cached
+    runtime goes on returning jobs of the first import: the panel once froze on a finished job
+    drawn as "done (100%)", still running. The app is copied, so the edit touches no real file."""
+    page = browser_page
+    root = tmp_path / "app"
+    root.mkdir()
+    shutil.copy2(ROOT / "app.py", root)
+    for folder in (".streamlit", "pages", "jobs_core"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with streamlit_app(tmp_path / "jobs", tmp_path / "streamlit.log", root=root, JOBS_APP_WORKERS="1") as url:
+        open_page(page, f"{url}/?project=edited")
+        press_render_and_watch(page)
+        settle(page)
+        with (root / "jobs_core" / "models.py").open("a") as source:
+            source.write("\n# changed while the server runs\n")
+        set_field(page, "Floors", "9")  # this rerun imports the app's modules afresh
+        press_render_and_watch(page)
+        page.locator("[data-testid='stMain']").get_by_role("button", name="Download PNG").wait_for()

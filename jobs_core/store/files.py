@@ -262,8 +262,6 @@ class FileJobStore(JobStore, CopyableStore):
         if event is not None and not (old is None and event.type == "created"):
             # A creation is not logged: the job file records it, and the service tells it from there.
             self._append_event(new.project_id, event)
-        if new.status is JobStatus.PENDING:
-            self.notify_work()
         if staged:
             self.notify_deliveries()
 
@@ -347,6 +345,7 @@ class FileJobStore(JobStore, CopyableStore):
             except FileExistsError:
                 raise TransitionConflict(f"Job {job.job_id} already exists.") from None
         self._project_of.remember(job.job_id, job.project_id)
+        self._notify_if_pending(job)
 
     def modify(self, job_id: str, project_id: str | None, change: Change) -> Job:
         project_id = self._locate(job_id, project_id)
@@ -355,7 +354,15 @@ class FileJobStore(JobStore, CopyableStore):
             outcome = apply_change(change, old)
             if outcome.job is not old:
                 self._write(old, outcome.job, outcome.event, outcome.durable, outcome.deliveries)
+        if outcome.job is not old:
+            self._notify_if_pending(outcome.job)
         return outcome.job
+
+    def _notify_if_pending(self, job: Job) -> None:
+        # After the job's lock is released: a claimer woken while the writer still held it would
+        # skip the job (claims never wait for a lock) and sleep a whole poll interval.
+        if job.status is JobStatus.PENDING:
+            self.notify_work()
 
     def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
         limit = _ms(now)
