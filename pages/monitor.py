@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -148,6 +148,11 @@ def thumbnail_url(_service: JobService, project_id: str, job_id: str, image_url:
         return None
 
 
+def render_link(project_id: str, job_id: str) -> str:
+    """The job on the Render page, relative to this page (so it works behind any base path)."""
+    return f"render?{urlencode({'project': project_id, 'job': job_id})}"
+
+
 def display_table(service: JobService, rows: pd.DataFrame, now: datetime, lease_seconds: float):
     """The page's rows as a person scans them (title, project, status, progress, thumbnail, when),
     the status in its colour."""
@@ -155,19 +160,23 @@ def display_table(service: JobService, rows: pd.DataFrame, now: datetime, lease_
     stuck = stats.stuck_mask(rows, now, lease_seconds).to_numpy()
     table["status"] = [stats.STUCK if is_stuck else str(status) for status, is_stuck in zip(table["status"], stuck,
                                                                                             strict=True)]
+    # "" rather than None where there is no image: the grid shows a missing value as a grey "None"
     table.insert(4, "thumbnail", [
-        thumbnail_url(service, project, job, url) if status == "completed" and isinstance(url, str) else None
+        (thumbnail_url(service, project, job, url) or "") if status == "completed" and isinstance(url, str) else ""
         for project, job, url, status in zip(table["project"], table["job"], table["image_url"], table["status"],
                                              strict=True)])
     table["title"] = table["title"].fillna("Untitled concept")
-    # Images are served by the API; JOBS_API_URL says where it runs (else the link is relative).
-    api = os.environ.get("JOBS_API_URL", "").rstrip("/")
-    table["image_url"] = [api + url if isinstance(url, str) else None for url in table["image_url"]]
+    # The full image opens on this app's own Render page (large, with its download button), so the
+    # link works whether or not the HTTP API runs; it sits beside the thumbnail and the time.
+    links = [render_link(project, job) if isinstance(url, str) else ""
+             for project, job, url in zip(table["project"], table["job"], table["image_url"], strict=True)]
+    table = table.drop(columns="image_url")
+    table.insert(table.columns.get_loc("created") + 1, "image_url", links)
     colours = {status: f"color: {hex_colour}; font-weight: 600" for status, (_, hex_colour) in
                stats.STATUS_COLORS.items()}
     styled = table.style.map(lambda status: colours.get(status, ""), subset=["status"])
     # a Styler shows a missing value as "None": show nothing instead
-    return styled.format(na_rep="", subset=["thumbnail", "stage", "worker", "error", "image_url"])
+    return styled.format(na_rep="", subset=["stage", "worker", "error"])
 
 
 def time_column(label: str) -> st.column_config.DatetimeColumn:
@@ -189,8 +198,8 @@ JOB_COLUMNS = {
     "queue_wait": st.column_config.NumberColumn("queue wait", format="%.1f s"),
     "error": st.column_config.TextColumn("error", width="large"),
     "job": st.column_config.TextColumn("job id", width="medium"),
-    "image_url": st.column_config.LinkColumn("full image", display_text="open image",
-                                             help="served by the API (python -m jobs_core serve; set JOBS_API_URL)"),
+    "image_url": st.column_config.LinkColumn("full image", display_text="open image", width=96,
+                                             help="opens the job on the Render page, large, with its download"),
 }
 
 
@@ -300,7 +309,8 @@ def show_report() -> None:
     if notice:
         st.info(notice)
     report, when = st.session_state.get("monitor_report", (None, None))
-    if report is None or datetime.now(UTC) - when > timedelta(seconds=REPORT_SECONDS):
+    if report is None or report_expired():
+        st.session_state.pop("monitor_report", None)
         return
     (st.success if not report.refused else st.warning)(report.summary())
     for job, reason in report.refused[:20]:
@@ -386,10 +396,11 @@ def alert_threshold() -> float:
         return alerts.DEFAULT_FAILURE_RATE
 
 
-def show_alerts(index: JobIndex, view: View) -> None:
+def show_alerts(index: JobIndex) -> None:
     """The banner of what needs a person now; each alert is logged once per server (alerts.py)."""
-    index.alerts.update(view.alerts)
-    for alert in view.alerts:
+    found = index.views.alerts(utcnow(), alert_threshold())  # cached until a job or the clock changes them
+    index.alerts.update(found)
+    for alert in found:
         st.error(alert.message, icon=":material/notifications_active:")
 
 
@@ -417,19 +428,36 @@ def show_stuck(service: JobService, index: JobIndex, view: View) -> None:
                                     "state": st.column_config.TextColumn("worker")})
 
 
-def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> None:
-    started = datetime.now(UTC)
-    view = index.views.get(view_filter, utcnow(), alert_threshold())  # cached until a job or the clock changes it
-    if known_projects(index) != st.session_state.get("monitor_projects_offered"):
-        st.rerun(scope="app")  # a new project: the Project filter (outside this fragment) offers it now
+def figures(index: JobIndex, view_filter: stats.JobFilter, run: int) -> None:
+    """The alerts and headline figures, and the live tick: rerun every few seconds, this fragment
+    redraws only itself (a few badges and metrics) while nothing the rest of the page shows
+    changed, and the whole page when something did (a job, a running job passing the lease, a new
+    project, an action's outcome due to go). Redrawing every table and chart on each tick would
+    cost some 200 ms of CPU per open browser at 100,000 jobs, even with nothing new.
+
+    `run` numbers the page's whole runs: a different one than last time means this is part of a
+    whole run (draw, and remember what the rest of the page shows); the same one, a tick."""
+    state = st.session_state
+    view = index.views.get(view_filter, utcnow())  # cached: a dictionary lookup when nothing changed
+    if state.get("monitor_figures_run") != run:
+        state["monitor_figures_run"], state["monitor_drawn"] = run, view
+    elif view is not state.get("monitor_drawn") or report_expired() \
+            or known_projects(index) != state.get("monitor_projects_offered"):
+        st.rerun(scope="app")  # the tables, charts or the Project filter (outside this fragment) changed
     if index.mode not in (WATCHING, FEED):
         st.info(index.describe_mode(), icon=":material/sync_problem:")
-    total = len(index.frame())
-    if not total:
+    if not len(index.frame()):
         st.info("No jobs in the store yet. Jobs created on the Render page, through the API or with "
                 "`python -m jobs_core submit` appear here within a few seconds.")
-    show_alerts(index, view)
+    show_alerts(index)
     show_headline(view.headline)
+
+
+def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> None:
+    """The stuck workers, the tabs and the jobs table: drawn by the page's whole runs, and alone
+    (a fragment) when one of its own widgets changes (order, page, rows selected)."""
+    started = datetime.now(UTC)
+    view = index.views.get(view_filter, utcnow())  # cached until a job or the clock changes it
     show_stuck(service, index, view)
     unreadable = index.unreadable()
     if unreadable:
@@ -453,8 +481,13 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
         else:
             st.caption("Every file in the store is a readable job.")
     elapsed = (datetime.now(UTC) - started).total_seconds()
-    st.caption(f"{index.describe_mode()} {total:,} jobs indexed; view computed at "
+    st.caption(f"{index.describe_mode()} {len(index.frame()):,} jobs indexed; view computed at "
                f"{view.computed_at:%H:%M:%S} UTC, shown in {elapsed * 1000:.0f} ms.")
+
+
+def report_expired() -> bool:
+    report, when = st.session_state.get("monitor_report", (None, None))
+    return report is not None and datetime.now(UTC) - when > timedelta(seconds=REPORT_SECONDS)
 
 
 # -- the page ----------------------------------------------------------------------------------------
@@ -472,4 +505,7 @@ header[0].caption(f"Every project's jobs in {service.store.describe()}.")
 live_updates = header[1].toggle("Live", value=True, key="monitor_live",
                                 help=f"refresh every {REFRESH_SECONDS} s from the index")
 view_filter = read_filters(index)
-st.fragment(live, run_every=REFRESH_SECONDS if live_updates else None)(service, index, view_filter)
+st.session_state["monitor_runs"] = st.session_state.get("monitor_runs", 0) + 1
+st.fragment(figures, run_every=REFRESH_SECONDS if live_updates else None)(index, view_filter,
+                                                                           st.session_state["monitor_runs"])
+st.fragment(live)(service, index, view_filter)

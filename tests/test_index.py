@@ -152,6 +152,17 @@ def test_with_watching_off_only_marked_jobs_are_read_again(service: JobService) 
     assert index.frame().empty and index.records_read == 3
 
 
+def test_a_job_read_again_as_it_was_changes_nothing(service: JobService) -> None:
+    job = service.submit({"projectId": "p"})
+    index = JobIndex.for_store(service.store, watch="off")
+    frame, version = index.frame(), index.version
+    index.mark_job("p", job.job_id)  # e.g. a watch event that changed no field the index keeps
+    assert index.refresh() == 1 and index.version == version and index.frame() is frame
+    service.cancel(job.job_id, "p")
+    index.mark_job("p", job.job_id)
+    assert index.refresh() == 1 and index.version == version + 1 and statuses(index) == {job.job_id: "canceled"}
+
+
 def test_a_reader_keeps_its_frame_while_the_index_moves_on(service: JobService) -> None:
     kept, gone = service.submit({"projectId": "p"}), service.submit({"projectId": "p"})
     index = JobIndex.for_store(service.store, watch="off")
@@ -481,22 +492,22 @@ def test_a_view_is_reused_until_a_job_or_the_clock_changes_it(service: JobServic
     index = JobIndex.for_store(service.store, lease_seconds=30, watch="off")
     views, everything = index.views, stats.JobFilter()
     now = datetime.now(UTC)
-    first = views.get(everything, now, 0.2)
-    assert views.get(everything, now + timedelta(seconds=5), 0.2) is first and views.hits == 1
+    first = views.get(everything, now)
+    assert views.get(everything, now + timedelta(seconds=5)) is first and views.hits == 1
     # the clock alone: the running job's heartbeat passes the lease, so "stuck" changes
     assert first.valid_until <= now + timedelta(seconds=30)
-    later = views.get(everything, now + timedelta(seconds=31), 0.2)
+    later = views.get(everything, now + timedelta(seconds=31))
     assert later is not first and later.headline.stuck == 1 and first.headline.stuck == 0
     # a job changes: recomputed at once
     other = service.submit({"projectId": "q"})
     index.mark_job("q", other.job_id)
-    changed = views.get(everything, now + timedelta(seconds=32), 0.2)
+    changed = views.get(everything, now + timedelta(seconds=32))
     assert changed.headline.total == 3
-    fresh = compute_view(index.frame(), everything, now + timedelta(seconds=32), 30, 0.2)
+    fresh = compute_view(index.frame(), everything, now + timedelta(seconds=32), 30)
     assert changed.headline == fresh.headline
     pd.testing.assert_frame_equal(changed.by_project, fresh.by_project)
     # another filter is its own entry
-    assert views.get(stats.JobFilter(projects=("q",)), now + timedelta(seconds=32), 0.2).headline.total == 1
+    assert views.get(stats.JobFilter(projects=("q",)), now + timedelta(seconds=32)).headline.total == 1
 
 
 def test_alerts_fire_on_the_failure_rate_of_the_last_hour_only(memory_service: JobService) -> None:
@@ -624,3 +635,100 @@ def test_a_store_changed_while_the_index_was_built_is_caught_up_at_the_next_star
         live_index.close()
     restarted = reopened(big_store)  # the snapshot predates the new jobs: they are read, not missed
     assert restarted.built_from == "snapshot" and unlike_a_fresh_build(restarted) is None
+
+
+def test_a_live_index_keeps_its_snapshot_current(big_store: FileJobStore, monkeypatch) -> None:
+    """The server ran for a while and absorbed changes: a restart reads none of them again."""
+    from jobs_core.monitor import snapshot
+
+    monkeypatch.setattr(snapshot, "BATCH_ROWS", 700)  # several record batches, as at 100,000 jobs
+    live_index = JobIndex.for_store(big_store, lease_seconds=30, save_seconds=0.05)
+    try:
+        service = JobService(big_store)
+        frame = live_index.frame()
+        failed = frame[frame["status"] == "failed"].head(5)
+        for row in failed.itertuples():
+            service.retry(row.job, row.project)
+        gone = frame[frame["status"] == "completed"].iloc[0]
+        service.delete(gone["job"], gone["project"])
+        added = [service.submit({"projectId": "while-running"}) for _ in range(3)]
+        keys = {big_store.record_key(job.project_id, job.job_id) for job in added}
+        # No page asks: the saver thread applies what the watch reported and writes the snapshot
+        # (files read within a clock tick of being written are read once more, a moment later).
+        wait_until(lambda: keys <= set(live_index._rows.position) and live_index.snapshot_is_current(),
+                   what="a snapshot with the changes")
+    finally:
+        live_index.close()
+    restarted = reopened(big_store)
+    assert restarted.built_from == "snapshot" and restarted.records_read == 0
+    assert unlike_a_fresh_build(restarted) is None
+    jobs = set(restarted.frame()["job"])
+    assert {job.job_id for job in added} <= jobs and gone["job"] not in jobs
+
+
+def test_a_file_rewritten_in_place_within_one_clock_tick_is_read_again(big_store: FileJobStore,
+                                                                      monkeypatch) -> None:
+    """Same inode, same size, same mtime (written twice in one tick of the file system's clock):
+    the signature cannot tell, so a signature that close to its reading is not kept."""
+    from jobs_core.monitor import snapshot
+
+    # A coarse clock (a minute a tick): however slow this machine, the stat falls in the write's tick.
+    monkeypatch.setattr(snapshot, "RACY_SECONDS", 60)
+    frame = reopened(big_store).frame()
+    job = frame[frame["status"] == "canceled"].iloc[0]
+    path = big_store.job_path(job["project"], job["job"])
+    doc = json.loads(path.read_text())
+    doc["stage"] = "first"
+    path.write_text(json.dumps(doc))
+    tick = path.stat().st_mtime_ns  # just now
+    read_then = reopened(big_store)  # reads "first": the file changed since the snapshot
+    assert read_then.frame().loc[big_store.record_key(job["project"], job["job"]), "stage"] == "first"
+    doc["stage"] = "again"  # the same length as "first"
+    path.write_text(json.dumps(doc))
+    os.utime(path, ns=(tick, tick))  # ... and within the same tick
+    assert path.stat().st_mtime_ns == tick
+    restarted = reopened(big_store)
+    assert restarted.frame().loc[big_store.record_key(job["project"], job["job"]), "stage"] == "again"
+    assert unlike_a_fresh_build(restarted) is None
+
+
+def test_when_most_files_changed_since_the_snapshot_a_full_scan_is_made(big_store: FileJobStore) -> None:
+    reopened(big_store)
+    for path in sorted(big_store.jobs_dir.glob("*/*.json"))[:2000]:  # rewritten by rename: new inodes
+        temp = path.with_name(f".{path.name}.x.tmp")
+        temp.write_bytes(path.read_bytes())
+        temp.replace(path)
+    restarted = reopened(big_store)
+    assert restarted.built_from == "scan" and restarted.records_read == 3000
+    assert unlike_a_fresh_build(restarted) is None
+    assert reopened(big_store).built_from == "snapshot"
+
+
+def test_a_temp_file_left_by_a_crashed_snapshot_write_changes_nothing(big_store: FileJobStore) -> None:
+    reopened(big_store)
+    (snapshot_path(big_store).parent / ".index.arrow.dead.tmp").write_bytes(b"half a snapshot")
+    restarted = reopened(big_store)
+    assert restarted.built_from == "snapshot" and restarted.records_read == 0
+
+
+def test_the_csv_export_holds_every_filtered_job_whatever_the_batch_size(big_store: FileJobStore,
+                                                                       index: JobIndex) -> None:
+    import csv
+    import io
+
+    frame = index.frame()
+    failed = stats.JobFilter(statuses=("failed",)).apply(frame, NOW, 30)
+    whole = stats.to_csv(failed)
+    chunks = list(stats.csv_chunks(failed, batch_rows=7))
+    assert len(chunks) == -(-len(failed) // 7) and b"".join(chunks) == whole  # streamed, a batch at a time
+    lines = list(csv.DictReader(io.StringIO(whole.decode())))
+    assert list(lines[0]) == stats.TABLE_COLUMNS
+    on_disk = {path.stem: json.loads(path.read_text()) for path in big_store.jobs_dir.glob("*/*.json")}
+    assert sorted(line["job"] for line in lines) == sorted(job for job, doc in on_disk.items()
+                                                            if doc.get("status") == "failed")
+    for line in lines:
+        doc = on_disk[line["job"]]
+        assert (line["status"], line["project"], int(line["attempts"])) == ("failed", doc["projectId"],
+                                                                            doc["attempts"])
+        assert pd.Timestamp(line["created"]) == pd.Timestamp(doc["createdAt"])
+    assert stats.to_csv(failed.iloc[0:0]).decode().strip() == ",".join(f'"{c}"' for c in stats.TABLE_COLUMNS)

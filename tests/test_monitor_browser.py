@@ -2,10 +2,13 @@
 
 A job submitted by another process (the CLI) appears on the open page without a reload (the
 file watcher updates the index and the live fragment re-reads it); selecting its row in the grid
-and pressing Cancel cancels it in the store.
+and pressing Cancel cancels it in the store. A job's "open image" link opens its image on the
+app's own Render page, with no HTTP API running.
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import socket
@@ -19,12 +22,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from bench.generate_store import Plan, generate
 from jobs_core import FileJobStore, JobStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+DOCS = ROOT / "docs"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")]
@@ -39,11 +44,12 @@ def free_port() -> int:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     store = tmp_path / "store"
-    generate(store, Plan(jobs=300, projects=10, weeks=4, now=datetime.now(UTC)))
+    generate(store, Plan(jobs=300, projects=10, weeks=4, now=datetime.now(UTC)), images=True)
     port = free_port()
     # No embedded workers: the job the test submits must stay pending so it can be seen and canceled.
     env = {**os.environ, "JOBS_DIR": str(store), "JOBS_APP_WORKERS": "0"}
     env.pop("JOBS_STORE_URL", None)
+    env.pop("JOBS_API_URL", None)  # no HTTP API runs: the app serves everything the page links to
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -132,5 +138,71 @@ def test_a_job_from_another_process_appears_without_a_reload(server: tuple[str, 
             after = FileJobStore(store)
             assert {after.get(job.job_id, job.project_id).status for job in failed} == {JobStatus.PENDING}
             page.screenshot(path=str(ARTIFACTS / "screenshot-monitor-bulk-done.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+# Finds the "open image" link in the grid's first row: the grid is drawn on a canvas, and only over
+# a link's text does the mouse cursor become a pointer.
+POINTER_AT = """([x, y]) => { for (let e = document.elementFromPoint(x, y); e; e = e.parentElement) {
+    const cursor = getComputedStyle(e).cursor; if (cursor !== "auto") return cursor === "pointer"; } return false; }"""
+
+
+def test_open_image_shows_the_job_s_image_from_the_app_itself(server: tuple[str, Path]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, store = server
+    newest = max((job for job in FileJobStore(store).iter_jobs() if job.status is JobStatus.COMPLETED),
+                 key=lambda job: job.created_at)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.goto(f"{url}/monitor")
+            jobs = page.locator("[data-testid='stMetric']").filter(
+                has=page.get_by_text("Jobs", exact=True)).locator("[data-testid='stMetricValue']")
+            expect(jobs).to_have_text("300", timeout=90_000)
+            page.locator("[class*='st-key-monitor_jobs_'] [data-testid='stDataFrame']").first.wait_for()
+            page.set_viewport_size({"width": 1400, "height": 1800})  # it scrolls inside: a tall window shows it all
+            page.wait_for_timeout(300)  # the grid redraws for the new height (a picture, not a check)
+            page.screenshot(path=str(DOCS / "monitor.png"))
+            page.set_viewport_size({"width": 1400, "height": 1000})
+            status_filter = page.locator("[data-testid='stMultiSelect']").nth(1)
+            status_filter.click()
+            page.keyboard.type("completed")
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+            completed = {job.job_id for job in FileJobStore(store).iter_jobs() if job.status is JobStatus.COMPLETED}
+            expect(jobs).to_have_text(str(len(completed)), timeout=30_000)
+
+            # The export holds exactly the jobs the filters show (made when pressed, by the app itself).
+            export = page.get_by_role("button", name="Export the filtered jobs (CSV)")
+            expect(export).to_have_count(1, timeout=30_000)  # the filter's run is over (no stale copy left)
+            with page.expect_download(timeout=60_000) as download:
+                export.click()
+            lines = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert {line["job"] for line in lines} == completed and len(lines) == len(completed)
+            assert {line["status"] for line in lines} == {"completed"}
+            grid = page.locator("[class*='st-key-monitor_jobs_'] [data-testid='stDataFrame']").first
+            grid.scroll_into_view_if_needed()
+            box = grid.bounding_box()
+            row = box["y"] + 35 + 20  # the first row (newest first), below the 35 px header
+            over_link = next((x for x in range(int(box["x"]) + 40, int(box["x"] + box["width"]), 6)
+                              if (page.mouse.move(x, row) or page.evaluate(POINTER_AT, [x, row]))), None)
+            assert over_link is not None, "no link in the first row of the jobs table"
+            with context.expect_page() as opened:
+                page.mouse.click(over_link + 3, row)
+            tab = opened.value
+            assert tab.url.startswith(f"{url}/render?"), tab.url  # the app's own page, not the API
+            assert f"job={newest.job_id}" in tab.url and f"project={newest.project_id}" in tab.url
+            image = tab.locator(".st-key-job_result img")
+            expect(image).to_be_visible(timeout=60_000)
+            tab.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+            stored = Image.open(io.BytesIO(FileJobStore(store).load_image(newest.project_id, newest.job_id)))
+            assert image.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == list(stored.size)
+            assert image.bounding_box()["width"] > 400  # shown large, not as the thumbnail
+            expect(tab.get_by_role("button", name="Download PNG")).to_be_visible()
+            tab.screenshot(path=str(DOCS / "monitor-open-image.png"))
         finally:
             browser.close()

@@ -303,6 +303,12 @@ def test_the_table_leads_with_what_a_person_scans_for(store_dir: Path) -> None:
     doc = json.loads((store_dir / "jobs" / row["project"] / f"{row['job']}.json").read_text())
     assert row["title"] == doc["conceptInputs"]["title"]
     assert row["thumbnail"].startswith("data:image/png;base64,")  # the generator wrote its image
+    # the full image opens on the app's own Render page (no HTTP API needed), beside the time
+    assert list(table.columns).index("image_url") == 6
+    assert row["image_url"] == f"render?project={row['project']}&job={row['job']}"
+    app.multiselect(key="filter_statuses").set_value(["failed"]).run()
+    failed = jobs_table(app).value.iloc[0]
+    assert failed["image_url"] == "" and failed["thumbnail"] == ""  # nothing to open: an empty cell
     assert "UTC" in app.main.caption[-1].value
 
 

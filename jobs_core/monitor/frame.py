@@ -131,28 +131,38 @@ class RowStore:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def apply(self, changed: Columns, removed: set[str]) -> None:
-        """Insert or replace the rows in `changed`; drop the rows of `removed`."""
+    def apply(self, changed: Columns, removed: set[str]) -> bool:
+        """Insert or replace the rows in `changed`; drop the rows of `removed`. Returns whether any
+        row is now different (a job read again as it was changes nothing, copies nothing)."""
         new = changed.arrays()
         arrays = dict(self.arrays)
         keys = self.keys
+        differs = False
         replace = [(source, self.position[key]) for source, key in enumerate(changed.keys) if key in self.position]
         if replace:
             sources, targets = (list(side) for side in zip(*replace, strict=True))
             for column in MUTABLE_COLUMNS:
+                values = new[column][sources]
+                if _same(arrays[column][targets], values):
+                    continue
                 arrays[column] = arrays[column].copy()  # copy-on-write: handed-out frames stay as they were
-                arrays[column][targets] = new[column][sources]
+                arrays[column][targets] = values
+                differs = True
         fresh = [source for source, key in enumerate(changed.keys) if key not in self.position]
         if fresh:
             arrays = {column: np.concatenate([array, new[column][fresh]]) for column, array in arrays.items()}
             keys = np.concatenate([keys, _objects([changed.keys[source] for source in fresh])])
             self.position.update((changed.keys[source], len(self.keys) + n) for n, source in enumerate(fresh))
+            differs = True
         gone = [self.position[key] for key in removed if key in self.position]
         if gone:  # rare (deleted jobs): renumber every row
             arrays = {column: np.delete(array, gone) for column, array in arrays.items()}
             keys = np.delete(keys, gone)
             self.position = dict(zip(keys.tolist(), range(len(keys)), strict=True))
-        self.arrays, self.keys, self._frame = arrays, keys, None
+            differs = True
+        if differs:
+            self.arrays, self.keys, self._frame = arrays, keys, None
+        return differs
 
     def frame(self) -> pd.DataFrame:
         """A DataFrame over the current arrays (no copy), indexed by the store's keys."""
@@ -175,6 +185,15 @@ class RowStore:
         """The rows of `keys` in that order (a key no longer in the index gives no row)."""
         positions = [self.position[key] for key in keys if key in self.position]
         return self.frame().iloc[positions]
+
+
+def _same(old: np.ndarray, new: np.ndarray) -> bool:
+    """Whether two columns' values are equal (missing values equal to missing values)."""
+    if old.dtype == object:
+        return bool(np.all(old == new))  # str and None compare as values
+    if old.dtype.kind == "M":
+        return np.array_equal(old.view(np.int64), new.view(np.int64))  # NaT is one integer
+    return np.array_equal(old, new, equal_nan=old.dtype.kind == "f")
 
 
 def _objects(values) -> np.ndarray:

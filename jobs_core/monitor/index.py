@@ -8,6 +8,11 @@ The index knows nothing of how a store keeps its jobs: it reads them through the
 The frame is replaced, never modified in place, so a reader may keep using the frame it got
 while the index moves on. Changes are applied lazily on `refresh` (which `frame` calls): a burst
 of writes to one job costs one read, and the watch's thread never touches pandas.
+
+On a file store the index keeps its snapshot on disk current (snapshot.py): after it absorbed
+changes it writes the snapshot again, at most every `save_seconds`; a saver thread applies and
+saves what the watch reported when no page asks for a while, so a restart re-reads only the
+files changed in the last moments.
 """
 from __future__ import annotations
 
@@ -26,9 +31,11 @@ from ..models import utcnow
 from ..service import JobService
 from ..store import JobRecord, JobStore, Unreadable
 from ..store.base import JobWatch
+from ..webhooks_sender import alert_sinks
+from . import snapshot as snapshot_module
 from .alerts import AlertLog
 from .frame import Columns, RowStore, empty_rows
-from .snapshot import IndexSnapshot
+from .snapshot import IndexSnapshot, settled
 from .view import ViewCache
 
 T = TypeVar("T")
@@ -38,14 +45,36 @@ POLLING = "polling"  # changes are found by asking the store again every few sec
 MANUAL = "manual"  # only `mark_changed` / `mark_job` (JOBS_MONITOR_WATCH=off)
 FEED = "store feed"  # no longer a mode of its own (every store watches); kept for pages that name it
 WATCH_MODES = ("auto", "poll", "off")
+SAVE_SECONDS = 30.0  # the snapshot is written again at most this often (each write costs ~0.1-0.3 s of CPU)
+
+
+def _alert_sinks(store: JobStore) -> list[Callable]:
+    """Alerts also go to JOBS_ALERT_WEBHOOK when it is set; a URL that may not be used is said in
+    the log, and the banner still shows."""
+    try:
+        return alert_sinks(store)
+    except InvalidInput as problem:
+        log.warning("%s Alerts show on the monitor only.", problem)
+        return []
 
 
 class JobIndex:
     def __init__(self, store: JobStore, *, lease_seconds: float = 30.0, poll_seconds: float = 2.0,
-                 snapshot: bool = True) -> None:
+                 snapshot: bool = True, save_seconds: float = SAVE_SECONDS) -> None:
         self.store = store
         #: the file store's index on disk (snapshot.py): a restart re-reads only the files that changed
         self.snapshot = IndexSnapshot.for_store(store) if snapshot else None
+        self.save_seconds = save_seconds
+        #: snapshots written by this index (the build's and the later ones)
+        self.saves = 0
+        #: each key's signature when its row was last read (for the snapshot; racy ones left out)
+        self._signatures: dict[str, tuple[int, int, int]] = {}
+        #: keys whose signature was racy (snapshot.settled): read again once their time is old enough
+        self._racy: dict[str, float] = {}
+        self._unsaved = False  # rows changed since the last snapshot was written
+        self._saved_at = 0.0  # time.monotonic() of the last write started
+        self._closed = threading.Event()
+        self._saver: threading.Thread | None = None
         #: "snapshot" when the last build started from the snapshot, else "scan"
         self.built_from = "scan"
         self.lease_seconds = lease_seconds
@@ -65,21 +94,22 @@ class JobIndex:
         self._watch: JobWatch | None = None
         self._memo: dict[str, tuple[int, object]] = {}
         #: the alerts active now, logged once per start and clear however many pages look (alerts.py)
-        self.alerts = AlertLog()
+        self.alerts = AlertLog(sinks=_alert_sinks(store))
         #: what the page shows per set of filters, recomputed only when a job or the clock changes it
         self.views = ViewCache(self)
 
     # -- making one ------------------------------------------------------------------------------
     @classmethod
     def for_store(cls, store: JobStore, *, lease_seconds: float = 30.0, watch: str = "auto",
-                  poll_seconds: float = 2.0, snapshot: bool = True) -> JobIndex:
+                  poll_seconds: float = 2.0, snapshot: bool = True, save_seconds: float = SAVE_SECONDS) -> JobIndex:
         """Build the index of `store` and start keeping it current.
 
         watch: "auto" (the store's own way: a file watcher, notifications), "poll" (ask the store
         every `poll_seconds`, for network file systems where a file watcher hears nothing of other
         hosts), "off" (only explicit `mark_changed`).
         """
-        index = cls(store, lease_seconds=lease_seconds, poll_seconds=poll_seconds, snapshot=snapshot)
+        index = cls(store, lease_seconds=lease_seconds, poll_seconds=poll_seconds, snapshot=snapshot,
+                    save_seconds=save_seconds)
         index.start(watch)
         return index
 
@@ -107,10 +137,18 @@ class JobIndex:
         except BaseException:
             self.close()  # no watch thread outlives an index that could not be made
             raise
+        if self.snapshot is not None and watch != "off":
+            self._saver = threading.Thread(target=self._save_periodically, name="monitor-saver", daemon=True)
+            self._saver.start()
 
     def close(self) -> None:
+        """Stop watching. Nothing is saved here: a snapshot is at most `save_seconds` behind, and
+        what it misses is read again at the next start (the same as after a crash)."""
+        self._closed.set()
         if self._watch is not None:
             self._watch.close()
+        if self._saver is not None:
+            self._saver.join(timeout=60)
         if self.snapshot is not None:
             self.snapshot.wait()
 
@@ -122,21 +160,26 @@ class JobIndex:
         loaded = self.snapshot.load(self.store.read_record) if self.snapshot is not None else None
         save = self.snapshot is not None and (loaded is None or loaded.changed)
         if loaded is not None:
-            rows, unreadable, read, signatures = loaded.rows, loaded.unreadable, loaded.records_read, loaded.signatures
+            rows, unreadable, read = loaded.rows, loaded.unreadable, loaded.records_read
+            signatures, racy = loaded.signatures, loaded.racy
             self.built_from = "snapshot"
         else:
             # Signatures before the reads: a file written meanwhile is read again next time.
-            signatures = self.snapshot.files.signatures() if self.snapshot is not None else {}
+            signatures, racy = {}, set()
+            if self.snapshot is not None:
+                taken = self.snapshot.stat_all()
+                signatures, racy = settled(taken.signatures, taken.taken_ns)
             rows, unreadable, read = self._scan()
             self.built_from = "scan"
         with self._lock:
-            self._rows, self._unreadable = rows, unreadable
+            self._rows, self._unreadable, self._signatures = rows, unreadable, signatures
+            self._note_racy(racy)
             self.records_read += read
             self.version += 1
             self.built_at = utcnow()
+            self._unsaved = save  # a snapshot start that found nothing changed leaves the snapshot as it is
         self.build_seconds = time.perf_counter() - started
-        if save:  # a snapshot start that found nothing changed leaves the snapshot as it is
-            self.snapshot.save_in_background(rows, signatures, set(unreadable))
+        self._save(force=True)
 
     def _scan(self) -> tuple[RowStore, dict[str, Unreadable], int]:
         columns = Columns()
@@ -162,8 +205,11 @@ class JobIndex:
     def refresh(self) -> int:
         """Apply what changed since the last refresh; returns how many keys were re-read."""
         with self._lock:
+            self._recheck_racy()
             with self._dirty_lock:
                 dirty, self._dirty = self._dirty, set()
+            # Signatures before the reads (snapshot.py): a write in between is read again next start.
+            signatures, racy = self.snapshot.stat_keys(dirty) if self.snapshot is not None and dirty else ({}, set())
             records: list[JobRecord] = []
             try:
                 for key in dirty:
@@ -173,23 +219,78 @@ class JobIndex:
                 self.mark_changed(dirty.difference(record.key for record in records))
             if records:
                 self._apply(records)
-            return len(records)
+                for record in records:  # only rows read now take a new signature
+                    if record.key in signatures:
+                        self._signatures[record.key] = signatures[record.key]
+                    else:
+                        self._signatures.pop(record.key, None)
+                self._note_racy(racy.intersection(record.key for record in records))
+                self._unsaved = True
+        self._save()
+        return len(records)
+
+    def _note_racy(self, keys: set[str]) -> None:
+        due = time.monotonic() + snapshot_module.RACY_SECONDS
+        self._racy.update(dict.fromkeys(keys, due))
+
+    def _recheck_racy(self) -> None:
+        """Read again the files whose signature was racy once it no longer is, so the snapshot
+        keeps a signature for them too (else each start would read them again)."""
+        if not self._racy:
+            return
+        now = time.monotonic()
+        due = [key for key, when in self._racy.items() if when <= now]
+        for key in due:
+            del self._racy[key]
+        self.mark_changed(due)
+
+    def _save(self, force: bool = False) -> None:
+        """Write the snapshot in the background if rows changed since the last one, at most every
+        `save_seconds` (unless forced: after a build)."""
+        if self.snapshot is None or not self._unsaved:
+            return
+        with self._lock:
+            if not self._unsaved or (not force and time.monotonic() - self._saved_at < self.save_seconds):
+                return
+            # copies under the lock: the rows' arrays are replaced, never modified, so references do
+            rows, signatures, unreadable = self._rows, dict(self._signatures), set(self._unreadable)
+            if not self.snapshot.save_in_background(rows, signatures, unreadable):
+                return  # the previous write is still under way: the next refresh tries again
+            self._unsaved, self._saved_at = False, time.monotonic()
+            self.saves += 1
+
+    def _save_periodically(self) -> None:
+        """Apply and save what the watch reported while no page asked (a quiet server's snapshot
+        stays current too); runs until `close`."""
+        while not self._closed.wait(max(self.save_seconds, 0.05)):
+            try:
+                if self.pending_changes() or self._racy:
+                    self.refresh()
+                else:
+                    self._save()
+            except Exception as error:  # noqa: BLE001 - the page's own refresh reports store faults
+                log.warning("could not bring the index snapshot up to date: %s", error)
 
     def _apply(self, records: list[JobRecord]) -> None:
+        """Put re-read records in; the version moves only when a row or a problem changed."""
         columns = Columns()
         removed: set[str] = set()
+        problems = False
         for record in records:
             if record.problem is not None:
-                self._unreadable[record.key] = Unreadable(record.location, record.problem)
+                bad = Unreadable(record.location, record.problem)
+                problems |= self._unreadable.get(record.key) != bad
+                self._unreadable[record.key] = bad
             else:
-                self._unreadable.pop(record.key, None)
+                problems |= self._unreadable.pop(record.key, None) is not None
             if record.doc is not None:
                 columns.add(record.key, record.doc)
             else:
                 removed.add(record.key)
-        self._rows.apply(columns, removed)
+        rows = self._rows.apply(columns, removed)
         self.records_read += len(records)
-        self.version += 1
+        if rows or problems:
+            self.version += 1
 
     # -- reading ---------------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
@@ -226,6 +327,13 @@ class JobIndex:
     def pending_changes(self) -> int:
         with self._dirty_lock:
             return len(self._dirty)
+
+    def snapshot_is_current(self) -> bool:
+        """Whether the snapshot on disk holds every change the index was told of (for tests and
+        the benchmark: a server never needs to wait for it)."""
+        with self._lock:
+            return (self.snapshot is not None and not self.pending_changes() and not self._racy
+                    and not self._unsaved and not self.snapshot.busy())
 
     def describe_mode(self) -> str:
         """One sentence for the page: how the index stays current."""

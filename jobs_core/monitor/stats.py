@@ -6,6 +6,8 @@ browser gets these aggregates and one page of rows, never the 100,000 rows thems
 """
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -238,20 +240,45 @@ TABLE_COLUMNS = ["title", "project", "status", "progress", "created", "updated",
                  "image_url"]
 
 
-def to_csv(frame: pd.DataFrame) -> bytes:
-    """The rows as CSV (the table's columns, times in ISO-8601 UTC), written by pyarrow's CSV
-    writer: about ten times faster than DataFrame.to_csv at 100,000 rows."""
+CSV_BATCH_ROWS = 16384  # rows converted and written at a time: memory stays flat whatever the count
+
+
+def csv_chunks(frame: pd.DataFrame, batch_rows: int = CSV_BATCH_ROWS) -> Iterator[bytes]:
+    """The rows as CSV (the table's columns, times in ISO-8601 UTC), a batch of rows at a time:
+    the header with the first, then each batch's lines as soon as they are written. pyarrow's CSV
+    writer is about four times faster than DataFrame.to_csv at 100,000 rows."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
     table = frame[TABLE_COLUMNS]
+    sink = io.BytesIO()
+    writer = None
+    for start in range(0, max(len(table), 1), batch_rows):
+        batch = _arrow_batch(table.iloc[start:start + batch_rows])
+        if writer is None:
+            writer = pa_csv.CSVWriter(sink, batch.schema)
+        writer.write_batch(batch)
+        yield sink.getvalue()
+        sink.seek(0)
+        sink.truncate()
+    if writer is not None:
+        writer.close()
+    pa.default_memory_pool().release_unused()
+
+
+def to_csv(frame: pd.DataFrame) -> bytes:
+    """All of `csv_chunks`, for a download that needs the whole file at once (Streamlit's)."""
+    return b"".join(csv_chunks(frame))
+
+
+def _arrow_batch(rows: pd.DataFrame):
+    import pyarrow as pa
+
     arrays = []
     for column in TABLE_COLUMNS:
-        values = table[column]
+        values = rows[column]
         if column == "status":
             arrays.append(pa.array(values.astype(str).to_numpy(dtype=object), type=pa.string()))
         else:
             arrays.append(pa.Array.from_pandas(values))
-    sink = pa.BufferOutputStream()
-    pa_csv.write_csv(pa.Table.from_arrays(arrays, names=TABLE_COLUMNS), sink)
-    return sink.getvalue().to_pybytes()
+    return pa.RecordBatch.from_arrays(arrays, names=TABLE_COLUMNS)

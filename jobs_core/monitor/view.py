@@ -3,8 +3,10 @@
 A live page asks again every few seconds, from every open browser session; when no job changed
 the answer is the same, so `ViewCache` keeps it: keyed on the filters, valid while the index's
 version is the same and until the first moment the answer would change by the clock alone (a
-running job's heartbeat passing the lease, a finished job leaving the alert's one-hour window).
-A refresh when nothing changed is then a dictionary lookup, not 200 ms of pandas.
+running job's heartbeat passing the lease). A refresh when nothing changed is then a dictionary
+lookup, not 200 ms of pandas. The alerts (of the whole store, whatever the filters) are kept
+apart, with their own moments (a finished job leaving the one-hour window, a job stuck for twice
+the lease): they change by the clock far more often than the view, and cost far less to redo.
 """
 from __future__ import annotations
 
@@ -37,7 +39,6 @@ class View:
     over_time: pd.DataFrame
     histogram: pd.DataFrame
     stuck_workers: pd.DataFrame
-    alerts: list[alerts.Alert]
     status_counts: dict[str, int]
     computed_at: datetime
     valid_until: datetime
@@ -53,8 +54,18 @@ class View:
         return self._pages[key]
 
 
+@dataclass
+class Alerts:
+    """The alerts of the whole store as of `computed_at`."""
+
+    alerts: list[alerts.Alert]
+    computed_at: datetime
+    valid_until: datetime
+    version: int
+
+
 def compute_view(frame: pd.DataFrame, view_filter: stats.JobFilter, now: datetime, lease_seconds: float,
-                 threshold: float, version: int = 0) -> View:
+                 version: int = 0) -> View:
     rows = view_filter.apply(frame, now, lease_seconds)
     bucket = stats.time_bucket(rows)
     counts = rows["status"].value_counts()
@@ -64,29 +75,33 @@ def compute_view(frame: pd.DataFrame, view_filter: stats.JobFilter, now: datetim
         by_render_type=stats.by_group(rows, "render_type", now, lease_seconds),
         failures=stats.failures_by_error(rows), bucket=bucket, over_time=stats.jobs_over_time(rows, bucket),
         histogram=stats.run_time_histogram(rows), stuck_workers=stats.stuck_by_worker(rows, now, lease_seconds),
-        alerts=alerts.current_alerts(frame, now, lease_seconds, threshold),  # alerts: the whole store
         status_counts={status: int(counts.get(status, 0)) for status in stats.STATUS_ORDER},
         computed_at=now, valid_until=changes_by_clock(frame, now, lease_seconds), version=version)
 
 
-def changes_by_clock(frame: pd.DataFrame, now: datetime, lease_seconds: float) -> datetime:
-    """The first moment after `now` at which the view would differ with no job changing: a
-    running job becomes stuck (lease) or long stuck (twice the lease, the alert), or a finished
-    job leaves the last hour (the failure-rate alert)."""
+def compute_alerts(frame: pd.DataFrame, now: datetime, lease_seconds: float, threshold: float,
+                   version: int = 0) -> Alerts:
+    found = alerts.current_alerts(frame, now, lease_seconds, threshold)
+    return Alerts(found, now, changes_by_clock(frame, now, lease_seconds, for_alerts=True), version)
+
+
+def changes_by_clock(frame: pd.DataFrame, now: datetime, lease_seconds: float, for_alerts: bool = False) -> datetime:
+    """The first moment after `now` at which the view would differ with no job changing (a
+    running job becomes stuck: the lease); for the alerts, the moment they would (a job stuck for
+    twice the lease, a finished job leaving the last hour)."""
     moments = [pd.Timestamp(now) + MAX_AGE]
     running = frame[frame["status"] == "processing"]
     if len(running):
         beat = running["heartbeat"].fillna(running["started"]).fillna(running["updated"])
-        for lease in (lease_seconds, 2 * lease_seconds):
-            flips = beat + pd.Timedelta(seconds=lease)
-            ahead = flips[flips > pd.Timestamp(now)]
-            if len(ahead):
-                moments.append(ahead.min())
-    finished = frame["finished"]
-    leaving = finished + alerts.WINDOW
-    ahead = leaving[leaving > pd.Timestamp(now)]
-    if len(ahead):
-        moments.append(ahead.min())
+        flips = beat + pd.Timedelta(seconds=lease_seconds * (2 if for_alerts else 1))
+        ahead = flips[flips > pd.Timestamp(now)]
+        if len(ahead):
+            moments.append(ahead.min())
+    if for_alerts:
+        leaving = frame["finished"] + alerts.WINDOW
+        ahead = leaving[leaving > pd.Timestamp(now)]
+        if len(ahead):
+            moments.append(ahead.min())
     return min(moments).to_pydatetime()
 
 
@@ -98,20 +113,36 @@ class ViewCache:
         self.size = size
         self.hits = 0
         self.misses = 0
-        self._views: OrderedDict[tuple, View] = OrderedDict()
+        self._views: OrderedDict[stats.JobFilter, View] = OrderedDict()
+        self._alerts: dict[float, Alerts] = {}
         self._lock = threading.Lock()
 
-    def get(self, view_filter: stats.JobFilter, now: datetime, threshold: float) -> View:
+    def alerts(self, now: datetime, threshold: float) -> list[alerts.Alert]:
+        """The alerts of the whole store now (at `threshold` for the failure rate)."""
+        frame = self.index.frame()
+        version = self.index.version
+        with self._lock:
+            found = self._alerts.get(threshold)
+            if found is not None and found.version == version and found.computed_at <= now < found.valid_until:
+                return found.alerts
+        computed = compute_alerts(frame, now, self.index.lease_seconds, threshold, version)
+        with self._lock:
+            if len(self._alerts) > 8:
+                self._alerts.clear()
+            self._alerts[threshold] = computed
+        return computed.alerts
+
+    def get(self, view_filter: stats.JobFilter, now: datetime) -> View:
         frame = self.index.frame()  # applies the changes the watch reported (bumps the version)
         version = self.index.version
-        key = (view_filter, threshold)
+        key = view_filter
         with self._lock:
             found = self._views.get(key)
             if found is not None and found.version == version and found.computed_at <= now < found.valid_until:
                 self._views.move_to_end(key)
                 self.hits += 1
                 return found
-        view = compute_view(frame, view_filter, now, self.index.lease_seconds, threshold, version)
+        view = compute_view(frame, view_filter, now, self.index.lease_seconds, version)
         with self._lock:
             self.misses += 1
             self._views[key] = view
@@ -121,4 +152,4 @@ class ViewCache:
         return view
 
 
-__all__ = ["View", "ViewCache", "compute_view", "changes_by_clock"]
+__all__ = ["Alerts", "View", "ViewCache", "compute_alerts", "compute_view", "changes_by_clock"]
