@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs_core.service import JobService  # noqa: E402
 from jobs_core.store import FileJobStore, memory_store  # noqa: E402
-from jobs_core.webhooks import attach  # noqa: E402
 from jobs_core.worker import Worker  # noqa: E402
 
 
@@ -64,8 +63,8 @@ def run(name: str, open_store, jobs: int, rate: float) -> None:
     for index in range(jobs):
         if rate:  # a steady stream of jobs: the figure is a delivery's latency, not a backlog's
             time.sleep(max(0.0, started + index / rate - time.monotonic()))
-        ids.append(attach(client.store, client.submit({"projectId": "bench"}, renderer="noop"), receipts.url,
-                          ["completed"]).job_id)
+        ids.append(client.submit({"projectId": "bench", "webhook": receipts.url, "webhookEventsFilter": ["completed"]},
+                                 renderer="noop").job_id)
     deadline = time.monotonic() + 300
     while len(receipts.at) < jobs and time.monotonic() < deadline:
         time.sleep(0.1)  # a bench waits for the work it measures

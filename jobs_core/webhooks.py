@@ -28,7 +28,6 @@ import random
 import secrets
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, Literal
 
 from .api.schemas import ApiJob
@@ -101,14 +100,6 @@ def due_events(old: Job, new: Job) -> list[str]:
         return []
     wanted = events_of(new)
     happened: list[str] = []
-    if old.webhook != new.webhook:
-        # Subscribed after the job moved on (a worker claimed it between create and subscribe):
-        # tell the subscriber what it missed.
-        if new.status is not JobStatus.PENDING and new.started_at is not None:
-            happened.append("start")
-        if new.status.is_final:
-            happened.append("completed")
-        return [event for event in happened if event in wanted]
     started = new.status is JobStatus.PROCESSING and (old.status is not JobStatus.PROCESSING
                                                        or old.attempts != new.attempts)
     if started:
@@ -157,24 +148,6 @@ def with_deliveries(old: Job, outcome: Outcome) -> Outcome:
     if not deliveries:
         return outcome
     return outcome._replace(deliveries=outcome.deliveries + deliveries)
-
-
-def subscribe(job: Job, url: str, events: list[str] | None, now: datetime | None = None) -> Outcome:
-    """Give a job its webhook (a change for `store.modify`); deliveries already due follow at once."""
-    now = now or utcnow()
-    new = job.model_copy(update={"webhook": url, "webhook_events_filter": events, "updated_at": now})
-    event = Event(at=now, job_id=job.job_id, type="webhook-set", status=job.status, attempt=job.attempts,
-                  worker_id=job.worker_id, progress=job.progress, message=f"webhook {url}")
-    return Outcome(new, event)
-
-
-def attach(store: Any, job: Job, url: str | None, events: list[str] | None) -> Job:
-    """Give an existing `job` a webhook, unless it has it already (`JobService.submit` writes a
-    request's webhook with the job itself). Deliveries already due are not lost: `due_events`
-    sends a job that is subscribed late the events it has already passed."""
-    if url is None or (job.webhook, job.webhook_events_filter) == (url, events):
-        return job
-    return store.modify(job.job_id, job.project_id, partial(subscribe, url=url, events=events))
 
 
 def alert_delivery(url: str, kind: str, message: str, now: datetime | None = None) -> Delivery:

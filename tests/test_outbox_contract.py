@@ -16,15 +16,15 @@ from jobs_core.lifecycle import Lease
 from jobs_core.models import JobStatus, utcnow
 from jobs_core.renderers.noop import _tiny_png
 from jobs_core.store import FileJobStore, MemoryJobStore
-from jobs_core.webhooks import Delivery, alert_delivery, attach, body_of
+from jobs_core.webhooks import Delivery, alert_delivery, body_of
 
 URL = "http://127.0.0.1:9/hook"
 LEASE = 30.0
 
 
 def webhook_job(service, events=None, project="p1"):
-    job = service.submit({"projectId": project, "renderType": "axonometric"})
-    return attach(service.store, job, URL, events)
+    return service.submit({"projectId": project, "renderType": "axonometric", "webhook": URL,
+                           "webhookEventsFilter": events})
 
 
 def later(seconds: float = 0.0):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,13 +20,11 @@ from proc_helpers import cli_env, run_cli, start_worker, wait_until
 from standardwebhooks import Webhook
 
 from jobs_core.api import ApiSettings, create_app
-from jobs_core.api.schemas import ApiJob
-from jobs_core.lifecycle import Lease
 from jobs_core.models import JobStatus
 from jobs_core.monitor.alerts import Alert, AlertLog
 from jobs_core.service import JobService
 from jobs_core.store import FileJobStore
-from jobs_core.webhooks import attach, due_events
+from jobs_core.webhooks import due_events
 from jobs_core.webhooks_sender import alert_sinks, signing_secret
 from jobs_core.webhooks_targets import resolve_target, target_problem
 from jobs_core.worker import Worker
@@ -111,6 +109,11 @@ def fast_retries(monkeypatch) -> None:
     monkeypatch.setenv("JOBS_WEBHOOK_POLL_SECONDS", "0.05")
 
 
+def hook(url: str, events: list[str] | None = None) -> dict:
+    """The webhook fields of a create request."""
+    return {"webhook": url, "webhookEventsFilter": events}
+
+
 def webhook_events(service: JobService, job_id: str) -> list:
     return [event for event in service.events(job_id) if event.type == "webhook"]
 
@@ -139,8 +142,7 @@ def test_start_and_completed_arrive_signed_in_order_with_the_job_as_get_returns_
 def test_filter_completed_only_and_failed_jobs_count_as_completed(memory_service, receiver, fast_retries):
     import gate_renderer  # noqa: F401  (registers `broken`)
 
-    job = memory_service.submit({"projectId": "p1"}, renderer="broken")
-    attach(memory_service.store, job, receiver.url, ["completed"])
+    memory_service.submit({"projectId": "p1", **hook(receiver.url, ["completed"])}, renderer="broken")
     worker = Worker(memory_service, poll_seconds=0.05).start()
     try:
         wait_until(lambda: receiver.snapshot() and not memory_service.store.deliveries(), what="the delivery")
@@ -154,8 +156,7 @@ def test_filter_completed_only_and_failed_jobs_count_as_completed(memory_service
 def test_receiver_failing_twice_then_ok_gets_it_three_times_with_one_id_and_nothing_after(
         memory_service, receiver, fast_retries):
     receiver.answers = [500, 503]
-    job = memory_service.submit({"projectId": "p1"})
-    attach(memory_service.store, job, receiver.url, ["completed"])
+    job = memory_service.submit({"projectId": "p1", **hook(receiver.url, ["completed"])})
     worker = Worker(memory_service, poll_seconds=0.05).start()
     try:
         wait_until(lambda: len(webhook_events(memory_service, job.job_id)) == 3
@@ -175,8 +176,7 @@ def test_receiver_failing_twice_then_ok_gets_it_three_times_with_one_id_and_noth
 def test_a_redirect_is_a_failure_and_is_not_followed(memory_service, receiver, monkeypatch, fast_retries):
     monkeypatch.setenv("JOBS_WEBHOOK_MAX_ATTEMPTS", "2")
     receiver.answers = [302, 302]
-    job = memory_service.submit({"projectId": "p1"})
-    attach(memory_service.store, job, receiver.url, ["completed"])
+    job = memory_service.submit({"projectId": "p1", **hook(receiver.url, ["completed"])})
     worker = Worker(memory_service, poll_seconds=0.05).start()
     try:
         wait_until(lambda: len(webhook_events(memory_service, job.job_id)) == 2
@@ -237,8 +237,9 @@ def test_500_jobs_on_3_worker_processes_each_completed_delivered_under_one_id(tm
     service = JobService(FileJobStore(jobs_dir))
     job_ids = []
     for index in range(500):
-        job = service.submit({"projectId": f"p{index % 3}", "conceptInputs": {"floors": 2}}, renderer="noop")
-        job_ids.append(attach(service.store, job, receiver.url, ["completed"]).job_id)
+        job = service.submit({"projectId": f"p{index % 3}", "conceptInputs": {"floors": 2},
+                              **hook(receiver.url, ["completed"])}, renderer="noop")
+        job_ids.append(job.job_id)
     env = cli_env(JOBS_WEBHOOK_POLL_SECONDS="0.05", JOBS_WEBHOOK_SENDERS="3")
     workers = [start_worker(jobs_dir, "--concurrency", "2", env=env) for _ in range(3)]
     try:
@@ -260,8 +261,8 @@ def test_500_jobs_on_3_workers_on_postgres_each_completed_delivered_under_one_id
     client = services[3]
     job_ids = []
     for index in range(500):
-        job = client.submit({"projectId": f"p{index % 3}"}, renderer="noop")
-        job_ids.append(attach(client.store, job, receiver.url, ["completed"]).job_id)
+        job = client.submit({"projectId": f"p{index % 3}", **hook(receiver.url, ["completed"])}, renderer="noop")
+        job_ids.append(job.job_id)
     workers = [Worker(service, concurrency=2, poll_seconds=0.05).start() for service in services[:3]]
     try:
         wait_until(lambda: len({json.loads(item.body)["jobId"] for item in receiver.snapshot()}) == 500
@@ -347,8 +348,7 @@ def test_alerts_go_out_signed_through_the_same_outbox(memory_service, receiver, 
 
 # -- which changes are events --------------------------------------------------------------------------
 def test_progress_is_an_event_at_most_once_a_second_of_the_clock(memory_service):
-    job = memory_service.submit({"projectId": "p1"})
-    job = attach(memory_service.store, job, "http://127.0.0.1/h", ["start", "progress", "completed"])
+    job = memory_service.submit({"projectId": "p1", **hook("http://127.0.0.1/h", ["start", "progress", "completed"])})
     claimed = memory_service.claim_next("w1")
     start = claimed.updated_at.replace(microsecond=100_000)
     same_second = claimed.model_copy(update={"progress": 30, "updated_at": start})
@@ -358,13 +358,3 @@ def test_progress_is_an_event_at_most_once_a_second_of_the_clock(memory_service)
     assert due_events(later_that_second, next_second) == ["progress"]
     assert due_events(job, claimed) == ["start"]
     assert due_events(next_second, next_second.model_copy(update={"status": JobStatus.COMPLETED})) == ["completed"]
-
-
-def test_a_job_subscribed_after_it_started_is_told_where_it_is(memory_service, receiver, fast_retries):
-    job = memory_service.submit({"projectId": "p1"})
-    lease = Lease.of(memory_service.claim_next("w1"))
-    attach(memory_service.store, job, receiver.url, None)  # the claim came first (the create's race)
-    assert [d.event for d in memory_service.store.deliveries()] == ["start"]
-    memory_service.fail(lease, "no luck", retryable=False)
-    assert Counter(d.event for d in memory_service.store.deliveries()) == {"start": 1, "completed": 1}
-    assert ApiJob.of(memory_service.get(job.job_id)).webhook == receiver.url
