@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -154,8 +155,32 @@ class WebhookSender:
         delivery = self.store.claim_delivery(utcnow(), self.settings.lease_seconds)
         if delivery is None:
             return False
+        if not self._change_stored(delivery):
+            return True
         self.attempt(delivery)
         return True
+
+    def _change_stored(self, delivery: Delivery) -> bool:
+        """Whether the job change a delivery describes is in the store. The file store writes a
+        delivery just before the job (so a crash loses none); a crash between the two leaves one
+        for a change that never landed. Such a delivery waits while the write could still be on
+        its way (a lease), then is dropped, never sent."""
+        if delivery.job_id is None or delivery.project_id is None:
+            return True  # an alert
+        try:
+            job = self.store.get(delivery.job_id, delivery.project_id)
+        except JobsError:  # deleted since (what it says did happen), or unreadable: send as made
+            return True
+        if job.updated_at >= delivery.created_at:
+            return True
+        now = utcnow()
+        if now - delivery.created_at < timedelta(seconds=self.settings.lease_seconds):
+            self.store.retry_delivery(replace(delivery, next_at=now + timedelta(seconds=1)))
+        else:
+            log.warning("webhook %s of job %s dropped: the change it describes was never stored (a crash "
+                        "while it was written)", delivery.id, delivery.job_id)
+            self.store.finish_delivery(delivery)
+        return False
 
     def attempt(self, delivery: Delivery) -> AttemptResult:
         result = send_once(delivery, self.secret, self.settings, self._client)

@@ -20,12 +20,13 @@ from proc_helpers import cli_env, run_cli, start_worker, wait_until
 from standardwebhooks import Webhook
 
 from jobs_core.api import ApiSettings, create_app
-from jobs_core.models import JobStatus
+from jobs_core.lifecycle import Outcome
+from jobs_core.models import JobStatus, utcnow
 from jobs_core.monitor.alerts import Alert, AlertLog
 from jobs_core.service import JobService
 from jobs_core.store import FileJobStore
-from jobs_core.webhooks import due_events
-from jobs_core.webhooks_sender import alert_sinks, signing_secret
+from jobs_core.webhooks import WebhookSettings, deliveries_for, due_events
+from jobs_core.webhooks_sender import WebhookSender, alert_sinks, signing_secret
 from jobs_core.webhooks_targets import resolve_target, target_problem
 from jobs_core.worker import Worker
 from tests.api_server import free_port, serve_in_thread
@@ -358,3 +359,29 @@ def test_progress_is_an_event_at_most_once_a_second_of_the_clock(memory_service)
     assert due_events(later_that_second, next_second) == ["progress"]
     assert due_events(job, claimed) == ["start"]
     assert due_events(next_second, next_second.model_copy(update={"status": JobStatus.COMPLETED})) == ["completed"]
+
+
+def test_a_delivery_for_a_change_that_never_landed_waits_then_is_dropped_unsent(service, receiver):
+    """What a crash leaves on the file store between a delivery's file and the job's: a `start` for
+    a claim the store never recorded. It is held back while the write could be on its way, then
+    dropped; the receiver never hears of a start that did not happen."""
+    past = utcnow() - timedelta(seconds=60)
+    job = service.submit({"projectId": "p1", **hook(receiver.url, ["start", "completed"])})
+    job = service.store.modify(job.job_id, job.project_id,
+                               lambda stored: Outcome(stored.model_copy(update={"updated_at": past}), None))
+    sender = WebhookSender(service.store, WebhookSettings(timeout_seconds=1.0, senders=0))  # a lease of 8 s
+
+    def lost_claim(at):
+        claimed = job.model_copy(update={"status": JobStatus.PROCESSING, "attempts": 1, "started_at": at,
+                                          "updated_at": at, "worker_id": "w-crashed"})
+        return deliveries_for(job, claimed)
+
+    service.store.enqueue_deliveries(list(lost_claim(utcnow())))  # just written: may still land
+    assert sender.run_once() and receiver.snapshot() == []
+    [waiting] = service.store.deliveries()
+    assert waiting.attempts == 0 and waiting.next_at > utcnow()  # not an attempt: held back a moment
+
+    service.store.enqueue_deliveries(list(lost_claim(past + timedelta(seconds=30))))  # older than the lease
+    assert sender.run_once() and receiver.snapshot() == []
+    assert [delivery.id for delivery in service.store.deliveries()] == [waiting.id]  # the old one dropped
+    assert service.get(job.job_id).status is JobStatus.PENDING
