@@ -82,12 +82,25 @@ def target_problem(url: str, allowed: tuple[str, ...] | None = None) -> str | No
         return None if _listed(host, allowed) else f"{host} is not one of the allowed webhook hosts"
     if host in METADATA_NAMES:
         return f"{host} is a cloud metadata service"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = _literal_address(host)
+    if address is None:
         return None  # a name: its addresses are checked when a delivery is sent
     problem = address_problem(address)
     return f"{host} is {problem}" if problem else None
+
+
+def _literal_address(host: str) -> Address | None:
+    """The address `host` spells, in any form the system resolver reads as one: the usual dotted
+    and IPv6 forms, and the old decimal, hex and short forms ("2852039166" is 169.254.169.254)
+    that `ipaddress` does not take but `getaddrinfo` does."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)

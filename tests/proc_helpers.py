@@ -24,20 +24,24 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, jobs_dir: Path, timeout: float = 60, env: dict | None = None,
+def run_cli(*args: str, jobs_dir: Path | None, timeout: float = 60, env: dict | None = None,
             stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m jobs_core ARGS --jobs-dir DIR` to completion and capture its output."""
-    return subprocess.run([sys.executable, "-m", "jobs_core", *args, "--jobs-dir", str(jobs_dir)],
+    """Run `python -m jobs_core ARGS --jobs-dir DIR` to completion and capture its output
+    (without `--jobs-dir` when `jobs_dir` is None: the store is the one `env` names)."""
+    where = ["--jobs-dir", str(jobs_dir)] if jobs_dir is not None else []
+    return subprocess.run([sys.executable, "-m", "jobs_core", *args, *where],
                           cwd=ROOT, env=env or cli_env(), capture_output=True, text=True,
                           timeout=timeout, input=stdin)
 
 
-def start_worker(jobs_dir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """Start `python -m jobs_core worker` as a real process (stdout/stderr to files in the store's parent)."""
+def start_worker(jobs_dir: Path, *args: str, env: dict | None = None, by_env: bool = False) -> subprocess.Popen:
+    """Start `python -m jobs_core worker` as a real process (stdout/stderr to files in the store's
+    parent). With `by_env`, the store is the one `env` names (JOBS_STORE_URL) and `jobs_dir` only
+    holds the log."""
     log_path = jobs_dir.parent / f"worker-{time.monotonic_ns()}.log"
+    where = [] if by_env else ["--jobs-dir", str(jobs_dir)]
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "jobs_core", "worker", "--jobs-dir", str(jobs_dir),
-                                    "--poll", "0.05", *args],
+        process = subprocess.Popen([sys.executable, "-m", "jobs_core", "worker", *where, "--poll", "0.05", *args],
                                    cwd=ROOT, env=env or cli_env(), stdout=log, stderr=subprocess.STDOUT)
     process.log_path = log_path  # type: ignore[attr-defined]
     return process

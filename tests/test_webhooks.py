@@ -26,7 +26,7 @@ from jobs_core.monitor.alerts import Alert, AlertLog
 from jobs_core.service import JobService
 from jobs_core.store import FileJobStore
 from jobs_core.webhooks import WebhookSettings, deliveries_for, due_events
-from jobs_core.webhooks_sender import WebhookSender, alert_sinks, signing_secret
+from jobs_core.webhooks_sender import WebhookSender, alert_sinks, send_once, signing_secret
 from jobs_core.webhooks_targets import resolve_target, target_problem
 from jobs_core.worker import Worker
 from tests.api_server import free_port, serve_in_thread
@@ -190,17 +190,34 @@ def test_a_redirect_is_a_failure_and_is_not_followed(memory_service, receiver, m
     assert last.model_extra["statusCode"] == 302 and "given up" in last.message
 
 
-def test_a_receiver_down_while_every_process_restarts_still_gets_the_delivery(tmp_path):
+@pytest.fixture(params=["files", "postgres"])
+def store_every_process_opens(request, tmp_path) -> Iterator[tuple[dict[str, str], JobService]]:
+    """The environment that points a process at a fresh store (a folder, or a PostgreSQL schema
+    through JOBS_STORE_URL alone), and the test's own service on that store."""
+    if request.param == "files":
+        service = JobService(FileJobStore(tmp_path / "store"))
+        yield {}, service
+    else:
+        from jobs_core.store.postgres import PostgresJobStore
+
+        pg_url = request.getfixturevalue("pg_url")
+        service = JobService(PostgresJobStore(pg_url))
+        yield {"JOBS_STORE_URL": pg_url}, service
+    service.store.close()
+
+
+def test_a_receiver_down_while_every_process_restarts_still_gets_the_delivery(tmp_path, store_every_process_opens):
+    store_env, service = store_every_process_opens
+    by_env = bool(store_env)
     jobs_dir, port = tmp_path / "store", free_port()
     url = f"http://127.0.0.1:{port}/hook"
     env = cli_env(JOBS_WEBHOOK_BACKOFF_SECONDS="0.05", JOBS_WEBHOOK_MAX_ATTEMPTS="40",
-                  JOBS_WEBHOOK_POLL_SECONDS="0.05")
+                  JOBS_WEBHOOK_POLL_SECONDS="0.05", **store_env)
     submitted = run_cli("submit", "--project-id", "p1", "--webhook", url, "--inputs", '{"floors": 2}',
-                        jobs_dir=jobs_dir, env=env)
+                        jobs_dir=None if by_env else jobs_dir, env=env)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
-    service = JobService(FileJobStore(jobs_dir))
-    first = start_worker(jobs_dir, env=env)
+    first = start_worker(jobs_dir, env=env, by_env=by_env)
     try:
         wait_until(lambda: service.get(job_id).status is JobStatus.COMPLETED
                    and len(webhook_events(service, job_id)) >= 2, what="failed attempts while the receiver is down")
@@ -210,7 +227,7 @@ def test_a_receiver_down_while_every_process_restarts_still_gets_the_delivery(tm
     assert service.get(job_id).status is JobStatus.COMPLETED
     assert [d.event for d in service.store.deliveries()] == ["start", "completed"]  # both wait, in order
     with Receiver(port=port) as receiver:
-        second = start_worker(jobs_dir, env=env)
+        second = start_worker(jobs_dir, env=env, by_env=by_env)
         try:
             wait_until(lambda: not service.store.deliveries() and len(receiver.snapshot()) >= 2,
                        timeout=60, what="the deliveries after the restart")
@@ -288,6 +305,10 @@ def test_500_jobs_on_3_workers_on_postgres_each_completed_delivered_under_one_id
     ("http://[::ffff:169.254.169.254]/", "cloud metadata"),
     ("http://metadata.google.internal/computeMetadata/v1/", "cloud metadata"),
     ("http://0.0.0.0/", "not an address"),
+    ("http://2852039166/latest/meta-data", "cloud metadata"),  # 169.254.169.254 as one number
+    ("http://0251.0376.0251.0376/", "cloud metadata"),  # and in octal: getaddrinfo reads both
+    ("http://169.254.1/", "link-local"),
+    ("http://0/", "not an address"),
     ("http://example.com:99999/", "not a valid URL"),
     ("not a url", "spaces"),
 ])
@@ -308,6 +329,18 @@ def test_loopback_and_named_hosts_are_allowed_and_an_allow_list_narrows(monkeypa
     assert target_problem("https://hooks.example.com/x") is None
     assert target_problem("https://a.internal.example/x") is None
     assert "not one of the allowed webhook hosts" in target_problem("http://127.0.0.1/hook")
+
+
+def test_a_stored_webhook_to_a_refused_address_is_refused_for_good_at_send(memory_service, receiver):
+    """The store is untrusted: a job document someone rewrote to name the metadata service (in a
+    spelling only the system resolver reads as an address) is refused when sent, never retried."""
+    job = memory_service.submit({"projectId": "p1", **hook(receiver.url, ["completed"])})
+    rewritten = job.model_copy(update={"webhook": "http://2852039166/latest/meta-data"})
+    [delivery] = deliveries_for(rewritten, rewritten.model_copy(update={"status": JobStatus.CANCELED}))
+    result = send_once(delivery, signing_secret(memory_service.store), WebhookSettings(timeout_seconds=1.0))
+    assert result.final and result.status_code is None
+    assert result.error == "the target is not allowed: 2852039166 is a cloud metadata address"
+    assert receiver.snapshot() == []
 
 
 def test_an_unknown_event_in_the_filter_is_a_422(memory_service):
