@@ -229,11 +229,38 @@ def test_unknown_jobs_bad_ids_and_the_token_are_json_errors_before_any_stream(se
     bad_project = server.http.get("/api/jobs/job_x/stream", params={"projectId": "a/b"}, headers=auth)
     assert bad_project.status_code == 400 and "projectId" in bad_project.json()["error"]
     created = server.http.post("/api/jobs/render", json={"projectId": "live"}, headers=auth).json()
-    refused = server.http.get(created["urls"]["stream"])
+    unsigned = created["urls"]["stream"].partition("&access=")[0]
+    refused = server.http.get(unsigned)
     assert refused.status_code == 401 and "JOBS_API_TOKEN" in refused.json()["error"]
     server.http.post(created["urls"]["cancel"], headers=auth)
-    with server.http.stream("GET", created["urls"]["stream"], headers=auth) as response:
+    with server.http.stream("GET", unsigned, headers=auth) as response:
         assert [event.job["status"] for event in read_events(response)] == ["canceled"]
+
+
+def test_with_a_token_the_stream_url_is_signed_for_that_job_alone_so_eventsource_can_open_it(serve):
+    """A browser's EventSource cannot send Authorization: the urls.stream the API hands out (to a
+    caller with the token) opens that job's stream without it, and opens nothing else."""
+    server = serve(token="s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    first, second = (server.http.post("/api/jobs/render", json={"projectId": "live"}, headers=auth).json()
+                     for _ in range(2))
+    stream_url = first["urls"]["stream"]
+    assert "&access=" in stream_url
+    polled = server.http.get(first["urls"]["get"], headers=auth).json()["job"]
+    assert polled["urls"]["stream"] == stream_url  # the same URL from poll to poll
+    server.http.post(first["urls"]["cancel"], headers=auth)
+    with server.http.stream("GET", stream_url) as response:  # no Authorization
+        assert response.status_code == 200
+        assert [event.job["status"] for event in read_events(response)] == ["canceled"]
+    access = stream_url.partition("&access=")[2]
+    second_id = second["jobId"]
+    for path in (f"/api/jobs/{second_id}/stream?projectId=live&access={access}",  # another job's stream
+                 f"/api/jobs/{first['jobId']}?projectId=live&access={access}",  # the job itself
+                 stream_url[:-2] + ("AA" if not stream_url.endswith("AA") else "BB")):  # a forged signature
+        refused = server.http.get(path)
+        assert refused.status_code == 401, path
+    # a stale header beside a valid signature (a page that kept an old token): the signature opens it
+    assert server.http.get(stream_url, headers={"Authorization": "Bearer old"}).status_code == 200
 
 
 def test_create_and_read_carry_urls_beside_the_seeds_poll_and_process_urls(serve):
@@ -321,3 +348,16 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_stream_signature_expires_and_belongs_to_its_token():
+    from jobs_core.api.stream_access import LIFETIME_SECONDS, access_is_valid, stream_access
+
+    now = 1_800_000_000.0
+    access = stream_access("s3cret", "job_a", now)
+    assert access_is_valid("s3cret", "job_a", access, now + LIFETIME_SECONDS)  # at least an hour
+    assert not access_is_valid("s3cret", "job_a", access, now + 2 * LIFETIME_SECONDS)  # at most two
+    assert not access_is_valid("rotated", "job_a", access, now)  # a new token revokes it
+    assert not access_is_valid("s3cret", "job_b", access, now)
+    for garbage in ("", ".", "x.y", "99999999999999.abc", access.replace(".", "")):
+        assert not access_is_valid("s3cret", "job_a", garbage, now)

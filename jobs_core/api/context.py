@@ -23,6 +23,7 @@ from .runner import InlineRunner
 from .schemas import ApiJob, JobList
 from .settings import ApiSettings
 from .stream import StreamHub
+from .stream_access import stream_access
 
 
 @dataclass
@@ -48,7 +49,11 @@ class ApiContext:
         return self._answer(job, self.positions.of(job))
 
     def _answer(self, job: Job, position: int | None) -> ApiJob:
-        return ApiJob.of(job, position, self.history.eta(job, position))
+        return ApiJob.of(job, position, self.history.eta(job, position), self.stream_access(job))
+
+    def stream_access(self, job: Job) -> str | None:
+        """The signature for the job's stream URL when the API has a token (EventSource can't send it)."""
+        return stream_access(self.settings.token, job.job_id) if self.settings.token else None
 
     def read(self, job_id: str, project_id: str | None) -> ApiJob:
         return self.answer(self.service.get(job_id, project_id))

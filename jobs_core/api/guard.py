@@ -11,6 +11,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import BodyTimeout, BodyTooLarge
+from .stream_access import request_has_stream_access
 
 OPEN_PATHS = frozenset({"/api/health"})
 #: the interactive docs describe every endpoint: behind the token too when one is set
@@ -33,6 +34,7 @@ class Guard:
     def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int,
                  body_seconds: float = BODY_SECONDS) -> None:
         self.app = app
+        self.token = token
         self.expected = f"Bearer {token}".encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.body_seconds = body_seconds
@@ -43,7 +45,7 @@ class Guard:
         headers = dict(scope["headers"])
         if self.expected is not None and self._needs_token(scope):
             given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            if not hmac.compare_digest(given, self.expected) and not self._signed_stream(scope):
                 return await send_error(send, 401, "This API needs 'Authorization: Bearer <JOBS_API_TOKEN>'.",
                                         [(b"www-authenticate", b"Bearer")])
         declared = headers.get(b"content-length")
@@ -56,6 +58,11 @@ class Guard:
         path = scope["path"]
         return ((path.startswith("/api/") and path not in OPEN_PATHS) or path in DOC_PATHS) \
             and scope["method"] != "OPTIONS"
+
+    def _signed_stream(self, scope: Scope) -> bool:
+        """A GET of one job's stream by its signed URL (stream_access.py): what EventSource can send."""
+        return scope["method"] == "GET" and self.token is not None and \
+            request_has_stream_access(self.token, scope["path"], scope.get("query_string", b""))
 
     def _limited(self, receive: Receive) -> Receive:
         """Count streamed (chunked) bodies too: past the limit, reading the body raises BodyTooLarge;

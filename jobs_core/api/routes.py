@@ -99,7 +99,7 @@ async def create_job(render: RenderRequest, response: Response, api: Api,
     response.headers["Location"] = f"/api/jobs/{job.job_id}?projectId={job.project_id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return CreatedJob.of(job)
+    return CreatedJob.of(job, api.stream_access(job))
 
 
 @router.get("/jobs/{jobId}", tags=["jobs"], summary="Read a job (poll)", responses=_errors(404))

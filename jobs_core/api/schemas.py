@@ -19,10 +19,12 @@ class JobUrls(_Camel):
     stream: str = Field(description="GET: the job's states as server-sent events until it is final")
 
     @classmethod
-    def of(cls, job_id: str, project_id: str) -> JobUrls:
+    def of(cls, job_id: str, project_id: str, stream_access: str | None = None) -> JobUrls:
+        """`stream_access`: the signature that opens the stream without the token (stream_access.py)."""
         query = f"?projectId={project_id}"  # ids are URL-safe by construction (ids.validate_id)
+        access = f"&access={stream_access}" if stream_access else ""  # URL-safe too: digits, '.', base64url
         return cls(get=f"/api/jobs/{job_id}{query}", cancel=f"/api/jobs/{job_id}/cancel{query}",
-                   stream=f"/api/jobs/{job_id}/stream{query}")
+                   stream=f"/api/jobs/{job_id}/stream{query}{access}")
 
 
 class ApiJob(Job):
@@ -37,11 +39,12 @@ class ApiJob(Job):
     urls: JobUrls | None = Field(None, exclude_if=lambda urls: urls is None)
 
     @classmethod
-    def of(cls, job: Job, queue_position: int | None = None, eta_seconds: float | None = None) -> ApiJob:
+    def of(cls, job: Job, queue_position: int | None = None, eta_seconds: float | None = None,
+           stream_access: str | None = None) -> ApiJob:
         # A tenth of a second: estimates learnt from runs that vary by seconds say no more.
         eta = None if eta_seconds is None else round(eta_seconds, 1)
         return cls.model_validate({**job.model_dump(), "queuePosition": queue_position, "etaSeconds": eta,
-                                   "urls": JobUrls.of(job.job_id, job.project_id)})
+                                   "urls": JobUrls.of(job.job_id, job.project_id, stream_access)})
 
 
 class JobEnvelope(_Camel):
@@ -59,10 +62,10 @@ class CreatedJob(_Camel):
     urls: JobUrls | None = Field(None, exclude_if=lambda urls: urls is None)  # beside the seed's two
 
     @classmethod
-    def of(cls, job: Job) -> CreatedJob:
+    def of(cls, job: Job, stream_access: str | None = None) -> CreatedJob:
         poll_url = f"/api/jobs/{job.job_id}"
         return cls(job_id=job.job_id, concept_id=job.concept_id, status=job.status, poll_url=poll_url,
-                   process_url=f"{poll_url}/process", urls=JobUrls.of(job.job_id, job.project_id))
+                   process_url=f"{poll_url}/process", urls=JobUrls.of(job.job_id, job.project_id, stream_access))
 
 
 class JobList(_Camel):
