@@ -1,6 +1,7 @@
 """The data: concept brief, render request, job document and event (camelCase JSON, as in the seed)."""
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -280,10 +281,21 @@ def explain(error: ValidationError, prefix: str = "") -> str:
         message = message.replace("Input should be", "must be").replace("Field required", "is required")
         message = message.replace("Extra inputs are not permitted", "is not a known field")
         message = message.replace("less than or equal to", "at most").replace("greater than or equal to", "at least")
-        got = item.get("input")
-        shown = "" if isinstance(got, (dict, list)) or item["type"] == "missing" else f" (got {got!r})"
+        shown = "" if item["type"] == "missing" else shown_input(item.get("input"))
         sentences.append(f"{where} {message}{shown}")
     return "; ".join(sentences) + "."
+
+
+def shown_input(got: Any) -> str:
+    """' (got ...)' for an error message: numbers as typed (a form sends 10000.0 for 10000),
+    text quoted and cut at 60 characters; nothing for objects and lists."""
+    if isinstance(got, (dict, list)):
+        return ""
+    if isinstance(got, float) and got.is_integer():
+        got = int(got)
+    if isinstance(got, (bool, int, float)) or got is None:
+        return f" (got {json.dumps(got)})"
+    return f" (got {str(got)[:60]!r})"
 
 
 def parse_request(data: Any) -> RenderRequest:

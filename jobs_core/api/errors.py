@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import InvalidInput, JobNotFound, StoreUnavailable, StoreWriteError, TransitionConflict, UnreadableJob
+from ..models import shown_input
 
 log = logging.getLogger("jobs_core.api")
 
@@ -53,8 +54,7 @@ def _sentence(item: Mapping[str, Any]) -> str:
     message = message.replace("Extra inputs are not permitted", "is not a known field")
     message = message.replace("must be a valid dictionary or object to extract fields from", "must be a JSON object")
     message = message.replace("less than or equal to", "at most").replace("greater than or equal to", "at least")
-    got = item.get("input")
-    shown = "" if isinstance(got, (dict, list)) or kind == "missing" else f" (got {str(got)[:60]!r})"
+    shown = "" if kind == "missing" else shown_input(item.get("input"))
     return f"{where} {message}{shown}"
 
 

@@ -52,7 +52,7 @@ def draw(concept: ConceptInputs, render_type: str, project_id: str, size: int,
 
 class AxonometricRenderer(Renderer):
     name = "axonometric"
-    description = "Offline, deterministic architectural drawing of the brief (Pillow): no key, no network."
+    description = "Draws the brief itself, offline: the same brief always gives the same drawing; no key, no network."
     render_types = RENDER_TYPES
 
     def render(self, task: RenderTask, progress: ProgressFn) -> RenderResult:
