@@ -88,6 +88,7 @@ class Outcome:
     peak_provider_in_flight: int = 0
     held_at_kill: set[str] = field(default_factory=set)
     claim_ms: list[float] = field(default_factory=list)  # claims that got a job
+    steady_claim_ms: list[float] = field(default_factory=list)  # the same, once each pool was open
     empty_claims: int = 0
     peak_connections: int = 0
     peak_active: int = 0  # running a statement or inside a transaction
@@ -235,18 +236,22 @@ class Fleet:
                 codes[name] = None
         return codes
 
-    def claim_times(self) -> tuple[list[float], int]:
-        got, empty = [], 0
+    def claim_times(self) -> tuple[list[float], list[float], int]:
+        """Claims that got a job (ms), the same without each process's first claim per thread (made
+        while its pool was still opening connections), and how many claims found nothing."""
+        got, steady, empty = [], [], 0
         for path in self.workdir.glob("claims-*.txt"):
-            for line in path.read_text().splitlines():
+            for index, line in enumerate(path.read_text().splitlines()):
                 parts = line.split()
                 if len(parts) != 2:
                     continue  # a line a SIGKILL cut short
                 if parts[1] == "1":
                     got.append(float(parts[0]))
+                    if index >= self.plan.threads:
+                        steady.append(float(parts[0]))
                 else:
                     empty += 1
-        return got, empty
+        return got, steady, empty
 
 
 class Database:
@@ -370,7 +375,7 @@ def _gather(outcome: Outcome, db: Database, fleet: Fleet, provider: StandInProvi
     outcome.requests = Counter(by_title.get(r.title, f"unknown:{r.title}") for r in provider.requests)
     outcome.provider_delays = [r.delay for r in provider.requests]
     outcome.peak_provider_in_flight = peak_overlap([(r.at, r.at + r.delay) for r in provider.requests])
-    outcome.claim_ms, outcome.empty_claims = fleet.claim_times()
+    outcome.claim_ms, outcome.steady_claim_ms, outcome.empty_claims = fleet.claim_times()
     outcome.peak_connections, outcome.peak_active = sampler.peak, sampler.peak_active
     outcome.peak_by_process = {name.removeprefix(fleet.prefix): peak
                                for name, peak in sorted(sampler.peak_by_name.items())}
@@ -404,7 +409,9 @@ def report(outcome: Outcome) -> list[str]:
           "requests in flight",
         f"  claim latency      p50 {percentile(outcome.claim_ms, 0.5):.1f} ms, p99 "
         f"{percentile(outcome.claim_ms, 0.99):.1f} ms, max {max(outcome.claim_ms, default=float('nan')):.1f} ms "
-        f"({len(outcome.claim_ms)} claims that got a job, {outcome.empty_claims} that found none)",
+        f"({len(outcome.claim_ms)} claims that got a job, {outcome.empty_claims} that found none); "
+        f"without each process's first claim per thread (its pool still connecting): p50 "
+        f"{percentile(outcome.steady_claim_ms, 0.5):.1f} ms, p99 {percentile(outcome.steady_claim_ms, 0.99):.1f} ms",
         f"  connections        peak {outcome.peak_connections} open by the workers ({outcome.peak_active} busy), "
         f"bound {outcome.pool_bound} (a pool of {plan.pool_size or 8} + 1 LISTEN per process); a connection per "
         f"thread would be {plan.concurrency + plan.processes}; per process: "
