@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -435,7 +436,7 @@ def report(outcome: Outcome) -> list[str]:
     ]
     if outcome.timed_out:
         lines.append(f"  TIMED OUT after {plan.timeout_seconds:g} s; not completed (first 20): {outcome.left}")
-    return lines
+    return [wrapped for line in lines for wrapped in textwrap.wrap(line, 100, subsequent_indent=" " * 21)]
 
 
 def main() -> None:

@@ -46,14 +46,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def bouncer_config(folder: Path, port: int, schema: str) -> Path:
+def server_params() -> dict[str, str]:
     from psycopg.conninfo import conninfo_to_dict
 
-    server = conninfo_to_dict(require_postgres())
-    user = server.get("user", "postgres")
+    return {"host": "127.0.0.1", "port": "5432", "dbname": "postgres", "user": "postgres",
+            **conninfo_to_dict(require_postgres())}
+
+
+def bouncer_config(folder: Path, port: int, schema: str) -> Path:
+    server = server_params()
+    user = server["user"]
     (folder / "userlist.txt").write_text(f'"{user}" ""\n')
-    target = (f"host={server.get('host', '127.0.0.1')} port={server.get('port', 5432)} "
-              f"dbname={server.get('dbname', 'postgres')} user={user}")
+    target = f"host={server['host']} port={server['port']} dbname={server['dbname']} user={user}"
     ini = folder / "pgbouncer.ini"
     ini.write_text(f"""[databases]
 jobs = {target} connect_query='SET search_path TO {schema}'
@@ -99,7 +103,7 @@ def bouncer(tmp_path: Path) -> Iterator[Bouncer]:
     process = subprocess.Popen([PGBOUNCER, *user, str(ini)], stdout=log, stderr=log)
     try:
         wait_for_port(port, process)
-        user_name = require_postgres().split("//", 1)[1].split("@", 1)[0].split(":", 1)[0] or "postgres"
+        user_name = server_params()["user"]
         yield Bouncer(url=f"postgresql://{user_name}@127.0.0.1:{port}/jobs",
                       direct_url=schema_url(schema, LISTEN_NAME),
                       admin_url=f"postgresql://{user_name}@127.0.0.1:{port}/pgbouncer", schema=schema)
@@ -186,7 +190,10 @@ def test_a_worker_runs_jobs_through_pgbouncer_and_hears_new_ones_on_its_direct_l
         wait_for(lambda: direct_rows(through_bouncer, "SELECT count(*) FROM pg_stat_activity WHERE "
                                      "application_name = %s AND query LIKE 'LISTEN%%'", (LISTEN_NAME,))[0][0] > 0,
                  20, "the worker's LISTEN connection, straight to PostgreSQL")
-        time.sleep(0.5)  # the worker found the queue empty and sleeps until told (or for 30 s)
+        # Its threads found the queue empty a moment ago and now sleep until told (or for 30 s);
+        # the pause only makes sure the last of them got there (were one still claiming, it would
+        # take the jobs without being told, and the test would pass without proving anything).
+        time.sleep(0.5)
         job_ids = [service.submit({"projectId": f"bouncer{i % 3}"}).job_id for i in range(40)]
         wait_for(lambda: direct_rows(through_bouncer, "SELECT count(*) FROM jobs WHERE status = 'completed'")[0][0]
                  == len(job_ids), 15, "the jobs to complete (well before the 30 s poll)")
