@@ -17,6 +17,9 @@ batches) wakes idle workers in every process (a job is pending) and tells live v
 
 The schema of the URL's search_path is used (`?options=-csearch_path%3Dmyschema`), which lets
 several stores share one database.
+
+Behind PgBouncer in transaction mode (README): JOBS_PG_PREPARED_STATEMENTS=off, and LISTEN, which
+needs a session of its own, goes straight to PostgreSQL at JOBS_PG_LISTEN_URL.
 """
 from __future__ import annotations
 
