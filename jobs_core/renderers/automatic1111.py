@@ -19,7 +19,7 @@ import os
 import httpx
 
 from . import ProgressFn, RenderResult, RenderTask, register
-from .http_provider import HttpImageProvider, as_png, decode_base64_image, env_number
+from .http_provider import HttpImageProvider, as_png, decode_base64_image, env_number, tls_context
 from .prompt import NEGATIVE, compose
 
 
@@ -75,7 +75,7 @@ class Automatic1111Renderer(HttpImageProvider):
         where = self.public_url(self.base_url)
         url = f"{self.base_url}/sdapi/v1/txt2img"
         progress(15, "asking automatic1111")
-        with httpx.Client(timeout=self.timeout(300.0), auth=self.auth) as client:
+        with httpx.Client(timeout=self.timeout(300.0), auth=self.auth, verify=tls_context()) as client:
             response = self.call(lambda: client.post(url, json=body), progress, 15, "the txt2img request", where,
                                  estimate=lambda: self.generation_percent(client))
         progress(70, "reading the answer")

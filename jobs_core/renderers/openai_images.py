@@ -19,7 +19,7 @@ import re
 import httpx
 
 from . import ProgressFn, RenderResult, RenderTask, register
-from .http_provider import HttpImageProvider, as_png, decode_base64_image
+from .http_provider import HttpImageProvider, as_png, decode_base64_image, tls_context
 from .prompt import compose
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -75,7 +75,7 @@ class OpenAIImagesRenderer(HttpImageProvider):
         url = f"{self.base_url}/images/generations"
         headers = {"Authorization": f"Bearer {self.key}"}
         progress(15, "asking openai")
-        with httpx.Client(timeout=self.timeout(120.0), follow_redirects=True) as client:
+        with httpx.Client(timeout=self.timeout(120.0), follow_redirects=True, verify=tls_context()) as client:
             response = self.call(lambda: client.post(url, json=self.request_body(prompt), headers=headers),
                                  progress, 15, "the image request", where)
             progress(70, "reading the answer")

@@ -17,6 +17,9 @@ batches) wakes idle workers in every process (a job is pending) and tells live v
 
 The schema of the URL's search_path is used (`?options=-csearch_path%3Dmyschema`), which lets
 several stores share one database.
+
+Behind PgBouncer in transaction mode (README): JOBS_PG_PREPARED_STATEMENTS=off, and LISTEN, which
+needs a session of its own, goes straight to PostgreSQL at JOBS_PG_LISTEN_URL.
 """
 from __future__ import annotations
 
@@ -244,7 +247,12 @@ class PostgresJobStore(JobStore, CopyableStore):
         self.retry_seconds = retry_seconds
         self.connect_timeout = connect_timeout
         defaults = {**KEEPALIVES, "connect_timeout": str(max(int(connect_timeout), 1))}
-        self.connect_kwargs = {key: value for key, value in defaults.items() if key not in self._params()}
+        self.connect_kwargs: dict[str, Any] = {key: value for key, value in defaults.items()
+                                               if key not in self._params()}
+        if not _prepared_statements_setting():  # behind PgBouncer in transaction mode (README)
+            self.connect_kwargs["prepare_threshold"] = None
+        #: LISTEN holds a session, so it needs a direct connection even when `url` is a pooler's
+        self.listen_url = os.environ.get("JOBS_PG_LISTEN_URL") or url
         artifacts = artifacts_dir or os.environ.get("JOBS_ARTIFACTS_DIR") or None
         self.artifacts_dir = Path(artifacts) if artifacts else None
         size = pool_size or _pool_size_setting()
@@ -419,7 +427,7 @@ class PostgresJobStore(JobStore, CopyableStore):
         once someone registered `on_change` (workers need only the work channel)."""
         while not self._closing.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, **self.connect_kwargs) as conn:
+                with psycopg.connect(self.listen_url, autocommit=True, **self.connect_kwargs) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.work_channel)))
                     self.notify_work()  # anything queued while we were not listening is due now
                     hearing_changes = False
@@ -950,6 +958,15 @@ def _pool_size_setting() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise InvalidInput(f"JOBS_PG_POOL_SIZE={raw!r} must be a whole number of connections, at least 1.")
     return int(raw)
+
+
+def _prepared_statements_setting() -> bool:
+    """JOBS_PG_PREPARED_STATEMENTS: on (the default) or off, which a transaction-mode pooler needs
+    (a statement prepared on one server connection is unknown on the next)."""
+    raw = (os.environ.get("JOBS_PG_PREPARED_STATEMENTS") or "on").strip().lower()
+    if raw not in ("on", "off"):
+        raise InvalidInput(f"JOBS_PG_PREPARED_STATEMENTS={raw!r} must be on or off.")
+    return raw == "on"
 
 
 def _roll_back(conn: psycopg.Connection) -> None:
