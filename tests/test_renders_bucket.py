@@ -207,7 +207,7 @@ def completed_in_store(store: JobStore, settings) -> Job:
 
 
 # -- the app ----------------------------------------------------------------------------------
-def test_the_render_page_shows_and_offers_the_render_from_the_bucket(bucket, settings, tmp_path, monkeypatch):
+def test_the_app_shows_and_offers_the_render_from_the_bucket(bucket, settings, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from tests.test_app import APP, ROOT
@@ -227,6 +227,10 @@ def test_the_render_page_shows_and_offers_the_render_from_the_bucket(bucket, set
         assert not app.exception
         assert len(app.get("image")) >= 1 and not app.error
         assert "Download PNG" in [button.label for button in app.get("download_button")]
+        monitor = app.switch_page("pages/monitor.py").run()
+        assert not monitor.exception
+        table = next(frame for frame in monitor.dataframe if frame.key and frame.key.startswith("monitor_jobs_"))
+        assert table.value.iloc[0]["thumbnail"].startswith("data:image/png;base64,")  # read from the bucket
     finally:
         import streamlit as st
 
