@@ -8,6 +8,9 @@ A bucket that refuses writes does so for real: a bucket policy that denies PutOb
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +40,7 @@ from jobs_core.worker import Worker
 from tests.api_server import free_port, serve_in_thread
 from tests.conftest import make_file_store, make_postgres_store
 
+ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "team-a/renders"
 STORES = {"files": make_file_store, "postgres": make_postgres_store}
 
@@ -145,6 +149,21 @@ def test_a_render_made_by_a_worker_is_kept_in_the_bucket_and_read_back_from_it(s
         service.store.load_image(job.project_id, job.job_id)
 
 
+def test_a_worker_process_started_from_the_command_line_keeps_its_renders_in_the_bucket(service, bucket):
+    jobs = [service.submit({"projectId": "p1", "conceptInputs": {"title": f"Block {n}"}}) for n in range(3)]
+    where = (["--jobs-dir", str(service.store.root)] if isinstance(service.store, FileJobStore)
+             else [])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JOBS_RENDER_SIZE": "128"}
+    if not isinstance(service.store, FileJobStore):
+        env["JOBS_STORE_URL"] = service.store.url
+    done = subprocess.run([sys.executable, "-m", "jobs_core", "worker", "--drain", "--poll", "0.05", *where],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    finished = [service.get(job.job_id) for job in jobs]
+    assert all(job.status is JobStatus.COMPLETED for job in finished)
+    assert bucket.objects() == sorted(key_of(job) for job in finished)
+
+
 def test_deleting_a_job_removes_its_renders_from_the_bucket(service, bucket):
     job = render_one(service)
     other = render_one(service, title="School")
@@ -210,7 +229,7 @@ def completed_in_store(store: JobStore, settings) -> Job:
 def test_the_app_shows_and_offers_the_render_from_the_bucket(bucket, settings, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from tests.test_app import APP, ROOT
+    from tests.test_app import APP
 
     root = tmp_path / "jobs"
     monkeypatch.chdir(ROOT)
