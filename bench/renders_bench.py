@@ -2,13 +2,14 @@
 
     python -m bench.renders_bench [--runs 40] [--size 1024] [--postgres URL]
 
-A real 1024 px drawing (its PNG as a worker makes it) is saved and loaded again `--runs` times:
-in the file store (a durable file write: the floor), in PostgreSQL when --postgres (or
-JOBS_TEST_POSTGRES_URL) names a server, and in a bucket of moto's S3 server started on 127.0.0.1
-in a process of its own (a real HTTP server, SigV4-signed calls through boto3, as to MinIO or AWS).
-It also times a whole completion (render kept, then the job recorded as completed) and the
-presigned URL the API answers imageUrl with. No target: the figures say what a bucket costs per
-render next to the render itself (~100-250 ms at 1024 px, bench/render_bench.py).
+A real 1024 px drawing (its PNG as a worker makes it) is saved and loaded `--runs` times, each
+time as the render of a new job: in the file store (a durable file write: the floor), in
+PostgreSQL when --postgres (or JOBS_TEST_POSTGRES_URL) names a server, and in a bucket of moto's
+S3 server started on 127.0.0.1 in a process of its own (a real HTTP server, SigV4-signed calls
+through boto3, as to MinIO or AWS). The places alternate round by round, so all see the same
+background load. It also times a whole completion (render kept, then the job recorded as
+completed) and the presigned URL the API answers imageUrl with. No target: the figures say what a
+bucket costs per render next to the render itself (~100-250 ms at 1024 px, bench/render_bench.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,35 +72,40 @@ def completed_jobs(service: JobService, count: int, png: bytes) -> list[Job]:
     return jobs
 
 
-def timed(action: Callable[[], object], runs: int) -> list[float]:
-    action()  # warm: connections, imports
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
+KINDS = ("save", "load", "save+load", "complete", "link")
 
 
-def measure(label: str, store: JobStore, renders: Renders, png: bytes, runs: int) -> dict[str, list[float]]:
+@dataclass
+class Place:
+    """One place renders are kept, with completed jobs to save renders of and what was measured."""
+
+    label: str
+    service: JobService
+    jobs: list[Job]
+    figures: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+
+
+def place(label: str, store: JobStore, renders: Renders, png: bytes, runs: int) -> Place:
     service = JobService(store, renders=renders)
-    jobs = iter(completed_jobs(service, runs + 1, png))
-    job = next(jobs)
-    figures = {
-        "save": timed(lambda: renders.put(job, png), runs),
-        "load": timed(lambda: renders.load(job), runs),
-        "save+load": timed(lambda: (renders.put(job, png), renders.load(job)), runs),
-    }
-    figures["complete"] = []
-    for _ in range(runs):  # a worker's whole completion: render kept, then the job completed
-        service.submit({"projectId": "bench", "conceptInputs": {}})
-        lease = Lease.of(service.claim_next("bench-worker"))
-        started = time.perf_counter()
-        service.complete(lease, png)
-        figures["complete"].append((time.perf_counter() - started) * 1000)
-    figures["link"] = timed(lambda: service.image_link(job), runs)
-    print(f"  measured {label}", file=sys.stderr)
-    return figures
+    return Place(label, service, completed_jobs(service, runs + 1, png))
+
+
+def ms(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1000
+
+
+def measure_round(where: Place, index: int, png: bytes) -> None:
+    """One of each measurement on a job of its own (each render is a new file or object)."""
+    renders, job, figures = where.service.renders, where.jobs[index], where.figures
+    figures["save"].append(ms(lambda: renders.put(job, png)))
+    figures["load"].append(ms(lambda: renders.load(job)))
+    figures["save+load"].append(figures["save"][-1] + figures["load"][-1])
+    figures["link"].append(ms(lambda: where.service.image_link(job)))
+    where.service.submit({"projectId": "bench", "conceptInputs": {}})
+    lease = Lease.of(where.service.claim_next("bench-worker"))
+    figures["complete"].append(ms(lambda: where.service.complete(lease, png)))  # kept, then completed
 
 
 def p(samples: list[float], q: float) -> float:
@@ -117,34 +124,42 @@ def main() -> int:
     png = drawing(args.size)
     moto, endpoint = start_moto()
     work = Path(tempfile.mkdtemp(prefix="renders-bench-"))
-    results: dict[str, dict[str, list[float]]] = {}
+    places: list[Place] = []
+    schema, pg = None, None
     try:
         files = FileJobStore(work / "files")
-        results["files store"] = measure("files store", files, StoreRenders(files), png, args.runs)
+        places.append(place("files store", files, StoreRenders(files), png, args.runs))
         if args.postgres:
-            from tests.postgres_scratch import create_schema, drop_schema, schema_url
+            from tests.postgres_scratch import create_schema, schema_url
 
             schema = create_schema()
-            try:
-                pg = open_store(schema_url(schema))
-                results["PostgreSQL store"] = measure("PostgreSQL", pg, StoreRenders(pg), png, args.runs)
-                pg.close()
-            finally:
-                drop_schema(schema)
+            pg = open_store(schema_url(schema))
+            places.append(place("PostgreSQL store", pg, StoreRenders(pg), png, args.runs))
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
         settings = ArtifactSettings(url=f"s3://{BUCKET}/bench", endpoint_url=endpoint, proxy=False, link_seconds=300)
         in_bucket = FileJobStore(work / "with-bucket")
-        results["bucket (moto, 127.0.0.1)"] = measure("bucket", in_bucket, open_renders(in_bucket, settings), png,
-                                                      args.runs)
+        places.append(place("bucket (moto, 127.0.0.1)", in_bucket, open_renders(in_bucket, settings), png, args.runs))
+        for where in places:
+            measure_round(where, args.runs, png)  # warm: connections, caches
+            where.figures = {k: [] for k in KINDS}
+        for index in range(args.runs):  # alternate: every place sees the same background load
+            for where in places:
+                measure_round(where, index, png)
     finally:
         moto.kill()
         moto.wait()
+        if pg is not None:
+            pg.close()
+        if schema is not None:
+            from tests.postgres_scratch import drop_schema
+
+            drop_schema(schema)
     print(f"one {args.size} px render, {len(png) // 1024} KB; {args.runs} runs each; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; ms (median / p95)")
-    floor = results["files store"]
+    floor = places[0].figures
     print(f"{'where':<26} {'save':>13} {'load':>13} {'save+load':>13} {'x files':>8} {'completion':>13} "
           f"{'imageUrl link':>14}")
-    for label, figures in results.items():
+    for label, figures in ((where.label, where.figures) for where in places):
         cells = [f"{statistics.median(figures[k]):6.2f} / {p(figures[k], 95):5.1f}" for k in
                  ("save", "load", "save+load")]
         ratio = statistics.median(figures["save+load"]) / statistics.median(floor["save+load"])
