@@ -158,9 +158,12 @@ def _copy_store(service: JobService, to: str, renders_to: str | None) -> Migrati
     try:
         if target.describe() == source.describe():
             raise InvalidInput(f"--to names the store being copied ({source.describe()}); give another one.")
-        # By default the target keeps renders as this store does: in itself, or in the same bucket.
-        target_renders = (open_renders(target, url=renders_to) if renders_to is not None
-                          else StoreRenders(target) if isinstance(service.renders, StoreRenders) else service.renders)
+        if renders_to is not None:
+            target_renders = open_renders(target, url=renders_to)
+        elif isinstance(service.renders, StoreRenders):
+            target_renders = StoreRenders(target)  # each store keeps its own, as before
+        else:
+            target_renders = service.renders  # both stores share the bucket: no render to copy
         print(f"copying {source.describe()} -> {target.describe()}; renders {service.renders.describe()} -> "
               f"{target_renders.describe()}")
         return migrate(source, target, service.renders, target_renders)

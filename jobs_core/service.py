@@ -26,6 +26,7 @@ from .store.base import WorkerInfo
 
 log = logging.getLogger("jobs_core.service")
 
+
 @dataclass
 class RepairReport:
     """What `JobService.repair` fixed, in words."""
