@@ -151,17 +151,47 @@ def test_a_render_made_by_a_worker_is_kept_in_the_bucket_and_read_back_from_it(s
 
 def test_a_worker_process_started_from_the_command_line_keeps_its_renders_in_the_bucket(service, bucket):
     jobs = [service.submit({"projectId": "p1", "conceptInputs": {"title": f"Block {n}"}}) for n in range(3)]
-    where = (["--jobs-dir", str(service.store.root)] if isinstance(service.store, FileJobStore)
-             else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JOBS_RENDER_SIZE": "128"}
-    if not isinstance(service.store, FileJobStore):
-        env["JOBS_STORE_URL"] = service.store.url
-    done = subprocess.run([sys.executable, "-m", "jobs_core", "worker", "--drain", "--poll", "0.05", *where],
-                          env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    command, env = worker_command(service, "--drain")
+    done = subprocess.run(command, env={**env, "JOBS_RENDER_SIZE": "128"}, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     finished = [service.get(job.job_id) for job in jobs]
     assert all(job.status is JobStatus.COMPLETED for job in finished)
     assert bucket.objects() == sorted(key_of(job) for job in finished)
+
+
+def worker_command(service: JobService, *args: str) -> tuple[list[str], dict[str, str]]:
+    where = ["--jobs-dir", str(service.store.root)] if isinstance(service.store, FileJobStore) else []
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JOBS_LEASE_SECONDS": "1"}
+    if not isinstance(service.store, FileJobStore):
+        env["JOBS_STORE_URL"] = service.store.url
+    return [sys.executable, "-m", "jobs_core", "worker", "--poll", "0.05", *where, *args], env
+
+
+def test_a_worker_killed_mid_work_leaves_no_completed_job_without_its_render(service, bucket):
+    jobs = [service.submit({"projectId": "p1", "conceptInputs": {"title": f"Block {n}", "floors": 6}})
+            for n in range(12)]
+    command, env = worker_command(service, "--concurrency", "2")
+    victim = subprocess.Popen(command, env={**env, "JOBS_RENDER_SIZE": "1024"}, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not bucket.objects():  # killed once it has begun to upload: some jobs done, some midway
+            assert victim.poll() is None and time.monotonic() < deadline, "the worker saved no render"
+            time.sleep(0.02)
+    finally:
+        victim.kill()
+        victim.wait()
+    drain, env = worker_command(service, "--drain")
+    deadline = time.monotonic() + 120
+    while not all(service.get(job.job_id).status.is_final for job in jobs):  # the survivors take over
+        assert time.monotonic() < deadline
+        subprocess.run(drain, env={**env, "JOBS_RENDER_SIZE": "128"}, cwd=ROOT, capture_output=True, timeout=120)
+    finished = [service.get(job.job_id) for job in jobs]
+    assert all(job.status is JobStatus.COMPLETED for job in finished)
+    for job in finished:  # each completed job's render is whole in the bucket; others are orphans
+        assert is_whole_png(bucket.read(key_of(job))) and service.image(job) == bucket.read(key_of(job))
+    assert all(key.split("/")[3] in {job.job_id for job in jobs} for key in bucket.objects())
 
 
 def test_deleting_a_job_removes_its_renders_from_the_bucket(service, bucket):
