@@ -220,8 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .migrate import cmd_migrate  # issue 7: copy a store into another (files <-> PostgreSQL)
     migrate = commands.add_parser("migrate", parents=[common],
-                                  help="copy this store into another (files <-> PostgreSQL); idempotent")
-    migrate.add_argument("--to", required=True, help="a postgresql:// URL or a jobs directory")
+                                  help="copy this store into another (files <-> PostgreSQL), or its renders into or "
+                                       "out of a bucket; idempotent")
+    migrate.add_argument("--to", help="a postgresql:// URL or a jobs directory")
+    migrate.add_argument("--renders-to", metavar="s3://BUCKET/PREFIX|store",
+                         help="where the target keeps renders (default: as this store, JOBS_ARTIFACTS_URL)")
     migrate.set_defaults(handler=cmd_migrate)
     return parser
 

@@ -240,7 +240,9 @@ class JobsClient:
         """The PNG of a completed job (its imageUrl)."""
         if not job.image_url:
             raise NotFound(f"Job {job.job_id} has no image: it is {job.status.value}.", 404)
-        return self._call("GET", job.image_url).content
+        # Renders kept in a bucket answer with a redirect to a presigned URL of the bucket (httpx
+        # sends no Authorization header to another origin).
+        return self._call("GET", job.image_url, follow_redirects=True).content
 
     def health(self) -> Health:
         return self._typed(Health, self._call("GET", "/api/health"))

@@ -55,3 +55,47 @@ def load_settings(jobs_dir: str | os.PathLike | None = None) -> Settings:
         renderer=os.environ.get("JOBS_RENDERER") or "axonometric",
         retry_backoff_seconds=env_number("JOBS_RETRY_BACKOFF_SECONDS", 2.0, 0.0),
     )
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """Where renders are kept (jobs_core.artifacts): in the job store, or in an S3-compatible bucket."""
+
+    #: JOBS_ARTIFACTS_URL, `s3://bucket/prefix`; None keeps renders in the job store
+    url: str | None
+    #: JOBS_S3_ENDPOINT_URL: a service other than AWS (MinIO, Supabase Storage, Cloudflare R2 ...)
+    endpoint_url: str | None
+    #: JOBS_S3_PROXY: the API streams renders itself instead of redirecting to a presigned URL
+    proxy: bool
+    #: JOBS_S3_URL_SECONDS: how long a presigned URL works
+    link_seconds: float
+
+
+#: SigV4 presigned URLs work for at most 7 days
+MAX_LINK_SECONDS = 7 * 24 * 3600
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (default when unset)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInput(f"{name}={raw!r} must be 1 or 0 (yes or no).")
+
+
+def load_artifact_settings() -> ArtifactSettings:
+    """Artifact settings from JOBS_ARTIFACTS_URL and JOBS_S3_* (see the README)."""
+    link_seconds = env_number("JOBS_S3_URL_SECONDS", 300.0, 1.0)
+    if link_seconds > MAX_LINK_SECONDS:
+        raise InvalidInput(f"JOBS_S3_URL_SECONDS={link_seconds:g} is too long: a presigned URL works for at most "
+                           f"{MAX_LINK_SECONDS} seconds (7 days).")
+    return ArtifactSettings(
+        url=os.environ.get("JOBS_ARTIFACTS_URL", "").strip() or None,
+        endpoint_url=os.environ.get("JOBS_S3_ENDPOINT_URL", "").strip() or None,
+        proxy=env_flag("JOBS_S3_PROXY"),
+        link_seconds=link_seconds,
+    )

@@ -38,6 +38,13 @@ class StoreUnavailable(JobsError):
 STORE_FAULTS = (StoreWriteError, StoreUnavailable)
 
 
+class RendersUnavailable(JobsError):
+    """The bucket that keeps renders (JOBS_ARTIFACTS_URL) refused a call or could not be reached;
+    nothing was written by it. Not the job's fault: a render that could not be saved is a
+    retryable failure (it spends an attempt, so a bucket refused for good does not re-render, and
+    bill an AI provider, without end)."""
+
+
 class JobCanceled(JobsError):
     """Raised inside a render when the job was canceled: the renderer must stop."""
 

@@ -51,12 +51,14 @@ class Lease:
     project_id: str
     worker_id: str
     attempt: int
+    #: when this attempt was claimed: with the attempt, it names the attempt's render in a bucket
+    started_at: datetime | None = None
 
     @classmethod
     def of(cls, job: Job) -> Lease:
         if job.status is not R or job.worker_id is None:
             raise TransitionConflict(f"Job {job.job_id} is {job.status.value}, not processing.")
-        return cls(job.job_id, job.project_id, job.worker_id, job.attempts)
+        return cls(job.job_id, job.project_id, job.worker_id, job.attempts, job.started_at)
 
 
 def _expect(job: Job, *statuses: JobStatus, action: str) -> None:

@@ -5,14 +5,22 @@ JOBS_STORE_URL, else JOBS_DIR) into the target: every job as it is (status, atte
 its event log, its image, and every saved concept. What the target already holds identically is
 left alone, so a second run writes nothing; a job that changed in the source since is brought up
 to date and only its missing events are appended.
+
+Renders go where the target keeps them: `--renders-to s3://bucket/prefix` into a bucket, or
+`--renders-to store` into the target store itself; by default where this store keeps them
+(JOBS_ARTIFACTS_URL), so jobs moved between stores that share a bucket copy no render. Without
+`--to`, only the renders move, within this store (into a bucket, or out of one). A render is copied
+before its job and skipped when the target already holds the same bytes, so a run that was
+interrupted is simply started again.
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
 
+from .artifacts import Renders, StoreRenders, open_renders
 from .errors import InvalidInput, JobNotFound, UnreadableJob
-from .models import Job
+from .models import Job, JobStatus
 from .service import JobService
 from .store import CopyableStore, JobStore, open_store
 
@@ -38,8 +46,13 @@ class MigrationReport:
                 f"concepts: {self.concepts_copied} copied; unreadable (skipped): {len(self.unreadable)}")
 
 
-def migrate(source: JobStore, target: JobStore) -> MigrationReport:
-    """Make `target` hold everything `source` holds. Idempotent."""
+def migrate(source: JobStore, target: JobStore, source_renders: Renders | None = None,
+            target_renders: Renders | None = None) -> MigrationReport:
+    """Make `target` hold everything `source` holds, renders where `target_renders` keeps them
+    (default: each store's own images). Idempotent."""
+    source_renders = source_renders or StoreRenders(source)
+    target_renders = target_renders or StoreRenders(target)
+    copy_images = not source_renders.same_place(target_renders)
     for store in (source, target):
         if not isinstance(store, CopyableStore):
             raise InvalidInput(f"{store.describe()} cannot be copied to or from.")
@@ -57,15 +70,32 @@ def migrate(source: JobStore, target: JobStore) -> MigrationReport:
         page = source.list_jobs(limit=500, cursor=cursor)
         report.unreadable += [f"{bad.location} ({bad.reason})" for bad in page.unreadable]
         for job in page.jobs:
+            if copy_images:  # the image first: a completed job in the target always has its image
+                _copy_image(source_renders, target_renders, job, report)
             _copy_job(source, target, job, report)
         if page.next_cursor is None:
             return report
         cursor = page.next_cursor
 
 
+def copy_renders(store: JobStore, source: Renders, target: Renders) -> MigrationReport:
+    """Copy the render of every completed job of `store` from `source` to `target` (into a bucket,
+    or out of one). Idempotent: a render the target holds already is skipped."""
+    if source.same_place(target):
+        raise InvalidInput(f"Renders are already kept {target.describe()}: nothing to copy.")
+    report = MigrationReport()
+    cursor = None
+    while True:
+        page = store.list_jobs(status=JobStatus.COMPLETED, limit=500, cursor=cursor)
+        report.unreadable += [f"{bad.location} ({bad.reason})" for bad in page.unreadable]
+        for job in page.jobs:
+            _copy_image(source, target, job, report)
+        if page.next_cursor is None:
+            return report
+        cursor = page.next_cursor
+
+
 def _copy_job(source: JobStore, target: JobStore, job: Job, report: MigrationReport) -> None:
-    # The image first: a completed job in the target always has its image.
-    _copy_image(source, target, job, report)
     try:
         existing = target.get(job.job_id, job.project_id)
     except JobNotFound:
@@ -90,38 +120,58 @@ def _copy_job(source: JobStore, target: JobStore, job: Job, report: MigrationRep
         report.events_copied += len(missing)
 
 
-def _copy_image(source: JobStore, target: JobStore, job: Job, report: MigrationReport) -> None:
+def _copy_image(source: Renders, target: Renders, job: Job, report: MigrationReport) -> None:
     try:
-        png = source.load_image(job.project_id, job.job_id)
+        png = source.load(job)
     except JobNotFound:
         return
     except UnreadableJob as error:  # what the store itself would not read is not copied either
         report.unreadable.append(f"the image of job {job.job_id} ({error})")
         return
-    try:
-        same = target.load_image(job.project_id, job.job_id) == png
-    except JobNotFound:
-        same = False
-    if not same:
-        target.save_image(job.project_id, job.job_id, png)
+    if not target.holds(job, png):
+        target.put(job, png)
         report.images_copied += 1
 
 
 def cmd_migrate(args: argparse.Namespace, service: JobService) -> int:
-    """`python -m jobs_core migrate --to URL|DIRECTORY`: copy the current store into another."""
-    source = service.store
-    if not args.to.strip():
-        raise InvalidInput("--to needs a postgresql:// URL or a directory.")
-    target = open_store(args.to)
-    try:
-        if target.describe() == source.describe():
-            raise InvalidInput(f"--to names the store being copied ({source.describe()}); give another one.")
-        print(f"copying {source.describe()} -> {target.describe()}")
-        report = migrate(source, target)
-    finally:
-        target.close()
+    """`python -m jobs_core migrate [--to URL|DIRECTORY] [--renders-to s3://bucket/prefix|store]`:
+    copy the current store into another, and/or its renders into or out of a bucket."""
+    if args.to is None and args.renders_to is None:
+        raise InvalidInput("Say where to copy: --to a postgresql:// URL or a directory, and/or --renders-to "
+                           "s3://bucket/prefix (or 'store').")
+    if args.to is None:
+        report = _move_renders(service, args.renders_to)
+    else:
+        report = _copy_store(service, args.to, args.renders_to)
     for line in report.unreadable:
         print(f"unreadable, not copied: {line}")
     print(report.summary())
     print("nothing to change: the target already held everything" if not report.changed else "done")
     return 0
+
+
+def _copy_store(service: JobService, to: str, renders_to: str | None) -> MigrationReport:
+    source = service.store
+    if not to.strip():
+        raise InvalidInput("--to needs a postgresql:// URL or a directory.")
+    target = open_store(to)
+    try:
+        if target.describe() == source.describe():
+            raise InvalidInput(f"--to names the store being copied ({source.describe()}); give another one.")
+        if renders_to is not None:
+            target_renders = open_renders(target, url=renders_to)
+        elif isinstance(service.renders, StoreRenders):
+            target_renders = StoreRenders(target)  # each store keeps its own, as before
+        else:
+            target_renders = service.renders  # both stores share the bucket: no render to copy
+        print(f"copying {source.describe()} -> {target.describe()}; renders {service.renders.describe()} -> "
+              f"{target_renders.describe()}")
+        return migrate(source, target, service.renders, target_renders)
+    finally:
+        target.close()
+
+
+def _move_renders(service: JobService, renders_to: str) -> MigrationReport:
+    target = open_renders(service.store, url=renders_to)
+    print(f"copying renders {service.renders.describe()} -> {target.describe()}")
+    return copy_renders(service.store, service.renders, target)

@@ -5,15 +5,17 @@ Pages, the API, the CLI and workers call this; none of them writes a job themsel
 """
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
 from . import lifecycle
+from .artifacts import Renders, open_renders
 from .config import Settings, load_settings
-from .errors import InvalidInput, JobNotFound, TransitionConflict
+from .errors import InvalidInput, JobNotFound, RendersUnavailable, TransitionConflict, UnreadableJob
 from .ids import new_concept_id, new_job_id, validate_id
 from .lifecycle import Lease
 from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
@@ -21,6 +23,8 @@ from .png import is_whole_png
 from .renderers import RenderTask, get_renderer
 from .store import JobPage, JobStore, open_store
 from .store.base import WorkerInfo
+
+log = logging.getLogger("jobs_core.service")
 
 
 @dataclass
@@ -48,9 +52,11 @@ class RepairReport:
 
 
 class JobService:
-    def __init__(self, store: JobStore, settings: Settings | None = None) -> None:
+    def __init__(self, store: JobStore, settings: Settings | None = None, renders: Renders | None = None) -> None:
         self.store = store
         self.settings = settings or load_settings()
+        #: where renders are kept: the store itself, or the bucket of JOBS_ARTIFACTS_URL
+        self.renders = renders or open_renders(store)
 
     @classmethod
     def from_env(cls, jobs_dir: str | os.PathLike | None = None) -> JobService:
@@ -121,9 +127,18 @@ class JobService:
         return events
 
     def image(self, job: Job) -> bytes:
-        if job.status is not JobStatus.COMPLETED:
-            raise JobNotFound(f"Job {job.job_id} has no image: it is {job.status.value}.")
-        return self.store.load_image(job.project_id, job.job_id)
+        _expect_image(job)
+        return self.renders.load(job)
+
+    def image_link(self, job: Job) -> str | None:
+        """A short-lived URL of the render itself (presigned, in a bucket); None: serve `image`."""
+        _expect_image(job)
+        return self.renders.link(job)
+
+    def image_stream(self, job: Job) -> Iterator[bytes] | None:
+        """The render in pieces as the bucket sends them (JOBS_S3_PROXY); None: serve `image`."""
+        _expect_image(job)
+        return self.renders.stream(job)
 
     # -- user actions ------------------------------------------------------------------------
     def cancel(self, job_id: str, project_id: str | None = None) -> Job:
@@ -135,7 +150,18 @@ class JobService:
         return job
 
     def delete(self, job_id: str, project_id: str | None = None) -> None:
+        if project_id is None:  # the renders in a bucket are found by project
+            try:
+                project_id = self.store.get(job_id).project_id
+            except UnreadableJob:
+                pass  # a corrupt document may always be deleted; its renders are then left
         self.store.delete(job_id, project_id, lifecycle.deletable)
+        if project_id is None:
+            return
+        try:
+            self.renders.forget(project_id, job_id)
+        except RendersUnavailable as error:  # the job is gone; what is left in the bucket is only bytes
+            log.warning("job %s deleted, its renders left in the bucket: %s", job_id, error)
 
     # -- worker side -------------------------------------------------------------------------
     def claim_next(self, worker_id: str, now: datetime | None = None,
@@ -161,9 +187,9 @@ class JobService:
             raise InvalidInput(f"The renderer's image is not a whole PNG ({len(png)} bytes that do not "
                                "start with the PNG signature and end with its IEND chunk).")
         # The image is written first (or with the change, in one transaction): a completed job
-        # always has its image.
+        # always has its image. In a bucket too; imageUrl stays the API's own URL either way.
         url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"
-        return self.store.save_image_and_modify(lease.project_id, lease.job_id, png, partial(
+        return self.renders.complete(self.store, lease, png, partial(
             lifecycle.complete, lease=lease, image_url=url, prompt=prompt))
 
     def fail(self, lease: Lease, message: str, retryable: bool = False) -> Job:
@@ -216,7 +242,7 @@ class JobService:
 
     def _has_whole_image(self, job: Job) -> bool:
         try:
-            return is_whole_png(self.store.load_image(job.project_id, job.job_id))
+            return is_whole_png(self.renders.load(job))
         except JobNotFound:
             return False
 
@@ -246,6 +272,11 @@ class JobService:
         if self.store.pending():
             return True
         return any(lifecycle.is_expired(job, self.settings.lease_seconds, now) for job in running)
+
+
+def _expect_image(job: Job) -> None:
+    if job.status is not JobStatus.COMPLETED:
+        raise JobNotFound(f"Job {job.job_id} has no image: it is {job.status.value}.")
 
 
 def parse_status(status: JobStatus | str | None) -> JobStatus | None:

@@ -24,6 +24,7 @@ from .errors import (
     JobsError,
     LeaseLost,
     RenderError,
+    RendersUnavailable,
     TransitionConflict,
     WorkerStopping,
 )
@@ -244,6 +245,8 @@ class Worker:
             return None
         if isinstance(error, RenderError):
             return self._quietly(self.service.fail, lease, str(error), error.retryable)
+        if isinstance(error, RendersUnavailable):  # the bucket refused the render: a later attempt may keep it
+            return self._quietly(self.service.fail, lease, str(error), True)
         if isinstance(error, JobsError):
             return self._quietly(self.service.fail, lease, str(error), False)
         # a renderer bug must not kill the worker or reach the user as a trace

@@ -142,7 +142,7 @@ def thumbnail_url(_service: JobService, project_id: str, job_id: str, image_url:
     """A small copy of a completed job's image as a data URL (cached: an image never changes
     while its job stays completed, and a new render gets a new imageUrl only after a retry)."""
     try:
-        png = _service.store.load_image(project_id, job_id)
+        png = _service.image(_service.get(job_id, project_id))  # from the store, or the renders' bucket
         return "data:image/png;base64," + base64.b64encode(thumbnail(png, 64)).decode()
     except (JobsError, OSError, ValueError):  # no image (yet), or not one PIL can read
         return None

@@ -15,7 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import InvalidInput, JobNotFound, StoreUnavailable, StoreWriteError, TransitionConflict, UnreadableJob
+from ..errors import (
+    InvalidInput,
+    JobNotFound,
+    RendersUnavailable,
+    StoreUnavailable,
+    StoreWriteError,
+    TransitionConflict,
+    UnreadableJob,
+)
 from ..models import shown_input
 
 log = logging.getLogger("jobs_core.api")
@@ -133,6 +141,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _store_write(request: Request, error: StoreWriteError) -> JSONResponse:
         log.error("store write failed: %s", error)
         return error_response(503, str(error), {"Retry-After": "10"})
+
+    @app.exception_handler(RendersUnavailable)
+    async def _renders_unavailable(request: Request, error: RendersUnavailable) -> JSONResponse:
+        log.error("renders unavailable: %s", error)
+        return error_response(503, "The storage that keeps renders is unavailable for the moment; try again in a "
+                              "few seconds.", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, error: Exception) -> JSONResponse:

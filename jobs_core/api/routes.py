@@ -24,6 +24,7 @@ from ..models import JobStatus, RenderRequest
 from ..service import JobService
 from ..webhooks_sender import signing_secret
 from .context import ApiContext, api_context, job_id_of_render, job_service, requested_wait
+from .renders import render_response
 from .schemas import (
     ApiJob,
     CreatedJob,
@@ -175,11 +176,12 @@ def job_events(service: Service, job_id: JobId, project_id: ProjectId = None) ->
 @router.get("/renders/{projectId}/{filename}", response_class=Response, tags=["renders"],
             summary="The image of a completed job ({jobId}.png)",
             responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                             "description": "the PNG"}, **_errors(404)})
+                             "description": "the PNG"},
+                       307: {"description": "renders are in a bucket: a short-lived presigned URL of the PNG"},
+                       **_errors(404)})
 def render_image(service: Service, project_id: Annotated[str, Path(alias="projectId"), AfterValidator(_project_id)],
                  filename: str) -> Response:
-    job = service.get(job_id_of_render(filename), project_id)
-    return Response(service.image(job), media_type="image/png", headers={"Cache-Control": "no-cache"})
+    return render_response(service, service.get(job_id_of_render(filename), project_id))
 
 
 @router.get("/health", tags=["health"], summary="Liveness and queue length", response_model=Health,
