@@ -16,9 +16,10 @@ from .config import Settings, load_settings
 from .errors import InvalidInput, JobNotFound, TransitionConflict
 from .ids import new_concept_id, new_job_id, validate_id
 from .lifecycle import Lease
+from .limits import RendererLimits, RendererPause, check_renderer_names, pause_seconds, pause_text, slot_text
 from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
 from .png import is_whole_png
-from .renderers import RenderTask, get_renderer
+from .renderers import RenderTask, get_renderer, renderer_names
 from .store import JobPage, JobStore, open_store
 from .store.base import WorkerInfo
 
@@ -51,6 +52,11 @@ class JobService:
     def __init__(self, store: JobStore, settings: Settings | None = None) -> None:
         self.store = store
         self.settings = settings or load_settings()
+        if self.settings.renderer_limits:  # a typo in a name would silently limit nothing
+            check_renderer_names(self.settings.renderer_limits, renderer_names())
+        #: what claims respect (JOBS_RENDERER_LIMITS); None without limits: nothing to count
+        self.limits = RendererLimits(self.settings.renderer_limits, self.settings.lease_seconds) \
+            if self.settings.renderer_limits else None
 
     @classmethod
     def from_env(cls, jobs_dir: str | os.PathLike | None = None) -> JobService:
@@ -142,7 +148,8 @@ class JobService:
                    renderers: Collection[str] | None = None) -> Job | None:
         """Claim the oldest due job (of one of `renderers`, when given: those this worker can run)."""
         now = now or utcnow()
-        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers)
+        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers,
+                                     self.limits)
 
     def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
         """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken."""
@@ -179,6 +186,14 @@ class JobService:
         """Hand a running job back without spending its attempt (shutdown, or a fault of the store)."""
         return self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.release, lease=lease, reason=reason, delay_seconds=delay_seconds))
+
+    def pause_for_provider(self, lease: Lease, renderer: str, retry_after: float, message: str) -> Job:
+        """The provider said 429 with Retry-After: pause `renderer` fleet-wide for that long (within
+        limits.MAX_PAUSE_SECONDS) and hand the job back to the queue, its attempt unspent."""
+        until = utcnow() + timedelta(seconds=pause_seconds(retry_after))
+        self.store.pause_renderer(RendererPause(renderer, until))
+        return self.store.modify(lease.job_id, lease.project_id, partial(
+            lifecycle.provider_paused, lease=lease, until=until, message=message))
 
     def reclaim_expired(self, now: datetime | None = None) -> list[Job]:
         """Requeue (or fail, when attempts are spent) jobs whose heartbeat is older than the lease."""
@@ -237,7 +252,21 @@ class JobService:
         if not any(job.renderer in worker.renderers for worker in workers):
             return (f"Waiting for a worker that can use the {job.renderer} renderer: it is not set up on any "
                     "running worker (ask whoever runs this service to add its key).")
-        return None
+        return self.limit_reason(job, now)
+
+    def limit_reason(self, job: Job, now: datetime | None = None) -> str | None:
+        """Why a pending job waits for its renderer's provider limits: a pause after a 429, or every
+        slot of JOBS_RENDERER_LIMITS in use; None when neither holds it back."""
+        now = now or utcnow()
+        for pause in self.store.renderer_pauses(now):
+            if pause.renderer == job.renderer:
+                return pause_text(pause)
+        cap = self.limits.cap(job.renderer) if self.limits else None
+        if cap is None:
+            return None
+        in_use = sum(1 for running in self.store.processing() if running.renderer == job.renderer
+                     and not lifecycle.is_expired(running, self.settings.lease_seconds, now))
+        return slot_text(job.renderer, in_use, cap) if in_use >= cap else None
 
     def has_work(self, now: datetime | None = None) -> bool:
         """Whether any job is pending or reclaimable (for `worker --drain`)."""
