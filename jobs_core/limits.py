@@ -91,9 +91,22 @@ def pause_seconds(retry_after: float) -> float:
     return min(max(retry_after, MIN_PAUSE_SECONDS), MAX_PAUSE_SECONDS)
 
 
-def slot_text(renderer: str, in_use: int, cap: int) -> str:
-    return f"Waiting for a free {renderer} slot ({in_use} of {cap} in use)."
+@dataclass(frozen=True)
+class LimitState:
+    """The fleet's limits at one moment: pauses in force, and the slots in use of each capped
+    renderer. One look at the store serves the waiting reasons of many pending jobs."""
 
+    pauses: Mapping[str, RendererPause] = field(default_factory=dict)
+    caps: Mapping[str, int] = field(default_factory=dict)
+    in_use: Mapping[str, int] = field(default_factory=dict)
 
-def pause_text(pause: RendererPause) -> str:
-    return f"Paused by the provider until {pause.until:%H:%M:%S} UTC ({pause.reason})."
+    def reason(self, renderer: str) -> str | None:
+        """Why a pending job of `renderer` waits for its provider's limits, in plain words; None
+        when nothing holds it back (it is simply queued)."""
+        pause = self.pauses.get(renderer)
+        if pause is not None:
+            return f"Paused by the provider until {pause.until:%H:%M:%S} UTC ({pause.reason})."
+        cap, in_use = self.caps.get(renderer), self.in_use.get(renderer, 0)
+        if cap is not None and in_use >= cap:
+            return f"Waiting for a free {renderer} slot ({in_use} of {cap} in use)."
+        return None

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from jobs_core.models import JobStatus, utcnow
 from jobs_core.renderers.noop import _tiny_png
 from jobs_core.service import JobService
 from jobs_core.store import FileJobStore, JobStore
+from jobs_core.store.base import WorkerInfo
 
 TESTS = Path(__file__).resolve().parent
 
@@ -340,3 +342,57 @@ def test_two_workers_keep_the_cap_and_wait_out_a_429_together(backend, provider,
     paused = [job for job in jobs if any(e.type == "released" and "too many requests" in (e.message or "")
                                          for e in service.events(job.job_id))]
     assert len(paused) == 1
+
+
+# -- where a waiting job is shown: the render page, the API, the command line -----------------------
+def a_full_and_a_paused_renderer(service: JobService) -> tuple[str, str, datetime]:
+    """A live worker that runs noop and axonometric; noop at its cap of 1, axonometric paused by its
+    provider: (the waiting noop job, the waiting axonometric job, the pause's end)."""
+    service.store.record_worker(WorkerInfo("w-live", ("axonometric", "noop"), utcnow()))
+    running, full = submit(service, "noop", "demo"), submit(service, "noop", "demo")
+    assert service.claim_next("w-live", renderers={"noop"}).job_id == running.job_id
+    until = utcnow() + timedelta(minutes=5)
+    service.store.pause_renderer(RendererPause("axonometric", until))
+    return full.job_id, submit(service, "axonometric", "demo").job_id, until
+
+
+@pytest.fixture
+def app_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[JobService]:
+    import streamlit as st
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("JOBS_APP_WORKERS", "0")
+    monkeypatch.setenv("JOBS_STORE_URL", f"memory://limits-{time.monotonic_ns()}")
+    monkeypatch.setenv("JOBS_RENDERER_LIMITS", "noop=1")
+    monkeypatch.delenv("JOBS_DIR", raising=False)
+    yield JobService.from_env()
+    st.cache_resource.clear()
+
+
+def test_the_render_page_says_why_a_job_waits_for_its_provider(app_service):
+    from streamlit.testing.v1 import AppTest
+
+    full, paused, until = a_full_and_a_paused_renderer(app_service)
+    for job_id, expected in ((full, "Waiting for a free noop slot (1 of 1 in use)."),
+                             (paused, f"Paused by the provider until {until:%H:%M:%S} UTC (too many requests).")):
+        app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        app.query_params["project"], app.query_params["job"] = "demo", job_id
+        app.run()
+        assert not app.exception
+        assert expected in [info.value for info in app.info]
+
+
+def test_the_api_and_the_command_line_say_why_a_job_waits_for_its_provider(tmp_path, settings):
+    from fastapi.testclient import TestClient
+
+    from jobs_core.api import create_app
+
+    service = JobService(FileJobStore(tmp_path / "store"), replace(settings, renderer_limits={"noop": 1}))
+    full, paused, until = a_full_and_a_paused_renderer(service)
+    with TestClient(create_app(service, workers=0)) as http:
+        answers = {job_id: http.get(f"/api/jobs/{job_id}").json()["job"] for job_id in (full, paused)}
+    assert answers[full]["waitingReason"] == "Waiting for a free noop slot (1 of 1 in use)."
+    assert answers[paused]["waitingReason"] == f"Paused by the provider until {until:%H:%M:%S} UTC (too many requests)."
+    assert answers[full]["queuePosition"] == 1 and answers[paused]["queuePosition"] == 2
+    status = run_cli("status", full, jobs_dir=tmp_path / "store", env=cli_env(JOBS_RENDERER_LIMITS="noop=1"))
+    assert status.returncode == 0 and "Waiting for a free noop slot (1 of 1 in use)." in status.stderr

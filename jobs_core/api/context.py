@@ -23,6 +23,7 @@ from .runner import InlineRunner
 from .schemas import ApiJob, JobList
 from .settings import ApiSettings
 from .stream import StreamHub
+from .waiting import WaitingReasons
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ApiContext:
     workers: int
     positions: QueuePositions = field(init=False)
     history: RunHistory = field(init=False)  # etaSeconds: one listing of finished jobs for many polls
+    waiting: WaitingReasons = field(init=False)  # waitingReason: one look at provider limits for many polls
     streams: StreamHub = field(init=False)  # GET /stream: the open streams and the one watch that wakes them
     # Creates with one Idempotency-Key are serialised in this process whatever the store;
     # across processes, the store's create refuses the duplicate.
@@ -41,6 +43,7 @@ class ApiContext:
     def __post_init__(self) -> None:
         self.positions = QueuePositions(self.service.store)
         self.history = RunHistory(self.service)
+        self.waiting = WaitingReasons(self.service)
         self.streams = StreamHub(self.service.store, self.answer)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -48,7 +51,7 @@ class ApiContext:
         return self._answer(job, self.positions.of(job))
 
     def _answer(self, job: Job, position: int | None) -> ApiJob:
-        return ApiJob.of(job, position, self.history.eta(job, position))
+        return ApiJob.of(job, position, self.history.eta(job, position), self.waiting.of(job))
 
     def read(self, job_id: str, project_id: str | None) -> ApiJob:
         return self.answer(self.service.get(job_id, project_id))
