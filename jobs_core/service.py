@@ -16,7 +16,7 @@ from .config import Settings, load_settings
 from .errors import InvalidInput, JobNotFound, TransitionConflict
 from .ids import new_concept_id, new_job_id, validate_id
 from .lifecycle import Lease
-from .limits import RendererLimits, RendererPause, check_renderer_names, pause_seconds, pause_text, slot_text
+from .limits import LimitState, RendererLimits, RendererPause, check_renderer_names, pause_seconds
 from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
 from .png import is_whole_png
 from .renderers import RenderTask, get_renderer, renderer_names
@@ -255,18 +255,23 @@ class JobService:
         return self.limit_reason(job, now)
 
     def limit_reason(self, job: Job, now: datetime | None = None) -> str | None:
-        """Why a pending job waits for its renderer's provider limits: a pause after a 429, or every
-        slot of JOBS_RENDERER_LIMITS in use; None when neither holds it back."""
-        now = now or utcnow()
-        for pause in self.store.renderer_pauses(now):
-            if pause.renderer == job.renderer:
-                return pause_text(pause)
-        cap = self.limits.cap(job.renderer) if self.limits else None
-        if cap is None:
+        """Why a pending job waits for its renderer's provider limits (a pause after a 429, or every
+        slot of JOBS_RENDERER_LIMITS in use), in plain words; None when neither holds it back."""
+        if job.status is not JobStatus.PENDING:
             return None
-        in_use = sum(1 for running in self.store.processing() if running.renderer == job.renderer
-                     and not lifecycle.is_expired(running, self.settings.lease_seconds, now))
-        return slot_text(job.renderer, in_use, cap) if in_use >= cap else None
+        return self.limit_state(now).reason(job.renderer)
+
+    def limit_state(self, now: datetime | None = None) -> LimitState:
+        """The pauses in force and, for capped renderers, the slots in use (live leases) at `now`."""
+        now = now or utcnow()
+        pauses = {pause.renderer: pause for pause in self.store.renderer_pauses(now)}
+        caps = dict(self.settings.renderer_limits)
+        in_use: dict[str, int] = {}
+        if caps:
+            for running in self.store.processing():
+                if running.renderer in caps and not lifecycle.is_expired(running, self.settings.lease_seconds, now):
+                    in_use[running.renderer] = in_use.get(running.renderer, 0) + 1
+        return LimitState(pauses, caps, in_use)
 
     def has_work(self, now: datetime | None = None) -> bool:
         """Whether any job is pending or reclaimable (for `worker --drain`)."""
