@@ -7,8 +7,8 @@ processes and hosts, not per process. Jobs beyond it wait in the queue; jobs of 
 are still claimed meanwhile.
 
 A provider's 429 with Retry-After pauses its renderer's claims, fleet-wide, for that long (a
-`RendererPause` kept by the store). The job that met it goes back to its place in the queue with
-its attempt unspent: the provider refused to start the work, so nothing was tried, and spending
+`RendererPause` kept by the store). The job that met it goes back to the queue, due when the
+pause ends, with its attempt unspent: the provider refused to start the work, so nothing was tried, and spending
 attempts on a busy day would fail jobs that only had to wait (the wait is bounded by the provider's
 own Retry-After, capped at MAX_PAUSE_SECONDS, and a person can cancel a waiting job at any time).
 """

@@ -152,8 +152,20 @@ class JobService:
                                      self.limits)
 
     def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
-        """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken."""
-        return self.store.modify(job_id, project_id, partial(lifecycle.claim, worker_id=worker_id))
+        """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken,
+        or while its renderer is paused by its provider or at its cap (JOBS_RENDERER_LIMITS).
+
+        The cap of a named claim is counted just before it, not atomically with it as `claim_next`
+        counts: two named claims at the same instant may pass a cap by one.
+        """
+        limits = self.limit_state()
+
+        def claim_within_limits(job: Job) -> lifecycle.Outcome:
+            reason = limits.reason(job.renderer)
+            if reason is not None:
+                raise TransitionConflict(f"Job {job.job_id} cannot start now. {reason}")
+            return lifecycle.claim(job, worker_id)
+        return self.store.modify(job_id, project_id, claim_within_limits)
 
     def report_progress(self, lease: Lease, percent: int, stage: str) -> Job:
         return self.store.modify(lease.job_id, lease.project_id,

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 from proc_helpers import ROOT, cli_env, run_cli, wait_until
 
-from jobs_core.errors import InvalidInput
+from jobs_core.errors import InvalidInput, TransitionConflict
 from jobs_core.lifecycle import Lease
 from jobs_core.limits import MAX_PAUSE_SECONDS, RendererPause, parse_renderer_limits
 from jobs_core.models import JobStatus, utcnow
@@ -166,9 +166,8 @@ def test_a_429_hands_the_job_back_unspent_and_pauses_its_renderer(service, retry
     before = utcnow()
     back = service.pause_for_provider(lease, "noop", retry_after, "the noop provider answered too many requests")
     assert back.status is JobStatus.PENDING and back.attempts == 0 and back.stage == "paused by the provider"
-    assert back.available_at == job.available_at  # its place in the queue is kept
     (pause,) = service.store.renderer_pauses(utcnow())
-    assert pause.renderer == "noop"
+    assert pause.renderer == "noop" and back.available_at == pause.until > job.available_at
     assert expected - 1 <= (pause.until - before).total_seconds() <= expected + 1
     assert service.claim_next("w2") is None
 
@@ -396,3 +395,16 @@ def test_the_api_and_the_command_line_say_why_a_job_waits_for_its_provider(tmp_p
     assert answers[full]["queuePosition"] == 1 and answers[paused]["queuePosition"] == 2
     status = run_cli("status", full, jobs_dir=tmp_path / "store", env=cli_env(JOBS_RENDERER_LIMITS="noop=1"))
     assert status.returncode == 0 and "Waiting for a free noop slot (1 of 1 in use)." in status.stderr
+
+
+def test_a_named_claim_respects_the_cap_and_the_pause_too(service):
+    # The API's /process and `submit --wait` claim a named job instead of the next one.
+    jobs = limited(service, noop=1)
+    running, waiting, drawing = submit(jobs, "noop"), submit(jobs, "noop"), submit(jobs, "axonometric")
+    jobs.claim(running.job_id, "w1")
+    with pytest.raises(TransitionConflict, match=r"cannot start now\. Waiting for a free noop slot \(1 of 1 in use\)"):
+        jobs.claim(waiting.job_id, "w2")
+    jobs.store.pause_renderer(RendererPause("axonometric", utcnow() + timedelta(minutes=1)))
+    with pytest.raises(TransitionConflict, match=r"cannot start now\. Paused by the provider until"):
+        jobs.claim(drawing.job_id, "w2")
+    assert jobs.get(waiting.job_id).status is jobs.get(drawing.job_id).status is JobStatus.PENDING
