@@ -182,17 +182,25 @@ class JobService:
         # The image is written first (or with the change, in one transaction): a completed job
         # always has its image.
         url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"
-        return self.store.save_image_and_modify(lease.project_id, lease.job_id, png, partial(
-            lifecycle.complete, lease=lease, image_url=url, prompt=prompt))
+        return self._slot_freed(self.store.save_image_and_modify(lease.project_id, lease.job_id, png, partial(
+            lifecycle.complete, lease=lease, image_url=url, prompt=prompt)))
+
+    def _slot_freed(self, job: Job) -> Job:
+        """A job of a capped renderer stopped running: wake this process's idle claimers now, as one
+        of them may take the freed slot (other processes find it at their next poll)."""
+        if self.limits is not None and self.limits.cap(job.renderer) is not None:
+            self.store.notify_work()
+        return job
 
     def fail(self, lease: Lease, message: str, retryable: bool = False) -> Job:
         job = self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.fail, lease=lease, message=message, retryable=retryable,
             backoff_base=self.settings.retry_backoff_seconds))
-        return job
+        return self._slot_freed(job)
 
     def confirm_cancel(self, lease: Lease) -> Job:
-        return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.confirm_cancel, lease=lease))
+        return self._slot_freed(self.store.modify(lease.job_id, lease.project_id,
+                                                  partial(lifecycle.confirm_cancel, lease=lease)))
 
     def release(self, lease: Lease, reason: str | None = None, delay_seconds: float = 0.0) -> Job:
         """Hand a running job back without spending its attempt (shutdown, or a fault of the store)."""
