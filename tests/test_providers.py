@@ -9,6 +9,7 @@ API key must not appear anywhere in the store or in the logs.
 from __future__ import annotations
 
 import base64
+import email.utils
 import io
 import json
 import logging
@@ -476,3 +477,19 @@ def test_automatic1111_reports_the_webuis_own_progress_while_generating(serve, j
     assert job.status is JobStatus.COMPLETED, job.error
     assert 15 + round(55 * 0.5) in seen  # the WebUI said 50 %: 43 % of the job while waiting
     assert any(s.path.startswith("/sdapi/v1/progress") for s in fake.seen)
+
+
+@pytest.mark.parametrize("ahead, expected", [(30, 30), (86_400 * 365 * 50, 3600)])
+def test_a_retry_after_given_as_a_date_pauses_until_then_within_an_hour(serve, jobs, monkeypatch, ahead, expected):
+    when = email.utils.formatdate(time.time() + ahead, usegmt=True)  # "Tue, 01 Dec 2026 15:40:57 GMT"
+    fake = serve(f"429:{when}", "ok")
+    configure("openai", fake, monkeypatch)
+    job = jobs.submit({"projectId": "harbour", "renderType": "axonometric", "conceptInputs": BRIEF},
+                      renderer="openai")
+    worker = Worker(jobs, concurrency=1, poll_seconds=0.05).start()
+    try:
+        wait_for(lambda: jobs.get(job.job_id).stage == "paused by the provider")
+        (pause,) = jobs.store.renderer_pauses(utcnow())
+        assert expected - 2 <= (pause.until - utcnow()).total_seconds() <= expected + 1
+    finally:
+        worker.stop()
