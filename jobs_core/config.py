@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidInput
+from .limits import VARIABLE as LIMITS_VARIABLE
+from .limits import parse_renderer_limits
 
 
 def env_number(name: str, default: float, minimum: float = 0.0, *, strict: bool = False) -> float:
@@ -33,6 +35,8 @@ class Settings:
     max_attempts: int
     renderer: str
     retry_backoff_seconds: float
+    #: JOBS_RENDERER_LIMITS: the most jobs of a renderer that run at once across the fleet
+    renderer_limits: dict[str, int] = field(default_factory=dict, hash=False)
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -54,6 +58,7 @@ def load_settings(jobs_dir: str | os.PathLike | None = None) -> Settings:
         max_attempts=int(env_number("JOBS_MAX_ATTEMPTS", 3, 1)),
         renderer=os.environ.get("JOBS_RENDERER") or "axonometric",
         retry_backoff_seconds=env_number("JOBS_RETRY_BACKOFF_SECONDS", 2.0, 0.0),
+        renderer_limits=parse_renderer_limits(os.environ.get(LIMITS_VARIABLE, "")),
     )
 
 

@@ -63,3 +63,12 @@ class RenderError(JobsError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class ProviderRateLimited(RenderError):
+    """The AI provider answered 429 with Retry-After: its renderer pauses fleet-wide for `seconds`
+    and the job goes back to the queue, its attempt unspent (see limits.py)."""
+
+    def __init__(self, message: str, *, seconds: float) -> None:
+        super().__init__(message, retryable=True)
+        self.seconds = seconds

@@ -180,6 +180,20 @@ def release(job: Job, lease: Lease, now: datetime | None = None, *, reason: str 
     return Outcome(new, _event(new, "released", now, reason or "worker shut down; job returned to the queue"))
 
 
+def provider_paused(job: Job, lease: Lease, until: datetime, message: str, now: datetime | None = None) -> Outcome:
+    """The provider answered "too many requests, come back at `until`": the job goes back to the
+    queue, attempt unspent, due when its renderer's pause ends (see limits.py for why the attempt
+    is not counted). Due then, not before, so whoever runs it (a worker, the API's /process runner)
+    asks the provider again at the time it said, even without looking at the pause."""
+    now = now or utcnow()
+    _expect_owner(job, lease, "hand back")
+    if job.cancel_requested:
+        return _canceled(job, now)
+    new = _update(job, now, status=P, worker_id=None, heartbeat_at=None, attempts=job.attempts - 1,
+                  progress=0, stage="paused by the provider", available_at=until)
+    return Outcome(new, _event(new, "released", now, f"{message}; its jobs wait until {until:%H:%M:%S} UTC"))
+
+
 def cancel(job: Job, now: datetime | None = None) -> Outcome:
     """Pending: canceled at once. Processing: ask the renderer to stop at its next progress report."""
     now = now or utcnow()

@@ -18,9 +18,10 @@ from .config import Settings, load_settings
 from .errors import InvalidInput, JobNotFound, RendersUnavailable, TransitionConflict, UnreadableJob
 from .ids import new_concept_id, new_job_id, validate_id
 from .lifecycle import Lease
+from .limits import LimitState, RendererLimits, RendererPause, check_renderer_names, pause_seconds
 from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
 from .png import is_whole_png
-from .renderers import RenderTask, get_renderer
+from .renderers import RenderTask, get_renderer, renderer_names
 from .store import JobPage, JobStore, open_store
 from .store.base import WorkerInfo
 
@@ -57,6 +58,11 @@ class JobService:
         self.settings = settings or load_settings()
         #: where renders are kept: the store itself, or the bucket of JOBS_ARTIFACTS_URL
         self.renders = renders or open_renders(store)
+        if self.settings.renderer_limits:  # a typo in a name would silently limit nothing
+            check_renderer_names(self.settings.renderer_limits, renderer_names())
+        #: what claims respect (JOBS_RENDERER_LIMITS); None without limits: nothing to count
+        self.limits = RendererLimits(self.settings.renderer_limits, self.settings.lease_seconds) \
+            if self.settings.renderer_limits else None
 
     @classmethod
     def from_env(cls, jobs_dir: str | os.PathLike | None = None) -> JobService:
@@ -168,11 +174,24 @@ class JobService:
                    renderers: Collection[str] | None = None) -> Job | None:
         """Claim the oldest due job (of one of `renderers`, when given: those this worker can run)."""
         now = now or utcnow()
-        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers)
+        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers,
+                                     self.limits)
 
     def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
-        """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken."""
-        return self.store.modify(job_id, project_id, partial(lifecycle.claim, worker_id=worker_id))
+        """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken,
+        or while its renderer is paused by its provider or at its cap (JOBS_RENDERER_LIMITS).
+
+        The cap of a named claim is counted just before it, not atomically with it as `claim_next`
+        counts: two named claims at the same instant may pass a cap by one.
+        """
+        limits = self.limit_state()
+
+        def claim_within_limits(job: Job) -> lifecycle.Outcome:
+            reason = limits.reason(job.renderer)
+            if reason is not None:
+                raise TransitionConflict(f"Job {job.job_id} cannot start now. {reason}")
+            return lifecycle.claim(job, worker_id)
+        return self.store.modify(job_id, project_id, claim_within_limits)
 
     def report_progress(self, lease: Lease, percent: int, stage: str) -> Job:
         return self.store.modify(lease.job_id, lease.project_id,
@@ -189,22 +208,38 @@ class JobService:
         # The image is written first (or with the change, in one transaction): a completed job
         # always has its image. In a bucket too; imageUrl stays the API's own URL either way.
         url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"
-        return self.renders.complete(self.store, lease, png, partial(
-            lifecycle.complete, lease=lease, image_url=url, prompt=prompt))
+        return self._slot_freed(self.renders.complete(self.store, lease, png, partial(
+            lifecycle.complete, lease=lease, image_url=url, prompt=prompt)))
+
+    def _slot_freed(self, job: Job) -> Job:
+        """A job of a capped renderer stopped running: wake this process's idle claimers now, as one
+        of them may take the freed slot (other processes find it at their next poll)."""
+        if self.limits is not None and self.limits.cap(job.renderer) is not None:
+            self.store.notify_work()
+        return job
 
     def fail(self, lease: Lease, message: str, retryable: bool = False) -> Job:
         job = self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.fail, lease=lease, message=message, retryable=retryable,
             backoff_base=self.settings.retry_backoff_seconds))
-        return job
+        return self._slot_freed(job)
 
     def confirm_cancel(self, lease: Lease) -> Job:
-        return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.confirm_cancel, lease=lease))
+        return self._slot_freed(self.store.modify(lease.job_id, lease.project_id,
+                                                  partial(lifecycle.confirm_cancel, lease=lease)))
 
     def release(self, lease: Lease, reason: str | None = None, delay_seconds: float = 0.0) -> Job:
         """Hand a running job back without spending its attempt (shutdown, or a fault of the store)."""
         return self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.release, lease=lease, reason=reason, delay_seconds=delay_seconds))
+
+    def pause_for_provider(self, lease: Lease, renderer: str, retry_after: float, message: str) -> Job:
+        """The provider said 429 with Retry-After: pause `renderer` fleet-wide for that long (within
+        limits.MAX_PAUSE_SECONDS) and hand the job back to the queue, its attempt unspent."""
+        until = utcnow() + timedelta(seconds=pause_seconds(retry_after))
+        self.store.pause_renderer(RendererPause(renderer, until))
+        return self.store.modify(lease.job_id, lease.project_id, partial(
+            lifecycle.provider_paused, lease=lease, until=until, message=message))
 
     def reclaim_expired(self, now: datetime | None = None) -> list[Job]:
         """Requeue (or fail, when attempts are spent) jobs whose heartbeat is older than the lease."""
@@ -263,7 +298,26 @@ class JobService:
         if not any(job.renderer in worker.renderers for worker in workers):
             return (f"Waiting for a worker that can use the {job.renderer} renderer: it is not set up on any "
                     "running worker (ask whoever runs this service to add its key).")
-        return None
+        return self.limit_reason(job, now)
+
+    def limit_reason(self, job: Job, now: datetime | None = None) -> str | None:
+        """Why a pending job waits for its renderer's provider limits (a pause after a 429, or every
+        slot of JOBS_RENDERER_LIMITS in use), in plain words; None when neither holds it back."""
+        if job.status is not JobStatus.PENDING:
+            return None
+        return self.limit_state(now).reason(job.renderer)
+
+    def limit_state(self, now: datetime | None = None) -> LimitState:
+        """The pauses in force and, for capped renderers, the slots in use (live leases) at `now`."""
+        now = now or utcnow()
+        pauses = {pause.renderer: pause for pause in self.store.renderer_pauses(now)}
+        caps = dict(self.settings.renderer_limits)
+        in_use: dict[str, int] = {}
+        if caps:
+            for running in self.store.processing():
+                if running.renderer in caps and not lifecycle.is_expired(running, self.settings.lease_seconds, now):
+                    in_use[running.renderer] = in_use.get(running.renderer, 0) + 1
+        return LimitState(pauses, caps, in_use)
 
     def has_work(self, now: datetime | None = None) -> bool:
         """Whether any job is pending or reclaimable (for `worker --drain`)."""

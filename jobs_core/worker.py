@@ -23,6 +23,7 @@ from .errors import (
     JobNotFound,
     JobsError,
     LeaseLost,
+    ProviderRateLimited,
     RenderError,
     RendersUnavailable,
     TransitionConflict,
@@ -243,6 +244,10 @@ class Worker:
         if isinstance(error, LeaseLost | TransitionConflict):
             log.info("job %s moved on without us: %s", job.job_id, error)
             return None
+        if isinstance(error, ProviderRateLimited):  # before RenderError, which it is too
+            log.warning("%s; pausing the %s renderer for every worker", error, job.renderer)
+            return self._quietly(self.service.pause_for_provider, lease, job.renderer, error.seconds,
+                                 f"the {job.renderer} provider answered too many requests")
         if isinstance(error, RenderError):
             return self._quietly(self.service.fail, lease, str(error), error.retryable)
         if isinstance(error, RendersUnavailable):  # the bucket refused the render: a later attempt may keep it

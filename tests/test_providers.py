@@ -9,6 +9,7 @@ API key must not appear anywhere in the store or in the logs.
 from __future__ import annotations
 
 import base64
+import email.utils
 import io
 import json
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from jobs_core.models import Job, JobStatus
+from jobs_core.models import Job, JobStatus, utcnow
 from jobs_core.renderers import get_renderer
 from jobs_core.service import JobService
 from jobs_core.store import FileJobStore
@@ -403,31 +404,51 @@ def test_a_worker_without_the_providers_settings_leaves_the_job_for_one_that_has
         worker.stop()
 
 
-def test_a_cancel_during_a_retry_wait_stops_the_job(serve, jobs, monkeypatch):
+def test_a_cancel_while_paused_by_the_provider_stops_the_job_at_once(serve, jobs, monkeypatch):
     fake = serve("429:20")
     configure("openai", fake, monkeypatch)
-    monkeypatch.setenv("JOBS_PROVIDER_RETRY_BUDGET_SECONDS", "60")
     canceled = []
 
-    def cancel_once_waiting(job: Job) -> None:
-        if job.stage.startswith("waiting to retry") and not canceled:
+    def cancel_once_paused(job: Job) -> None:
+        if job.stage == "paused by the provider" and not canceled:
+            assert job.status is JobStatus.PENDING
             canceled.append(jobs.cancel(job.job_id, job.project_id))
 
     started = time.monotonic()
-    job = run_job(jobs, "openai", while_running=cancel_once_waiting)
+    job = run_job(jobs, "openai", while_running=cancel_once_paused)
     assert canceled and job.status is JobStatus.CANCELED
     assert time.monotonic() - started < 10  # not the 20 s Retry-After
     assert len(fake.api_calls()) == 1
 
 
-def test_a_retry_after_beyond_the_budget_hands_over_to_the_job_level_retry(serve, jobs, monkeypatch):
+def test_a_long_retry_after_pauses_the_renderer_and_keeps_the_job_queued_unspent(serve, jobs, monkeypatch):
     fake = serve("429:120", "ok")
     configure("openai", fake, monkeypatch)
-    job = run_job(jobs, "openai")
-    # The first attempt gives up at once (120 s > budget); the job's second attempt succeeds.
-    assert job.status is JobStatus.COMPLETED and job.attempts == 2
-    (requeued,) = [e for e in jobs.events(job.job_id, "harbour") if e.type == "requeued"]
-    assert "asked to wait 120 s, beyond this attempt's retry budget" in requeued.message
+    job = jobs.submit({"projectId": "harbour", "renderType": "axonometric", "conceptInputs": BRIEF},
+                      renderer="openai")
+    worker = Worker(jobs, concurrency=1, poll_seconds=0.05).start()
+    try:
+        paused = wait_for(lambda: (found := jobs.get(job.job_id)).stage == "paused by the provider" and found)
+        assert paused.status is JobStatus.PENDING and paused.attempts == 0 and paused.error is None
+        (pause,) = jobs.store.renderer_pauses(utcnow())
+        assert pause.renderer == "openai" and 110 < (pause.until - utcnow()).total_seconds() <= 120
+        assert jobs.waiting_reason(paused) == f"Paused by the provider until {pause.until:%H:%M:%S} UTC " \
+            "(too many requests)."
+        # the event is logged just after the job file is written
+        (released,) = wait_for(lambda: [e for e in jobs.events(job.job_id, "harbour") if e.type == "released"])
+        assert "answered too many requests" in released.message
+        jobs.store.wait_for_work(0.3)  # a few claim passes of the worker: none takes the paused job
+        assert jobs.get(job.job_id).status is JobStatus.PENDING and len(fake.api_calls()) == 1
+    finally:
+        worker.stop()
+
+
+def wait_for(condition, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return value
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -456,3 +477,19 @@ def test_automatic1111_reports_the_webuis_own_progress_while_generating(serve, j
     assert job.status is JobStatus.COMPLETED, job.error
     assert 15 + round(55 * 0.5) in seen  # the WebUI said 50 %: 43 % of the job while waiting
     assert any(s.path.startswith("/sdapi/v1/progress") for s in fake.seen)
+
+
+@pytest.mark.parametrize("ahead, expected", [(30, 30), (86_400 * 365 * 50, 3600)])
+def test_a_retry_after_given_as_a_date_pauses_until_then_within_an_hour(serve, jobs, monkeypatch, ahead, expected):
+    when = email.utils.formatdate(time.time() + ahead, usegmt=True)  # "Tue, 01 Dec 2026 15:40:57 GMT"
+    fake = serve(f"429:{when}", "ok")
+    configure("openai", fake, monkeypatch)
+    job = jobs.submit({"projectId": "harbour", "renderType": "axonometric", "conceptInputs": BRIEF},
+                      renderer="openai")
+    worker = Worker(jobs, concurrency=1, poll_seconds=0.05).start()
+    try:
+        wait_for(lambda: jobs.get(job.job_id).stage == "paused by the provider")
+        (pause,) = jobs.store.renderer_pauses(utcnow())
+        assert expected - 2 <= (pause.until - utcnow()).total_seconds() <= expected + 1
+    finally:
+        worker.stop()

@@ -24,6 +24,7 @@ from .schemas import ApiJob, JobList
 from .settings import ApiSettings
 from .stream import StreamHub
 from .stream_access import stream_access
+from .waiting import WaitingReasons
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ApiContext:
     workers: int
     positions: QueuePositions = field(init=False)
     history: RunHistory = field(init=False)  # etaSeconds: one listing of finished jobs for many polls
+    waiting: WaitingReasons = field(init=False)  # waitingReason: one look at provider limits for many polls
     streams: StreamHub = field(init=False)  # GET /stream: the open streams and the one watch that wakes them
     # Creates with one Idempotency-Key are serialised in this process whatever the store;
     # across processes, the store's create refuses the duplicate.
@@ -42,6 +44,7 @@ class ApiContext:
     def __post_init__(self) -> None:
         self.positions = QueuePositions(self.service.store)
         self.history = RunHistory(self.service)
+        self.waiting = WaitingReasons(self.service)
         self.streams = StreamHub(self.service.store, self.answer)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -49,7 +52,8 @@ class ApiContext:
         return self._answer(job, self.positions.of(job))
 
     def _answer(self, job: Job, position: int | None) -> ApiJob:
-        return ApiJob.of(job, position, self.history.eta(job, position), self.stream_access(job))
+        return ApiJob.of(job, position, self.history.eta(job, position), self.waiting.of(job),
+                         self.stream_access(job))
 
     def stream_access(self, job: Job) -> str | None:
         """The signature for the job's stream URL when the API has a token (EventSource can't send it)."""

@@ -29,7 +29,8 @@ class JobUrls(_Camel):
 
 class ApiJob(Job):
     """The job document plus `queuePosition` (1 = next to be claimed) while it is pending,
-    `etaSeconds`, always present: a number while it waits or runs, else null, and `urls`."""
+    `etaSeconds`, always present: a number while it waits or runs, else null, `urls`, and
+    `waitingReason` while it waits for its provider's limits."""
 
     queue_position: int | None = Field(None, ge=1, exclude_if=lambda position: position is None)
     eta_seconds: float | None = Field(
@@ -37,14 +38,19 @@ class ApiJob(Job):
         "same renderer and renderType (0: any moment); null when it is final or there is too little history")
     # Optional only for clients reading an older server's jobs; this server always sends it.
     urls: JobUrls | None = Field(None, exclude_if=lambda urls: urls is None)
+    waiting_reason: str | None = Field(
+        None, exclude_if=lambda reason: reason is None, description="why a pending job waits for its AI provider, "
+        "in plain words: its renderer paused after the provider said too many requests, or every slot of "
+        "JOBS_RENDERER_LIMITS in use; absent otherwise")
 
     @classmethod
     def of(cls, job: Job, queue_position: int | None = None, eta_seconds: float | None = None,
-           stream_access: str | None = None) -> ApiJob:
+           waiting_reason: str | None = None, stream_access: str | None = None) -> ApiJob:
         # A tenth of a second: estimates learnt from runs that vary by seconds say no more.
         eta = None if eta_seconds is None else round(eta_seconds, 1)
         return cls.model_validate({**job.model_dump(), "queuePosition": queue_position, "etaSeconds": eta,
-                                   "urls": JobUrls.of(job.job_id, job.project_id, stream_access)})
+                                   "urls": JobUrls.of(job.job_id, job.project_id, stream_access),
+                                   "waitingReason": waiting_reason})
 
 
 class JobEnvelope(_Camel):

@@ -1,8 +1,9 @@
 """What the HTTP image providers share: settings from the environment, retries, image checks.
 
-Retries with exponential backoff on 429, 5xx, timeouts and connection errors, honouring
-Retry-After, within a bounded time budget; then RenderError(retryable=True) so the job-level retry
-(with its own backoff) takes over. Any other 4xx is RenderError(provider's message, retryable=False).
+Retries with exponential backoff on a 429 without Retry-After, 5xx, timeouts and connection errors
+(honouring a 5xx's Retry-After), within a bounded time budget; then RenderError(retryable=True) so
+the job-level retry (with its own backoff) takes over. A 429 with Retry-After is ProviderRateLimited
+at once: the worker pauses the renderer for the whole fleet and hands the job back (limits.py). Any other 4xx is RenderError(provider's message, retryable=False).
 Secrets (API keys, passwords) are never put in a message or a log line: `redact` scrubs them.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from .. import config
-from ..errors import InvalidInput, RenderError
+from ..errors import InvalidInput, ProviderRateLimited, RenderError
 from . import ProgressFn, Renderer, RenderTask
 from .axonometric import RENDER_TYPES
 
@@ -210,6 +211,12 @@ class HttpImageProvider(Renderer):
             raise Retryable(f"did not answer {what} in time") from None
         except httpx.TransportError as error:
             raise Retryable(f"could not be reached for {what} ({type(error).__name__})") from None
+        if response.status_code == 429 and (wait := retry_after(response)) is not None:
+            # The provider says when to come back: every worker of the fleet waits that long, not
+            # just this request (limits.py), so this job goes back to the queue for it.
+            raise ProviderRateLimited(redact(
+                f"The {self.name} provider at {where} answered HTTP 429 to {what} "
+                f"({provider_message(response)}) and asked to wait {wait:g} s", self.secrets()), seconds=wait)
         if response.status_code == 429 or response.status_code >= 500:
             raise Retryable(f"answered HTTP {response.status_code} to {what}: {provider_message(response)}",
                             retry_after(response))

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..errors import InvalidInput, JobNotFound, JobsError, UnreadableJob
 from ..lifecycle import Outcome
+from ..limits import RendererLimits, RendererPause
 from ..models import Concept, Event, Job, JobStatus
 from ..webhooks import Delivery, with_deliveries
 
@@ -121,13 +122,28 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None,
+                   limits: RendererLimits | None = None) -> Job | None:
         """Apply `change` (a claim) to the oldest pending job available at `now`; None if none.
 
         With `renderers`, only a job whose renderer is one of them: a worker never takes a job it
         cannot run (an AI renderer whose key it lacks), leaving it for one that can.
+        Never a job whose renderer is paused at `now` (`pause_renderer`). With `limits`, never a job
+        whose renderer already has `limits.cap(renderer)` jobs in processing with a live lease,
+        counted atomically with the claim across processes and hosts (two claimers cannot both
+        take the last slot). Jobs of other renderers are claimed meanwhile (no head-of-line wait).
         Exactly one caller wins each job. Must not scan finished jobs to find work.
         """
+
+    # -- provider pauses (a 429 with Retry-After), shared by every worker of the store ----------
+    @abstractmethod
+    def pause_renderer(self, pause: RendererPause) -> None:
+        """Pause claims of `pause.renderer` until `pause.until`; a pause already in force that
+        ends later is kept (two workers meeting one provider's 429 never shorten its wait)."""
+
+    @abstractmethod
+    def renderer_pauses(self, now: datetime) -> list[RendererPause]:
+        """The pauses still in force at `now`, by renderer."""
 
     @abstractmethod
     def processing(self) -> list[Job]:

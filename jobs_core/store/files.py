@@ -10,6 +10,8 @@
     {root}/.state/key-locks/NN.lock                           striped flock files (Idempotency-Keys)
     {root}/.state/idempotency/{projectId}/{sha256(key)}       jobId created with an Idempotency-Key
     {root}/.state/workers/{sha256(workerId)}.json             each worker as it last said it was alive
+    {root}/.state/pauses/{sha256(renderer)}.json              a renderer paused by its provider (429)
+    {root}/.state/renderer-locks/NN.lock                      striped flock files (renderer limits)
     {root}/.state/outbox/...                                  webhook deliveries (files_outbox.py)
 
 The markers under .state let workers find work without reading finished jobs: sorted(listdir(ready))
@@ -35,6 +37,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,6 +45,8 @@ from pydantic import ValidationError
 
 from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
+from ..lifecycle import is_expired
+from ..limits import RendererLimits, RendererPause
 from ..models import Concept, Event, Job, JobStatus
 from ..webhooks import Delivery
 from .atomic import (
@@ -77,6 +82,7 @@ MAX_DOCUMENT_BYTES = 1 * MiB  # a job or concept document is about 1-2 KB
 MAX_IMAGE_BYTES = 64 * MiB
 MAX_EVENT_LOG_BYTES = 16 * MiB
 READY, RUNNING, WORKERS = (".state", "ready"), (".state", "running"), (".state", "workers")
+PAUSES = (".state", "pauses")
 FORGET_WORKERS_AFTER = timedelta(days=1)
 
 
@@ -164,6 +170,17 @@ class ProjectsOfJobs:
             self._projects.pop(job_id, None)
 
 
+@dataclass
+class _ClaimRules:
+    """What one claim pass may take: `skipped` holds the renderers paused at `now`, and those
+    found at their cap during the pass (their later jobs wait too; other renderers' jobs go on)."""
+
+    renderers: Collection[str] | None
+    limits: RendererLimits | None
+    now: datetime
+    skipped: set[str]
+
+
 class FileJobStore(JobStore, CopyableStore):
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -171,7 +188,7 @@ class FileJobStore(JobStore, CopyableStore):
         self.folders = StoreFolders(self.root)
         self.jobs_dir = self.root / "jobs"
         self._file_views = JobFiles(self.jobs_dir, ID_PATTERN, is_temp_name, MAX_DOCUMENT_BYTES)
-        for parts in (("jobs",), ("concepts",), ("renders",), ("events",), READY, RUNNING, WORKERS):
+        for parts in (("jobs",), ("concepts",), ("renders",), ("events",), READY, RUNNING, WORKERS, PAUSES):
             try:
                 with self.folders.open(*parts, create=True):
                     pass
@@ -181,6 +198,8 @@ class FileJobStore(JobStore, CopyableStore):
         # Separate lock files: a key lock is held while the job lock is taken, and two flocks on
         # one file from one process would deadlock.
         self.key_locks = StripedLocks(self.folders, (".state", "key-locks"), stripes=64)
+        # Taken with a job lock held (a limited claim), never the other way round.
+        self.renderer_locks = StripedLocks(self.folders, (".state", "renderer-locks"), stripes=16)
         self._project_of = ProjectsOfJobs()
         try:
             self.outbox = FileOutbox(self.folders)
@@ -364,8 +383,10 @@ class FileJobStore(JobStore, CopyableStore):
         if job.status is JobStatus.PENDING:
             self.notify_work()
 
-    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None,
+                   limits: RendererLimits | None = None) -> Job | None:
         limit = _ms(now)
+        rules = _ClaimRules(renderers, limits, now, {pause.renderer for pause in self.renderer_pauses(now)})
         for ms, job_id, project_id in self._queue():
             if ms > limit:
                 return None  # in queue order: nothing further is due yet
@@ -373,7 +394,7 @@ class FileJobStore(JobStore, CopyableStore):
             if fd is None:
                 continue  # someone else is on it (or on its lock stripe): try the next one
             try:
-                claimed = self._claim_locked(ms, job_id, project_id, change, renderers)
+                claimed = self._claim_locked(ms, job_id, project_id, change, rules)
             finally:
                 self.locks.release(fd)
             if claimed is not None:
@@ -393,7 +414,7 @@ class FileJobStore(JobStore, CopyableStore):
         return entries
 
     def _claim_locked(self, ms: int, job_id: str, project_id: str, change: Change,
-                      renderers: Collection[str] | None) -> Job | None:
+                      rules: _ClaimRules) -> Job | None:
         marker = (READY, f"{ms:013d}.{job_id}.{project_id}")
         try:
             old = self._get(job_id, project_id)
@@ -403,14 +424,84 @@ class FileJobStore(JobStore, CopyableStore):
         if marker not in self._markers(old):
             self._unmark({marker})  # stale: claimed, canceled or rescheduled since it was written
             return None
-        if renderers is not None and old.renderer not in renderers:
+        if rules.renderers is not None and old.renderer not in rules.renderers:
             return None  # left for a worker that can run it
+        if old.renderer in rules.skipped:
+            return None  # paused by its provider, or found full earlier in this pass
+        cap = rules.limits.cap(old.renderer) if rules.limits else None
+        if cap is None:
+            return self._apply_claim(old, change)
+        # Counting and claiming under the renderer's lock: two claimers cannot both see the last
+        # free slot. Lock order is job lock, then renderer lock; nothing holding a renderer lock
+        # waits for a job lock (the count reads without locks), so the two cannot deadlock.
+        with self.renderer_locks.hold(old.renderer):
+            if self._holding_slots(old.renderer, rules) >= cap:
+                rules.skipped.add(old.renderer)
+                return None
+            return self._apply_claim(old, change)
+
+    def _holding_slots(self, renderer: str, rules: _ClaimRules) -> int:
+        """Jobs of `renderer` in processing whose lease is alive. Every claim of this renderer
+        wrote its job file before releasing the renderer lock, so none is missed; a job leaving
+        processing meanwhile may or may not be counted, which only delays a claim to the next pass."""
+        with self.folders.open(*RUNNING) as folder:
+            names = os.listdir(folder.fd)
+        holding = 0
+        for name in names:
+            job_id, _, project_id = name.partition(".")
+            if not (ID_PATTERN.fullmatch(job_id) and ID_PATTERN.fullmatch(project_id)):
+                continue  # not ours
+            job = self._job_calling_for(job_id, project_id, (RUNNING, name))
+            if job is not None and job.renderer == renderer and \
+                    not is_expired(job, rules.limits.lease_seconds, rules.now):
+                holding += 1
+        return holding
+
+    def _apply_claim(self, old: Job, change: Change) -> Job | None:
         try:
             outcome = apply_change(change, old)
         except TransitionConflict:
             return None
         self._write(old, outcome.job, outcome.event, outcome.durable, outcome.deliveries)
         return outcome.job
+
+    # -- provider pauses: one small file per paused renderer ---------------------------------------
+    @staticmethod
+    def _pause_file(renderer: str) -> str:
+        # Renderer names come from plugins too: the file is named by a digest, the name is inside.
+        return hashlib.sha256(renderer.encode()).hexdigest()[:32] + ".json"
+
+    def pause_renderer(self, pause: RendererPause) -> None:
+        document = json.dumps({"renderer": pause.renderer, "until": pause.until.isoformat(),
+                               "reason": pause.reason}).encode()
+        with self.renderer_locks.hold(pause.renderer):  # read, compare and write as one step
+            current = self._read_pauses().get(pause.renderer)
+            if current is not None and current.until >= pause.until:
+                return
+            with self.folders.open(*PAUSES) as folder:
+                atomic_write(folder, self._pause_file(pause.renderer), document)
+
+    def renderer_pauses(self, now: datetime) -> list[RendererPause]:
+        return sorted((pause for pause in self._read_pauses().values() if pause.until > now),
+                      key=lambda pause: pause.renderer)
+
+    def _read_pauses(self) -> dict[str, RendererPause]:
+        """Every pause file, ended or not. A file that is not a pause is ignored: a pause only
+        delays claims, so a foreign or torn file must not stop (or start) anything."""
+        found = {}
+        with self.folders.open(*PAUSES) as folder:
+            for name in os.listdir(folder.fd):
+                if is_temp_name(name):
+                    continue
+                try:
+                    data = json.loads(read_regular(folder, name, 64 * 1024))
+                    pause = RendererPause(str(data["renderer"]), datetime.fromisoformat(data["until"]),
+                                          str(data["reason"])[:200])
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if name == self._pause_file(pause.renderer) and pause.until.tzinfo is not None:
+                    found[pause.renderer] = pause
+        return found
 
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
         project_id = self._locate(job_id, project_id)

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 
 from ..errors import JobNotFound, TransitionConflict
 from ..ids import validate_id
+from ..lifecycle import is_expired
+from ..limits import RendererLimits, RendererPause
 from ..models import Concept, Event, Job, JobStatus
 from ..webhooks import Delivery
 from .base import Change, CopyableStore, JobPage, JobStore, OnChange, WorkerInfo, apply_change
@@ -66,6 +68,7 @@ class MemoryJobStore(JobStore, CopyableStore):
         self._outbox: dict[str, Delivery] = {}  # id -> delivery (its `claim` set while claimed)
         self._claimed_until: dict[str, datetime] = {}
         self._secret: str | None = None
+        self._pauses: dict[str, RendererPause] = {}
 
     def describe(self) -> str:
         return f"memory store {self.name!r}" if self.name else "a private memory store"
@@ -107,13 +110,19 @@ class MemoryJobStore(JobStore, CopyableStore):
                 self._put(outcome.job, outcome.event, outcome.deliveries)
             return outcome.job
 
-    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None,
+                   limits: RendererLimits | None = None) -> Job | None:
         with self._lock:
+            skipped = {pause.renderer for pause in self.renderer_pauses(now)}
             for _, job_id in self.pending():
                 job = self._load(job_id)
                 if job.available_at > now:
                     return None  # in queue order: nothing further is due yet
-                if renderers is not None and job.renderer not in renderers:
+                if (renderers is not None and job.renderer not in renderers) or job.renderer in skipped:
+                    continue
+                cap = limits.cap(job.renderer) if limits else None
+                if cap is not None and self._holding_slots(job.renderer, limits, now) >= cap:
+                    skipped.add(job.renderer)  # full: its later jobs wait too, others go on
                     continue
                 try:
                     outcome = apply_change(change, job)
@@ -122,6 +131,21 @@ class MemoryJobStore(JobStore, CopyableStore):
                 self._put(outcome.job, outcome.event, outcome.deliveries)
                 return outcome.job
         return None
+
+    def _holding_slots(self, renderer: str, limits: RendererLimits, now: datetime) -> int:
+        return sum(1 for job in self.processing()
+                   if job.renderer == renderer and not is_expired(job, limits.lease_seconds, now))
+
+    def pause_renderer(self, pause: RendererPause) -> None:
+        with self._lock:
+            current = self._pauses.get(pause.renderer)
+            if current is None or current.until < pause.until:
+                self._pauses[pause.renderer] = pause
+
+    def renderer_pauses(self, now: datetime) -> list[RendererPause]:
+        with self._lock:
+            return sorted((pause for pause in self._pauses.values() if pause.until > now),
+                          key=lambda pause: pause.renderer)
 
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
         with self._lock:

@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from ..errors import InvalidInput, JobNotFound, StoreUnavailable, TransitionConflict, UnreadableJob
 from ..ids import validate_id
+from ..limits import RendererLimits, RendererPause
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from ..webhooks import Delivery
 from .atomic import unlink_quietly, write_or_replace
@@ -133,6 +134,13 @@ MIGRATIONS: dict[int, str] = {
         value       text NOT NULL
     );
     """,
+    5: """
+    CREATE TABLE IF NOT EXISTS renderer_pauses (
+        renderer     text PRIMARY KEY,
+        paused_until timestamptz NOT NULL,
+        reason       text NOT NULL
+    );
+    """,
 }
 FORGET_WORKERS_AFTER = timedelta(days=1)
 
@@ -197,6 +205,34 @@ _CLAIM_DELIVERY = """
     UPDATE webhook_outbox w SET claim = %(claim)s, next_at = %(lease)s FROM next WHERE w.id = next.id
     RETURNING w.doc::text, w.attempts
 """
+
+
+# The oldest due job a claimer may take: of its renderers, none paused by its provider and none
+# found at its cap by this claim (`full`). SKIP LOCKED: concurrent claimers take different jobs.
+_CLAIM_SELECT = """
+    SELECT job_id, doc::text FROM jobs j WHERE status = 'pending' AND available_at <= %(now)s
+      AND (%(allowed)s::text[] IS NULL OR doc->>'renderer' = ANY(%(allowed)s::text[]))
+      AND NOT coalesce(doc->>'renderer' = ANY(%(full)s::text[]), false)
+      AND NOT EXISTS (SELECT 1 FROM renderer_pauses p
+                      WHERE p.renderer = j.doc->>'renderer' AND p.paused_until > %(now)s)
+    ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED
+"""
+# A renderer's slots are counted under a transaction-level advisory lock of that renderer (in the
+# store's schema), held until the claim commits: two claimers cannot both take the last slot, and
+# the next one's count (a fresh snapshot after the lock is granted) sees the committed claim.
+# Works through PgBouncer in transaction mode, as the lock lives and dies with the transaction.
+_LIMITS_LOCK_SPACE = 0x4A4C  # the first key of our advisory locks ("JL"): apart from other users'
+_HOLDING_SLOTS = """
+    SELECT count(*) FROM jobs WHERE status = 'processing' AND heartbeat_at >= %s AND doc->>'renderer' = %s
+"""
+
+
+class _RendererFull(Exception):
+    """A claim found its job's renderer at its cap: rolled back, then tried again without it."""
+
+    def __init__(self, renderer: str) -> None:
+        super().__init__(renderer)
+        self.renderer = renderer
 
 
 class _CommitUncertain(Exception):
@@ -644,30 +680,59 @@ class PostgresJobStore(JobStore, CopyableStore):
             self._remember(new, written[-1])
         return self._announced(new)
 
-    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None) -> Job | None:
+    def claim_next(self, change: Change, now: datetime, renderers: Collection[str] | None = None,
+                   limits: RendererLimits | None = None) -> Job | None:
         written: list[str] = []
         allowed = None if renderers is None else sorted(renderers)
+        full: list[str] = []
 
         def work(cur: psycopg.Cursor) -> Job | None:
             written.clear()  # a retried attempt: only what the last one wrote is committed
-            row = cur.execute(
-                "SELECT job_id, doc::text FROM jobs WHERE status = 'pending' AND available_at <= %s "
-                "AND (%s::text[] IS NULL OR doc->>'renderer' = ANY(%s::text[])) "
-                "ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                [now, allowed, allowed], prepare=True).fetchone()
+            row = cur.execute(_CLAIM_SELECT, {"now": now, "allowed": allowed, "full": full},
+                              prepare=True).fetchone()
             if row is None:
                 return None
             old = _parse_job(row[0], row[1])
+            cap = limits.cap(old.renderer) if limits else None
+            if cap is not None:
+                self._take_slot(cur, old.renderer, cap, limits.alive_since(now))
             try:
                 new, event, durable, deliveries = apply_change(change, old)
             except TransitionConflict:
                 return None
             written.append(self._write(cur, _UPDATE_JOB, new, event, durable, deliveries=deliveries))
             return new
-        new = self._transact(work, self._is_written)
+        while True:
+            try:
+                new = self._transact(work, self._is_written)
+                break
+            except _RendererFull as found:
+                # A new transaction (its row and renderer locks released), so a claim holds at most
+                # one renderer lock at a time and two claims cannot wait for each other's.
+                full.append(found.renderer)
         if new is not None:
             self._remember(new, written[-1])
         return self._announced(new)
+
+    def _take_slot(self, cur: psycopg.Cursor, renderer: str, cap: int, alive_since: datetime) -> None:
+        """Lock the renderer's slots for this transaction; _RendererFull when none is free."""
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    [_LIMITS_LOCK_SPACE, f"{self.schema}/{renderer}"], prepare=True)
+        holding = cur.execute(_HOLDING_SLOTS, [alive_since, renderer], prepare=True).fetchone()[0]
+        if holding >= cap:
+            raise _RendererFull(renderer)
+
+    def pause_renderer(self, pause: RendererPause) -> None:
+        self._transact(lambda cur: cur.execute(
+            "INSERT INTO renderer_pauses (renderer, paused_until, reason) VALUES (%s, %s, %s) "
+            "ON CONFLICT (renderer) DO UPDATE SET paused_until = EXCLUDED.paused_until, reason = EXCLUDED.reason "
+            "WHERE renderer_pauses.paused_until < EXCLUDED.paused_until",
+            [pause.renderer, pause.until, pause.reason]))
+
+    def renderer_pauses(self, now: datetime) -> list[RendererPause]:
+        rows = self._read("SELECT renderer, paused_until, reason FROM renderer_pauses WHERE paused_until > %s "
+                          "ORDER BY renderer", [now])
+        return [RendererPause(renderer, until, reason) for renderer, until, reason in rows]
 
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
         def work(cur: psycopg.Cursor) -> str:
