@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="copy this store into another (files <-> PostgreSQL); idempotent")
     migrate.add_argument("--to", required=True, help="a postgresql:// URL or a jobs directory")
     migrate.set_defaults(handler=cmd_migrate)
+
+    from .retention import add_prune_command  # issue 19: retention
+    add_prune_command(commands, common)
     return parser
 
 

@@ -31,6 +31,7 @@ from .ids import new_id
 from .lifecycle import Lease
 from .models import Job, utcnow
 from .renderers import RenderTask, get_renderer, renderer_names
+from .retention import RetentionLoop, retention_days
 from .service import JobService
 from .store.base import WorkerInfo
 from .webhooks_sender import WebhookSender
@@ -87,6 +88,7 @@ class Worker:
         self.claiming = False
         #: sends the store's webhook deliveries from this process too (JOBS_WEBHOOK_SENDERS threads)
         self.webhooks = WebhookSender(service.store)
+        self.retention: RetentionLoop | None = None
 
     # -- lifecycle of the pool ---------------------------------------------------------------
     def start(self, claiming: bool = True) -> Worker:
@@ -97,6 +99,9 @@ class Worker:
             self._spawn(self._claim_loop, f"jobs-worker-{index}")
         self._spawn(self._maintenance_loop, "jobs-maintenance")
         self.webhooks.start()
+        days = retention_days() if claiming else None
+        if days is not None:  # JOBS_RETENTION_DAYS: its own thread, so a long prune delays no heartbeat
+            self.retention = RetentionLoop(self.service.store, days, self.worker_id).start()
         return self
 
     def _say_alive(self) -> None:
@@ -148,6 +153,8 @@ class Worker:
             running.lost.set()
             self._quietly(self.service.release, running.lease)
         self.webhooks.stop(timeout)
+        if self.retention is not None:
+            self.retention.stop()
 
     # -- claiming and running ----------------------------------------------------------------
     def _claim_loop(self) -> None:
