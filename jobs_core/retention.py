@@ -182,6 +182,7 @@ class RetentionLoop:
     def __init__(self, store: JobStore, days: float, worker_id: str, check_seconds: float = 60.0) -> None:
         self.store, self.days, self.worker_id, self.check_seconds = store, days, worker_id, check_seconds
         self._stop = threading.Event()
+        self._told_waiting = False
         self._thread = threading.Thread(target=self._run, name="jobs-retention", daemon=True)
 
     def start(self) -> RetentionLoop:
@@ -198,6 +199,10 @@ class RetentionLoop:
         now = now or utcnow()
         try:
             if not self.store.claim_prune_turn(now, PRUNE_EVERY):
+                if not self._told_waiting:  # once: then every hour would say it again
+                    self._told_waiting = True
+                    log.info("retention: another worker pruned within the hour (at %s); this one waits its turn",
+                             self.store.last_pruned_at())
                 return None
             report = prune(self.store, rule_from_days(self.days, now))
         except JobsError as error:
@@ -225,20 +230,29 @@ class StoreSizeGauge:
         self._measuring = threading.Lock()
 
     def latest(self, now: datetime | None = None) -> StoreSize | None:
-        """The last measure (None before the first); starts a new one when it is stale."""
+        """The last measure (the first one is taken here, as the index is built: it costs less
+        than reading every job); a stale one starts a new measure in the background."""
         now = now or utcnow()
-        stale = self.measured_at is None or (now - self.measured_at).total_seconds() >= self.every_seconds
-        if stale and self._measuring.acquire(blocking=False):
+        if self.measured_at is None:
+            with self._measuring:
+                if self.measured_at is None:
+                    self._measure_now()
+            return self.size
+        if (now - self.measured_at).total_seconds() >= self.every_seconds and self._measuring.acquire(blocking=False):
             threading.Thread(target=self._measure, name="jobs-store-size", daemon=True).start()
         return self.size
 
-    def _measure(self) -> None:
+    def _measure_now(self) -> None:
         try:
             self.size = self.store.store_size()
         except (JobsError, NotImplementedError, OSError) as error:
             log.warning("could not measure the store: %s", error)
+        self.measured_at = utcnow()
+
+    def _measure(self) -> None:
+        try:
+            self._measure_now()
         finally:
-            self.measured_at = utcnow()
             self._measuring.release()
 
 
@@ -257,7 +271,7 @@ def describe_retention(store: JobStore) -> str:
 
 def describe_size(size: StoreSize | None) -> str:
     if size is None:
-        return "Store size: being measured…"
+        return "Store size: not known (it could not be measured)."
     return f"Store size: {size.jobs:,} jobs, {size.renders:,} renders, {human_bytes(size.bytes)}."
 
 

@@ -20,6 +20,7 @@ from jobs_core.monitor import JobIndex, alerts, stats
 from jobs_core.monitor.actions import BULK, JobRef, bulk_targets, run_action
 from jobs_core.monitor.index import FEED, WATCHING
 from jobs_core.monitor.view import View
+from jobs_core.retention import describe_retention, describe_size
 from jobs_core.thumbnails import thumbnail
 from pages import app_runtime
 
@@ -483,6 +484,7 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
     elapsed = (datetime.now(UTC) - started).total_seconds()
     st.caption(f"{index.describe_mode()} {len(index.frame()):,} jobs indexed; view computed at "
                f"{view.computed_at:%H:%M:%S} UTC, shown in {elapsed * 1000:.0f} ms.")
+    st.caption(f"{describe_size(index.size.latest())} {describe_retention(service.store)}")
 
 
 def report_expired() -> bool:

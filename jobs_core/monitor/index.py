@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..errors import InvalidInput, JobsError
 from ..models import utcnow
+from ..retention import StoreSizeGauge
 from ..service import JobService
 from ..store import JobRecord, JobStore, Unreadable
 from ..store.base import JobWatch
@@ -97,6 +98,8 @@ class JobIndex:
         self.alerts = AlertLog(sinks=_alert_sinks(store))
         #: what the page shows per set of filters, recomputed only when a job or the clock changes it
         self.views = ViewCache(self)
+        #: the store's size (jobs, renders, bytes), measured at most once a minute (retention.py)
+        self.size = StoreSizeGauge(store)
 
     # -- making one ------------------------------------------------------------------------------
     @classmethod
