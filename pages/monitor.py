@@ -482,9 +482,9 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
         else:
             st.caption("Every file in the store is a readable job.")
     elapsed = (datetime.now(UTC) - started).total_seconds()
+    st.caption(f"{describe_size(index.size.latest())} {describe_retention(service.store)}")
     st.caption(f"{index.describe_mode()} {len(index.frame()):,} jobs indexed; view computed at "
                f"{view.computed_at:%H:%M:%S} UTC, shown in {elapsed * 1000:.0f} ms.")
-    st.caption(f"{describe_size(index.size.latest())} {describe_retention(service.store)}")
 
 
 def report_expired() -> bool:

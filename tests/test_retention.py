@@ -298,3 +298,42 @@ def test_two_worker_processes_one_prune_on_postgres(tmp_path, pg_url):
                                                          JOBS_STORE_URL=pg_url))
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_prune_on_postgres_leaves_no_half_removed_job(pg_url):
+    import psycopg
+
+    from jobs_core.store import open_store
+
+    store = open_store(pg_url)
+    total = 700
+    try:
+        for index in range(total):
+            put_job(store, (C, F, X)[index % 3], 40, webhook=index % 10 == 0)
+        process = subprocess.Popen([sys.executable, "-m", "jobs_core", "prune", "--older-than", "30d"], cwd=ROOT,
+                                   env=cli_env(JOBS_STORE_URL=pg_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            def count(query: str) -> int:
+                return conn.execute(query).fetchone()[0]
+            wait_until(lambda: count("SELECT count(*) FROM jobs") < total or process.poll() is not None,
+                       timeout=60, what="the first batch to commit")
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            assert process.returncode == -signal.SIGKILL, "the prune finished before it could be killed"
+            remaining = count("SELECT count(*) FROM jobs")
+            assert 0 < remaining < total and remaining % 200 == total % 200  # whole batches, none half
+            for table, column in (("job_images", "job_id"), ("job_events", "job_id"), ("webhook_outbox", "key")):
+                assert count(f"SELECT count(*) FROM {table} t WHERE NOT EXISTS "
+                             f"(SELECT 1 FROM jobs j WHERE j.job_id = t.{column})") == 0, table
+            assert count("SELECT count(*) FROM jobs j WHERE status = 'completed' AND NOT EXISTS "
+                         "(SELECT 1 FROM job_images i WHERE i.job_id = j.job_id)") == 0
+            assert count("SELECT count(*) FROM jobs j WHERE NOT EXISTS "
+                         "(SELECT 1 FROM job_events e WHERE e.job_id = j.job_id)") == 0
+        result = subprocess.run(
+            [sys.executable, "-m", "jobs_core", "prune", "--older-than", "30d"], cwd=ROOT,
+            env=cli_env(JOBS_STORE_URL=pg_url), capture_output=True, text=True, timeout=120)
+        assert result.stdout.startswith(f"removed {remaining} job(s)"), result
+        assert store.store_size().jobs == 0 and list(store.iter_concepts()) == []
+    finally:
+        store.close()

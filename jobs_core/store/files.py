@@ -430,6 +430,7 @@ class FileJobStore(FileRetention, JobStore, CopyableStore):
             except FileNotFoundError:
                 pass
             self._remove_leftovers([RemovableJob(project_id, job_id, "", job and job.idempotency_key)])
+            self.outbox.drop({job_id})
         self._project_of.forget(job_id)
 
     # -- the webhook outbox (files_outbox.py) --------------------------------------------------------

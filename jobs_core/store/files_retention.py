@@ -65,7 +65,8 @@ class FileRetention:
             for project in {target.project_id for target in gone}:
                 with self._open("jobs", project) as folder:
                     fsync_dir(folder)  # gone for good before anything else of them goes
-            self._remove_leftovers(gone)
+            self._remove_leftovers(gone)  # their bytes were counted before the job files went
+            removal.other_bytes += self.outbox.drop({target.job_id for target in gone})
             self._remove_concepts(set(concepts) - kept, removal)
             with self.folders.open(*PRUNING) as folder:
                 unlink_quietly(folder, name)
@@ -104,8 +105,7 @@ class FileRetention:
 
     def _bytes_of(self, target: RemovableJob) -> int:
         parts = [(("jobs", target.project_id), f"{target.job_id}.json"), *self._files_of(target)]
-        return sum(self._size(folder_parts, name) for folder_parts, name in parts) \
-            + self.outbox.drop({target.job_id}, dry_run=True)
+        return sum(self._size(folder_parts, name) for folder_parts, name in parts)
 
     def _size(self, parts: tuple[str, ...], name: str) -> int:
         try:
@@ -118,7 +118,8 @@ class FileRetention:
         return self._size((kind, project_id), name) > 0
 
     def _remove_leftovers(self, gone: list[RemovableJob]) -> int:
-        """Step 4: everything else of jobs whose file is gone; the bytes it took."""
+        """Step 4: the other files of jobs whose file is gone; the bytes they took. (Their webhook
+        deliveries: `outbox.drop`, once for a batch, since it lists the outbox.)"""
         freed = 0
         for target in gone:
             for parts, name in self._files_of(target):
@@ -128,8 +129,6 @@ class FileRetention:
                         unlink_quietly(folder, name)
                 except OSError:
                     continue  # not there (no render, no key), or removed already
-        if gone:
-            freed += self.outbox.drop({target.job_id for target in gone})
         return freed
 
     def _remove_concepts(self, concepts: set[tuple[str, str]], removal: Removal, dry_run: bool = False) -> None:
@@ -157,6 +156,7 @@ class FileRetention:
                 continue
             removal.jobs.append(Removed(target.job_id, target.project_id, job.status, self._bytes_of(target),
                                         self._exists("renders", target.project_id, f"{target.job_id}.png")))
+        removal.other_bytes += self.outbox.drop({removed.job_id for removed in removal.jobs}, dry_run=True)
         self._remove_concepts(set(concepts) - kept, removal, dry_run=True)
         return removal
 
@@ -192,7 +192,7 @@ class FileRetention:
         jobs = [t for t in jobs if ID_PATTERN.fullmatch(t.project_id or "") and ID_PATTERN.fullmatch(t.job_id or "")]
         gone = [t for t in jobs if not self._job_file_there(t)]
         kept = {(t.project_id, t.concept_id) for t in jobs if t not in gone}
-        removal.other_bytes += self._remove_leftovers(gone)
+        removal.other_bytes += self._remove_leftovers(gone) + self.outbox.drop({t.job_id for t in gone})
         self._remove_concepts(concepts - kept, removal)
         with self.folders.open(*PRUNING) as folder:
             unlink_quietly(folder, name)
