@@ -157,6 +157,7 @@ def _targets_and_concept_users(store: JobStore, rule: PruneRule) -> tuple[list[R
         users[(job.project_id, job.concept_id)] += 1
         if rule.matches(job):
             targets.append(RemovableJob.of(job))
+    targets.sort(key=lambda target: (target.project_id, target.job_id))  # a batch touches few folders
     return targets, users
 
 

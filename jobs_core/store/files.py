@@ -70,7 +70,7 @@ from .base import (
 )
 from .file_watch import JobFiles
 from .files_outbox import FileOutbox
-from .files_retention import FileRetention
+from .files_retention import FileRetention, OpenFolders
 from .folders import Folder, MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store")
@@ -429,7 +429,8 @@ class FileJobStore(FileRetention, JobStore, CopyableStore):
                     unlink_quietly(folder, f"{job_id}.json")  # first: the job is gone, then the rest
             except FileNotFoundError:
                 pass
-            self._remove_leftovers([RemovableJob(project_id, job_id, "", job and job.idempotency_key)])
+            with OpenFolders(self.folders) as opened:
+                self._remove_leftovers(opened, [RemovableJob(project_id, job_id, "", job and job.idempotency_key)])
             self.outbox.drop({job_id})
         self._project_of.forget(job_id)
 

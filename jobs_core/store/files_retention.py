@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Collection
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 
 from ..errors import JobNotFound, TransitionConflict, UnreadableJob
@@ -25,7 +26,7 @@ from ..ids import ID_PATTERN, new_id
 from ..models import Job
 from .atomic import StripedLocks, atomic_write, fsync_dir, is_temp_name, unlink_quietly
 from .base import RemovableJob, Removal, Removed, StoreSize
-from .folders import read_regular
+from .folders import Folder, StoreFolders, UnsafeEntry, read_regular
 
 PRUNING = (".state", "pruning")
 LAST_PRUNE = "last-prune.json"
@@ -52,20 +53,21 @@ class FileRetention:
             return removal
         name = f"{new_id('prune')}.json"
         locks = self._prune_locks()
-        with locks.hold(name):
+        with locks.hold(name), OpenFolders(self.folders) as opened:
             self._write_intent(name, jobs, concepts)
             gone, kept = [], set()
             for target in jobs:
-                removed = self._unlink_job_file(target, check)
+                removed = self._unlink_job_file(opened, target, check)
                 if removed is None:
                     kept.add((target.project_id, target.concept_id))
                 else:
                     gone.append(target)
                     removal.jobs.append(removed)
             for project in {target.project_id for target in gone}:
-                with self._open("jobs", project) as folder:
+                folder = opened.get(("jobs", project))
+                if folder is not None:
                     fsync_dir(folder)  # gone for good before anything else of them goes
-            self._remove_leftovers(gone)  # their bytes were counted before the job files went
+            self._remove_leftovers(opened, gone)  # their bytes were counted before the job files went
             removal.other_bytes += self.outbox.drop({target.job_id for target in gone})
             self._remove_concepts(set(concepts) - kept, removal)
             with self.folders.open(*PRUNING) as folder:
@@ -78,7 +80,8 @@ class FileRetention:
         with self.folders.open(*PRUNING, create=True) as folder:
             atomic_write(folder, name, json.dumps(document).encode())
 
-    def _unlink_job_file(self, target: RemovableJob, check: Callable[[Job], None]) -> Removed | None:
+    def _unlink_job_file(self, opened: OpenFolders, target: RemovableJob,
+                         check: Callable[[Job], None]) -> Removed | None:
         """Step 2: check the job as it is now and unlink its file; what it took, or None if kept."""
         with self.locks.hold(target.job_id):
             try:
@@ -86,11 +89,10 @@ class FileRetention:
                 check(job)
             except (JobNotFound, UnreadableJob, TransitionConflict):
                 return None
-            size = self._bytes_of(target)
-            had_render = self._exists("renders", target.project_id, f"{target.job_id}.png")
+            size = self._bytes_of(opened, target)
+            had_render = self._size(opened, ("renders", target.project_id), f"{target.job_id}.png") > 0
             self._unmark(self._markers(job))
-            with self._open("jobs", target.project_id) as folder:
-                unlink_quietly(folder, f"{target.job_id}.json")
+            unlink_quietly(opened.get(("jobs", target.project_id)), f"{target.job_id}.json")
         self._project_of.forget(target.job_id)
         return Removed(target.job_id, target.project_id, job.status, size, had_render)
 
@@ -103,59 +105,61 @@ class FileRetention:
             files.append(((".state", "idempotency", target.project_id), digest))
         return files
 
-    def _bytes_of(self, target: RemovableJob) -> int:
+    def _bytes_of(self, opened: OpenFolders, target: RemovableJob) -> int:
         parts = [(("jobs", target.project_id), f"{target.job_id}.json"), *self._files_of(target)]
-        return sum(self._size(folder_parts, name) for folder_parts, name in parts)
+        return sum(self._size(opened, folder_parts, name) for folder_parts, name in parts)
 
-    def _size(self, parts: tuple[str, ...], name: str) -> int:
+    @staticmethod
+    def _size(opened: OpenFolders, parts: tuple[str, ...], name: str) -> int:
+        folder = opened.get(parts)
         try:
-            with self.folders.open(*parts) as folder:
-                return os.stat(name, dir_fd=folder.fd, follow_symlinks=False).st_size
+            return 0 if folder is None else os.stat(name, dir_fd=folder.fd, follow_symlinks=False).st_size
         except OSError:
             return 0
 
-    def _exists(self, kind: str, project_id: str, name: str) -> bool:
-        return self._size((kind, project_id), name) > 0
-
-    def _remove_leftovers(self, gone: list[RemovableJob]) -> int:
+    def _remove_leftovers(self, opened: OpenFolders, gone: list[RemovableJob]) -> int:
         """Step 4: the other files of jobs whose file is gone; the bytes they took. (Their webhook
         deliveries: `outbox.drop`, once for a batch, since it lists the outbox.)"""
         freed = 0
         for target in gone:
             for parts, name in self._files_of(target):
+                folder, size = opened.get(parts), self._size(opened, parts, name)
+                if folder is None:
+                    continue  # no such folder: nothing of the job there
                 try:
-                    with self.folders.open(*parts) as folder:
-                        freed += os.stat(name, dir_fd=folder.fd, follow_symlinks=False).st_size
-                        unlink_quietly(folder, name)
+                    unlink_quietly(folder, name)
                 except OSError:
-                    continue  # not there (no render, no key), or removed already
+                    continue  # not a file of ours (a folder someone made there): left alone
+                freed += size
         return freed
 
     def _remove_concepts(self, concepts: set[tuple[str, str]], removal: Removal, dry_run: bool = False) -> None:
-        for project_id, concept_id in sorted(concepts):
-            if not (ID_PATTERN.fullmatch(project_id) and ID_PATTERN.fullmatch(concept_id)):
-                continue
-            size = self._size(("concepts", project_id), f"{concept_id}.json")
-            if not size:
-                continue  # none was saved (a job made from another's concept), or removed already
-            if not dry_run:
-                with self._open("concepts", project_id) as folder:
-                    unlink_quietly(folder, f"{concept_id}.json")
-            removal.concepts += 1
-            removal.other_bytes += size
+        with OpenFolders(self.folders) as opened:
+            for project_id, concept_id in sorted(concepts):
+                if not (ID_PATTERN.fullmatch(project_id) and ID_PATTERN.fullmatch(concept_id)):
+                    continue
+                size = self._size(opened, ("concepts", project_id), f"{concept_id}.json")
+                if not size:
+                    continue  # none was saved (a job made from another's concept), or removed already
+                if not dry_run:
+                    unlink_quietly(opened.get(("concepts", project_id)), f"{concept_id}.json")
+                removal.concepts += 1
+                removal.other_bytes += size
 
     def _measure_removal(self, jobs: list[RemovableJob], check: Callable[[Job], None],
                          concepts: Collection[tuple[str, str]]) -> Removal:
         removal, kept = Removal(), set()
-        for target in jobs:
-            try:
-                job = self._get(target.job_id, target.project_id)
-                check(job)
-            except (JobNotFound, UnreadableJob, TransitionConflict):
-                kept.add((target.project_id, target.concept_id))
-                continue
-            removal.jobs.append(Removed(target.job_id, target.project_id, job.status, self._bytes_of(target),
-                                        self._exists("renders", target.project_id, f"{target.job_id}.png")))
+        with OpenFolders(self.folders) as opened:
+            for target in jobs:
+                try:
+                    job = self._get(target.job_id, target.project_id)
+                    check(job)
+                except (JobNotFound, UnreadableJob, TransitionConflict):
+                    kept.add((target.project_id, target.concept_id))
+                    continue
+                had_render = self._size(opened, ("renders", target.project_id), f"{target.job_id}.png") > 0
+                removal.jobs.append(Removed(target.job_id, target.project_id, job.status,
+                                            self._bytes_of(opened, target), had_render))
         removal.other_bytes += self.outbox.drop({removed.job_id for removed in removal.jobs}, dry_run=True)
         self._remove_concepts(set(concepts) - kept, removal, dry_run=True)
         return removal
@@ -192,7 +196,9 @@ class FileRetention:
         jobs = [t for t in jobs if ID_PATTERN.fullmatch(t.project_id or "") and ID_PATTERN.fullmatch(t.job_id or "")]
         gone = [t for t in jobs if not self._job_file_there(t)]
         kept = {(t.project_id, t.concept_id) for t in jobs if t not in gone}
-        removal.other_bytes += self._remove_leftovers(gone) + self.outbox.drop({t.job_id for t in gone})
+        with OpenFolders(self.folders) as opened:
+            removal.other_bytes += self._remove_leftovers(opened, gone)
+        removal.other_bytes += self.outbox.drop({t.job_id for t in gone})
         self._remove_concepts(concepts - kept, removal)
         with self.folders.open(*PRUNING) as folder:
             unlink_quietly(folder, name)
@@ -249,6 +255,31 @@ class FileRetention:
                 return datetime.fromisoformat(json.loads(read_regular(folder, LAST_PRUNE, 4096))["lastPrunedAt"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # never pruned, or not ours: a prune rewrites it
+
+
+class OpenFolders:
+    """The folders one batch touches, each opened once: walking the path again for every file
+    would cost more than the file's own unlink."""
+
+    def __init__(self, folders: StoreFolders) -> None:
+        self.folders = folders
+        self._stack = ExitStack()
+        self._opened: dict[tuple[str, ...], Folder | None] = {}
+
+    def get(self, parts: tuple[str, ...]) -> Folder | None:
+        """The open folder, or None when it does not exist (or is not a folder of ours)."""
+        if parts not in self._opened:
+            try:
+                self._opened[parts] = self._stack.enter_context(self.folders.open(*parts))
+            except (FileNotFoundError, NotADirectoryError, UnsafeEntry):
+                self._opened[parts] = None
+        return self._opened[parts]
+
+    def __enter__(self) -> OpenFolders:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stack.close()
 
 
 def _optional_text(value: object) -> str | None:
