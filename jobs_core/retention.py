@@ -221,59 +221,55 @@ class RetentionLoop:
 
 # -- the monitor: the store's size, at most once a minute --------------------------------------------
 class StoreSizeGauge:
-    """The store's size for the monitor, measured in a background thread at most every
-    `every_seconds` (a file store stats every file): `latest` is instant."""
+    """The store's size and its last prune, for the monitor, measured in a background thread at
+    most every `every_seconds` (a file store stats every file): reading them is instant."""
 
     def __init__(self, store: JobStore, every_seconds: float = 60.0) -> None:
         self.store, self.every_seconds = store, every_seconds
         self.size: StoreSize | None = None
+        self.last_pruned_at: datetime | None = None
         self.measured_at: datetime | None = None
+        self.problem: str | None = None
         self._measuring = threading.Lock()
 
     def latest(self, now: datetime | None = None) -> StoreSize | None:
-        """The last measure (the first one is taken here, as the index is built: it costs less
-        than reading every job); a stale one starts a new measure in the background."""
+        """The last measure (None until the first is done); starts a new one when it is stale."""
         now = now or utcnow()
-        if self.measured_at is None:
-            with self._measuring:
-                if self.measured_at is None:
-                    self._measure_now()
-            return self.size
-        if (now - self.measured_at).total_seconds() >= self.every_seconds and self._measuring.acquire(blocking=False):
+        stale = self.measured_at is None or (now - self.measured_at).total_seconds() >= self.every_seconds
+        if stale and self._measuring.acquire(blocking=False):
             threading.Thread(target=self._measure, name="jobs-store-size", daemon=True).start()
         return self.size
 
-    def _measure_now(self) -> None:
-        try:
-            self.size = self.store.store_size()
-        except (JobsError, NotImplementedError, OSError) as error:
-            log.warning("could not measure the store: %s", error)
-        self.measured_at = utcnow()
-
     def _measure(self) -> None:
         try:
-            self._measure_now()
+            self.size, self.last_pruned_at, self.problem = self.store.store_size(), self.store.last_pruned_at(), None
+        except (JobsError, NotImplementedError, OSError) as error:
+            self.problem = str(error) or type(error).__name__
+            log.warning("could not measure the store: %s", self.problem)
         finally:
+            self.measured_at = utcnow()
             self._measuring.release()
 
+    def describe(self) -> str:
+        """The size and the retention in force, in words, for the monitor."""
+        if self.size is None:
+            size = "Store size: not known (it could not be measured)." if self.problem else "Store size: measuring…"
+        else:
+            size = (f"Store size: {self.size.jobs:,} jobs, {self.size.renders:,} renders, "
+                    f"{human_bytes(self.size.bytes)}.")
+        return f"{size} {describe_retention(self.last_pruned_at)}"
 
-def describe_retention(store: JobStore) -> str:
-    """The retention in force, in words, for the monitor."""
+
+def describe_retention(last_pruned_at: datetime | None) -> str:
+    """The retention in force, in words."""
     try:
         days = retention_days()
     except InvalidInput as error:
         return str(error)
     if days is None:
         return "Retention: off (jobs are kept until pruned with `python -m jobs_core prune`)."
-    last = store.last_pruned_at()
-    when = "not yet" if last is None else f"last at {last:%Y-%m-%d %H:%M} UTC"
+    when = "not yet" if last_pruned_at is None else f"last at {last_pruned_at:%Y-%m-%d %H:%M} UTC"
     return f"Retention: workers remove jobs finished over {days:g} days ago, once an hour ({when})."
-
-
-def describe_size(size: StoreSize | None) -> str:
-    if size is None:
-        return "Store size: not known (it could not be measured)."
-    return f"Store size: {size.jobs:,} jobs, {size.renders:,} renders, {human_bytes(size.bytes)}."
 
 
 # -- the command line --------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from jobs_core.monitor import JobIndex, alerts, stats
 from jobs_core.monitor.actions import BULK, JobRef, bulk_targets, run_action
 from jobs_core.monitor.index import FEED, WATCHING
 from jobs_core.monitor.view import View
-from jobs_core.retention import describe_retention, describe_size
 from jobs_core.thumbnails import thumbnail
 from pages import app_runtime
 
@@ -452,6 +451,8 @@ def figures(index: JobIndex, view_filter: stats.JobFilter, run: int) -> None:
                 "`python -m jobs_core submit` appear here within a few seconds.")
     show_alerts(index)
     show_headline(view.headline)
+    index.size.latest()  # measured in the background, at most once a minute
+    st.caption(index.size.describe())
 
 
 def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> None:
@@ -482,7 +483,6 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
         else:
             st.caption("Every file in the store is a readable job.")
     elapsed = (datetime.now(UTC) - started).total_seconds()
-    st.caption(f"{describe_size(index.size.latest())} {describe_retention(service.store)}")
     st.caption(f"{index.describe_mode()} {len(index.frame()):,} jobs indexed; view computed at "
                f"{view.computed_at:%H:%M:%S} UTC, shown in {elapsed * 1000:.0f} ms.")
 

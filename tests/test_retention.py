@@ -337,3 +337,19 @@ def test_kill_9_mid_prune_on_postgres_leaves_no_half_removed_job(pg_url):
         assert store.store_size().jobs == 0 and list(store.iter_concepts()) == []
     finally:
         store.close()
+
+
+def test_the_monitors_size_gauge_measures_at_most_once_a_minute(store):
+    put_job(store, C, 40)
+    gauge = retention.StoreSizeGauge(store, every_seconds=60)
+    assert gauge.latest() is None or gauge.size is not None  # the first measure runs in the background
+    measured_at = wait_until(lambda: gauge.measured_at, what="the first measure")
+    first = gauge.size
+    assert (first.jobs, first.renders) == (1, 1) and first.bytes > 0
+    put_job(store, C, 40)
+    assert gauge.latest() == first and gauge.measured_at == measured_at  # within the minute: the old figure
+    wait_until(lambda: not gauge._measuring.locked(), what="the first measure to let go")
+    gauge.latest(now=measured_at + timedelta(seconds=61))
+    wait_until(lambda: gauge.measured_at != measured_at, what="a new measure")
+    assert gauge.size.jobs == 2
+    assert gauge.describe().startswith("Store size: 2 jobs, 2 renders, ")

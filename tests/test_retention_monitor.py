@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from proc_helpers import wait_until
 from retention_helpers import put_job
 from test_monitor_page import open_monitor, store_dir  # noqa: F401 - the generated store of 400 jobs
 
@@ -10,9 +11,14 @@ from jobs_core.models import JobStatus
 
 
 def size_line(app) -> str:
-    lines = [caption.value for caption in app.main.caption if caption.value.startswith("Store size:")]
-    assert len(lines) == 1, [caption.value for caption in app.main.caption]
-    return lines[0]
+    """The page's size line once the background measure is in (the page is run again until then)."""
+    def measured() -> str | None:
+        app.run()
+        assert not app.exception, [e.message for e in app.exception]
+        lines = [caption.value for caption in app.main.caption if caption.value.startswith("Store size:")]
+        assert len(lines) == 1, [caption.value for caption in app.main.caption]
+        return None if lines[0].startswith("Store size: measuring") else lines[0]
+    return wait_until(measured, timeout=30, what="the store's size on the page")
 
 
 def test_the_monitor_shows_the_store_size_and_that_retention_is_off(store_dir):  # noqa: F811

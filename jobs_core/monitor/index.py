@@ -126,7 +126,9 @@ class JobIndex:
         watch = watch or os.environ.get("JOBS_MONITOR_WATCH") or "auto"
         if watch not in WATCH_MODES:
             raise InvalidInput(f"JOBS_MONITOR_WATCH={watch!r} must be one of: {', '.join(WATCH_MODES)}.")
-        return cls.for_store(service.store, lease_seconds=service.settings.lease_seconds, watch=watch)
+        index = cls.for_store(service.store, lease_seconds=service.settings.lease_seconds, watch=watch)
+        index.size.latest()  # the first measure of the store's size starts now, in the background
+        return index
 
     def start(self, watch: str = "auto") -> None:
         if watch not in WATCH_MODES:
