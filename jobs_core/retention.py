@@ -150,7 +150,7 @@ def prune(store: JobStore, rule: PruneRule, *, dry_run: bool = False, batch_size
 
 
 def _targets_and_concept_users(store: JobStore, rule: PruneRule) -> tuple[list[RemovableJob], Counter]:
-    """The jobs to remove, and how many jobs use each concept (those of other projects too)."""
+    """The jobs to remove, and how many jobs (kept or not) use each concept of the projects read."""
     targets: list[RemovableJob] = []
     users: Counter = Counter()
     for job in _jobs(store, rule.project_id):

@@ -93,13 +93,13 @@ class Worker:
     # -- lifecycle of the pool ---------------------------------------------------------------
     def start(self, claiming: bool = True) -> Worker:
         """Start the claim threads (unless claiming=False) and the heartbeat/reclaim thread."""
+        days = retention_days() if claiming else None  # a bad JOBS_RETENTION_DAYS stops here, before any thread
         self.claiming = claiming
         self._say_alive()
         for index in range(self.concurrency if claiming else 0):
             self._spawn(self._claim_loop, f"jobs-worker-{index}")
         self._spawn(self._maintenance_loop, "jobs-maintenance")
         self.webhooks.start()
-        days = retention_days() if claiming else None
         if days is not None:  # JOBS_RETENTION_DAYS: its own thread, so a long prune delays no heartbeat
             self.retention = RetentionLoop(self.service.store, days, self.worker_id).start()
         return self

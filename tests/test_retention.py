@@ -353,3 +353,13 @@ def test_the_monitors_size_gauge_measures_at_most_once_a_minute(store):
     wait_until(lambda: gauge.measured_at != measured_at, what="a new measure")
     assert gauge.size.jobs == 2
     assert gauge.describe().startswith("Store size: 2 jobs, 2 renders, ")
+
+
+@pytest.mark.slow
+def test_a_worker_with_a_bad_retention_setting_says_so_in_one_line(tmp_path):
+    FileJobStore(tmp_path)
+    before = tree_snapshot(tmp_path)
+    result = run_cli("worker", "--drain", jobs_dir=tmp_path, env=cli_env(JOBS_RETENTION_DAYS="forever"))
+    assert result.returncode == 2
+    assert result.stderr == "error: JOBS_RETENTION_DAYS='forever' must be a number of days above 0, such as 30.\n"
+    assert tree_snapshot(tmp_path) == before
