@@ -65,8 +65,10 @@ class Renders(ABC):
     def put(self, job: Job, png: bytes) -> None:
         """Keep `png` as the render of a job that is already completed (`migrate`)."""
 
-    def forget(self, project_id: str, job_id: str) -> None:
-        """Remove what is kept for a deleted job (the store removes its own copy with the job)."""
+    def forget(self, project_id: str, job_id: str) -> int:
+        """Remove what is kept for a deleted job (the store removes its own copy with the job);
+        the bytes removed outside the store."""
+        return 0
 
     def same_place(self, other: Renders) -> bool:
         """Whether `other` keeps renders in the same place (then `migrate` has none to copy)."""

@@ -160,13 +160,15 @@ class BucketRenders(Renders):
         return head.get("ContentLength") == len(png) and head.get("ETag", "").strip('"') == hashlib.md5(png).hexdigest()
 
     # -- removing -----------------------------------------------------------------------------------
-    def forget(self, project_id: str, job_id: str) -> None:
+    def forget(self, project_id: str, job_id: str) -> int:
         folder = job_folder(self.prefix, project_id, job_id)
         with self._speaking("remove the renders of a deleted job"):
             listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=folder)
-            keys = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
-            if keys:  # a job has one render and at most a few orphans: one page, one call
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+            objects = listed.get("Contents", [])
+            if objects:  # a job has one render and at most a few orphans: one page, one call
+                self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": item["Key"]} for item in objects], "Quiet": True})
+            return sum(int(item.get("Size", 0)) for item in objects)
 
     def _remove_quietly(self, key: str) -> None:
         try:

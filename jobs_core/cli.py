@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--renders-to", metavar="s3://BUCKET/PREFIX|store",
                          help="where the target keeps renders (default: as this store, JOBS_ARTIFACTS_URL)")
     migrate.set_defaults(handler=cmd_migrate)
+
+    from .retention import add_prune_command  # issue 19: retention
+    add_prune_command(commands, common)
     return parser
 
 

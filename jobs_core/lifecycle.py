@@ -252,3 +252,18 @@ def deletable(job: Job) -> None:
     """A running job must be canceled before it can be deleted."""
     if job.status is R:
         raise TransitionConflict(f"Job {job.job_id} is processing; cancel it before deleting it.")
+
+
+FINISHED = (C, F, X)
+
+
+def prunable(job: Job, cutoff: datetime, statuses: tuple[JobStatus, ...] = FINISHED) -> None:
+    """Retention: a finished job (of `statuses`) last changed before `cutoff` may be removed.
+
+    Its updatedAt is when it finished (or later, if it was changed since): a pending or running
+    job, or one retried after the cutoff, is never touched."""
+    if job.status not in FINISHED or job.status not in statuses:
+        raise TransitionConflict(f"Job {job.job_id} is {job.status.value}; it is kept.")
+    if job.updated_at >= cutoff:
+        raise TransitionConflict(f"Job {job.job_id} changed at {job.updated_at.isoformat()}, after the cutoff; "
+                                 "it is kept.")

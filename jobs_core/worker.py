@@ -33,6 +33,7 @@ from .ids import new_id
 from .lifecycle import Lease
 from .models import Job, utcnow
 from .renderers import RenderTask, get_renderer, renderer_names
+from .retention import RetentionLoop, retention_days
 from .service import JobService
 from .store.base import WorkerInfo
 from .webhooks_sender import WebhookSender
@@ -89,16 +90,21 @@ class Worker:
         self.claiming = False
         #: sends the store's webhook deliveries from this process too (JOBS_WEBHOOK_SENDERS threads)
         self.webhooks = WebhookSender(service.store)
+        self.retention: RetentionLoop | None = None
 
     # -- lifecycle of the pool ---------------------------------------------------------------
     def start(self, claiming: bool = True) -> Worker:
         """Start the claim threads (unless claiming=False) and the heartbeat/reclaim thread."""
+        days = retention_days() if claiming else None  # a bad JOBS_RETENTION_DAYS stops here, before any thread
         self.claiming = claiming
         self._say_alive()
         for index in range(self.concurrency if claiming else 0):
             self._spawn(self._claim_loop, f"jobs-worker-{index}")
         self._spawn(self._maintenance_loop, "jobs-maintenance")
         self.webhooks.start()
+        if days is not None:  # JOBS_RETENTION_DAYS: its own thread, so a long prune delays no heartbeat
+            self.retention = RetentionLoop(self.service.store, days, self.worker_id,
+                                           renders=self.service.renders).start()
         return self
 
     def _say_alive(self) -> None:
@@ -150,6 +156,8 @@ class Worker:
             running.lost.set()
             self._quietly(self.service.release, running.lease)
         self.webhooks.stop(timeout)
+        if self.retention is not None:
+            self.retention.stop()
 
     # -- claiming and running ----------------------------------------------------------------
     def _claim_loop(self) -> None:

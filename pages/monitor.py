@@ -451,6 +451,8 @@ def figures(index: JobIndex, view_filter: stats.JobFilter, run: int) -> None:
                 "`python -m jobs_core submit` appear here within a few seconds.")
     show_alerts(index)
     show_headline(view.headline)
+    index.size.latest()  # measured in the background, at most once a minute
+    st.caption(index.size.describe())
 
 
 def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> None:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,10 +31,11 @@ from jobs_core.cli import main as cli_main
 from jobs_core.client import JobsClient
 from jobs_core.config import load_artifact_settings
 from jobs_core.errors import InvalidInput, JobNotFound, LeaseLost, RendersUnavailable, StoreUnavailable
-from jobs_core.lifecycle import Lease
-from jobs_core.models import Job, JobStatus
+from jobs_core.lifecycle import Lease, Outcome
+from jobs_core.models import Job, JobStatus, utcnow
 from jobs_core.png import is_whole_png
 from jobs_core.renderers.noop import _tiny_png
+from jobs_core.retention import PruneRule, prune
 from jobs_core.service import JobService
 from jobs_core.store import FileJobStore, JobStore
 from jobs_core.worker import Worker
@@ -199,6 +201,19 @@ def test_deleting_a_job_removes_its_renders_from_the_bucket(service, bucket):
     other = render_one(service, title="School")
     service.delete(job.job_id)
     assert bucket.objects() == [key_of(other)]
+
+
+def test_pruning_removes_a_job_s_render_from_the_bucket_and_counts_its_bytes(service, bucket, capsys, monkeypatch):
+    old, recent = render_one(service), render_one(service, title="School")
+    size = len(service.image(old))
+    weeks_ago = timedelta(days=40)
+    service.store.modify(old.job_id, old.project_id, lambda job: Outcome(job.model_copy(
+        update={"updated_at": job.updated_at - weeks_ago, "finished_at": job.finished_at - weeks_ago}), None))
+    report = prune(service.store, PruneRule(cutoff=utcnow() - timedelta(days=30)), renders=service.renders)
+    assert report.jobs == 1 and report.renders == 1 and report.bytes_freed >= size
+    assert bucket.objects() == [key_of(recent)]
+    with pytest.raises(JobNotFound):
+        service.get(old.job_id)
 
 
 # -- the API: imageUrl redirects to a presigned URL, or streams ---------------------------------

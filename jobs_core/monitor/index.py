@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..errors import InvalidInput, JobsError
 from ..models import utcnow
+from ..retention import StoreSizeGauge
 from ..service import JobService
 from ..store import JobRecord, JobStore, Unreadable
 from ..store.base import JobWatch
@@ -97,6 +98,8 @@ class JobIndex:
         self.alerts = AlertLog(sinks=_alert_sinks(store))
         #: what the page shows per set of filters, recomputed only when a job or the clock changes it
         self.views = ViewCache(self)
+        #: the store's size (jobs, renders, bytes), measured at most once a minute (retention.py)
+        self.size = StoreSizeGauge(store)
 
     # -- making one ------------------------------------------------------------------------------
     @classmethod
@@ -123,7 +126,9 @@ class JobIndex:
         watch = watch or os.environ.get("JOBS_MONITOR_WATCH") or "auto"
         if watch not in WATCH_MODES:
             raise InvalidInput(f"JOBS_MONITOR_WATCH={watch!r} must be one of: {', '.join(WATCH_MODES)}.")
-        return cls.for_store(service.store, lease_seconds=service.settings.lease_seconds, watch=watch)
+        index = cls.for_store(service.store, lease_seconds=service.settings.lease_seconds, watch=watch)
+        index.size.latest()  # the first measure of the store's size starts now, in the background
+        return index
 
     def start(self, watch: str = "auto") -> None:
         if watch not in WATCH_MODES:

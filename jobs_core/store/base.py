@@ -73,6 +73,53 @@ class WorkerInfo:
     problem: str | None = None
 
 
+@dataclass(frozen=True)
+class RemovableJob:
+    """A job to remove (retention), with what never changes in it: the store re-reads the job
+    itself, under its lock, before removing it."""
+
+    project_id: str
+    job_id: str
+    concept_id: str
+    idempotency_key: str | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> RemovableJob:
+        return cls(job.project_id, job.job_id, job.concept_id, job.idempotency_key)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """One job removed whole (or, in a dry run, that would be): its status then, the bytes its
+    document, render, events and webhook deliveries took, and whether it had a render."""
+
+    job_id: str
+    project_id: str
+    status: JobStatus
+    bytes_freed: int
+    had_render: bool
+
+
+@dataclass
+class Removal:
+    """What one `remove_jobs` call removed (or would remove); `other_bytes`: the concepts', and
+    what an interrupted removal had left of jobs already gone."""
+
+    jobs: list[Removed] = field(default_factory=list)
+    concepts: int = 0
+    other_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class StoreSize:
+    """How much the store holds: jobs, renders, and the bytes of everything (documents, renders,
+    events, concepts, webhook deliveries)."""
+
+    jobs: int
+    renders: int
+    bytes: int
+
+
 class JobWatch(Protocol):
     """A running watch started by `JobStore.watch_jobs`."""
 
@@ -165,6 +212,29 @@ class JobStore(ABC):
     @abstractmethod
     def delete(self, job_id: str, project_id: str | None, check: Callable[[Job], None]) -> None:
         """Remove a job with its image and events, if `check(job)` does not raise."""
+
+    # -- retention (jobs_core.retention decides what goes; the store removes it) ------------------
+    def remove_jobs(self, jobs: list[RemovableJob], check: Callable[[Job], None],
+                    concepts: Collection[tuple[str, str]] = (), *, dry_run: bool = False) -> Removal:
+        """Remove each job whole (document, render, events, webhook deliveries) if `check(job)`,
+        on the job as it is now, does not raise; then each (projectId, conceptId) of `concepts`
+        unless a job of `jobs` that uses it was kept. A dry run removes nothing and tells what
+        would go. A crash (kill -9) at any moment leaves every job whole or gone; what a crash
+        left of a gone job is removed by the next call or by `repair_index`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot remove jobs")
+
+    def store_size(self) -> StoreSize:
+        """Jobs, renders and bytes held now (for the monitor: it asks at most once a minute)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot tell its size")
+
+    def claim_prune_turn(self, now: datetime, every: timedelta) -> bool:
+        """True for exactly one caller per `every`, across processes and hosts: that caller prunes
+        (the store records `now` as when it last did); False when another did within `every`."""
+        raise NotImplementedError(f"{type(self).__name__} has no prune record")
+
+    def last_pruned_at(self) -> datetime | None:
+        """When a worker last took its turn to prune (None: never)."""
+        return None
 
     @abstractmethod
     def save_concept(self, concept: Concept) -> None: ...

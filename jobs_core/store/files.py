@@ -68,12 +68,14 @@ from .base import (
     JobStore,
     JobWatch,
     OnChange,
+    RemovableJob,
     Unreadable,
     WorkerInfo,
     apply_change,
 )
 from .file_watch import JobFiles
 from .files_outbox import FileOutbox
+from .files_retention import FileRetention, OpenFolders
 from .folders import Folder, MiB, StoreFolders, UnsafeEntry, read_regular
 
 log = logging.getLogger("jobs_core.store")
@@ -181,7 +183,7 @@ class _ClaimRules:
     skipped: set[str]
 
 
-class FileJobStore(JobStore, CopyableStore):
+class FileJobStore(FileRetention, JobStore, CopyableStore):
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -513,13 +515,14 @@ class FileJobStore(JobStore, CopyableStore):
             if job is not None:
                 check(job)
                 self._unmark(self._markers(job))
-            for kind, name in (("jobs", f"{job_id}.json"), ("renders", f"{job_id}.png"),
-                               ("events", f"{job_id}.jsonl")):
-                try:
-                    with self._open(kind, project_id) as folder:
-                        unlink_quietly(folder, name)
-                except FileNotFoundError:
-                    continue
+            try:
+                with self._open("jobs", project_id) as folder:
+                    unlink_quietly(folder, f"{job_id}.json")  # first: the job is gone, then the rest
+            except FileNotFoundError:
+                pass
+            with OpenFolders(self.folders) as opened:
+                self._remove_leftovers(opened, [RemovableJob(project_id, job_id, "", job and job.idempotency_key)])
+            self.outbox.drop({job_id})
         self._project_of.forget(job_id)
 
     # -- the webhook outbox (files_outbox.py) --------------------------------------------------------
@@ -591,8 +594,12 @@ class FileJobStore(JobStore, CopyableStore):
 
     def repair_index(self) -> list[str]:
         """Make the queue index agree with the job files again: a marker for every pending and
-        processing job, none that no job calls for. Returns what it fixed, in words."""
+        processing job, none that no job calls for; finish removals a crash interrupted (retention).
+        Returns what it fixed, in words."""
         fixes: list[str] = []
+        finished = self.finish_interrupted_removals()
+        if finished.other_bytes:
+            fixes.append(f"removed {finished.other_bytes} bytes an interrupted prune left of jobs already gone")
         wanted: set[tuple[tuple[str, str], str]] = set()
         found, _ = self._job_files(None)
         for job_id, project_id in found:

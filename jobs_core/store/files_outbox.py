@@ -150,6 +150,35 @@ class FileOutbox:
                 return False
         return True
 
+    def drop(self, keys: set[str], dry_run: bool = False) -> int:
+        """Remove every delivery of these keys (jobs being removed), waiting or claimed; the bytes
+        they took. A sender holding one finds its claim gone (`finish` says False)."""
+        freed = 0
+        for parts in (READY, SENDING):
+            with self.folders.open(*parts) as folder:
+                for entry in self._entries(folder):
+                    if entry.key not in keys:
+                        continue
+                    try:
+                        freed += os.stat(entry.name, dir_fd=folder.fd, follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue  # sent or moved meanwhile
+                    if not dry_run:
+                        unlink_quietly(folder, entry.name)
+        return freed
+
+    def size(self) -> int:
+        """Bytes of every delivery waiting or claimed (for the store's size)."""
+        total = 0
+        for parts in (READY, SENDING):
+            with self.folders.open(*parts) as folder:
+                for entry in self._entries(folder):
+                    try:
+                        total += os.stat(entry.name, dir_fd=folder.fd, follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+        return total
+
     def all(self) -> list[Delivery]:
         found = []
         for parts in (READY, SENDING):

@@ -23,7 +23,19 @@ from ..lifecycle import is_expired
 from ..limits import RendererLimits, RendererPause
 from ..models import Concept, Event, Job, JobStatus
 from ..webhooks import Delivery
-from .base import Change, CopyableStore, JobPage, JobStore, OnChange, WorkerInfo, apply_change
+from .base import (
+    Change,
+    CopyableStore,
+    JobPage,
+    JobStore,
+    OnChange,
+    RemovableJob,
+    Removal,
+    Removed,
+    StoreSize,
+    WorkerInfo,
+    apply_change,
+)
 
 _named: dict[str, MemoryJobStore] = {}
 _named_lock = threading.Lock()
@@ -69,6 +81,7 @@ class MemoryJobStore(JobStore, CopyableStore):
         self._claimed_until: dict[str, datetime] = {}
         self._secret: str | None = None
         self._pauses: dict[str, RendererPause] = {}
+        self._pruned_at: datetime | None = None
 
     def describe(self) -> str:
         return f"memory store {self.name!r}" if self.name else "a private memory store"
@@ -151,10 +164,61 @@ class MemoryJobStore(JobStore, CopyableStore):
         with self._lock:
             job = self.get(job_id, project_id)
             check(job)
-            del self._jobs[job_id]
-            self._images.pop((job.project_id, job_id), None)
-            self._events.pop(job_id, None)
-            self._tell({self.record_key(job.project_id, job_id)})
+            self._remove(job)
+
+    def _remove(self, job: Job, dry_run: bool = False) -> Removed:
+        """Remove one job whole (one step under the store's lock); what it took."""
+        image = self._images.get((job.project_id, job.job_id))
+        deliveries = [d for d in self._outbox.values() if d.key == job.job_id]
+        size = (len(self._jobs[job.job_id]) + len(image or b"")
+                + sum(len(line) for line in self._events.get(job.job_id, []))
+                + sum(len(d.to_json()) for d in deliveries))
+        if not dry_run:
+            del self._jobs[job.job_id]
+            self._images.pop((job.project_id, job.job_id), None)
+            self._events.pop(job.job_id, None)
+            for delivery in deliveries:
+                self._outbox.pop(delivery.id, None)
+                self._claimed_until.pop(delivery.id, None)
+            self._tell({self.record_key(job.project_id, job.job_id)})
+        return Removed(job.job_id, job.project_id, job.status, size, image is not None)
+
+    def remove_jobs(self, jobs: list[RemovableJob], check: Callable[[Job], None],
+                    concepts: Collection[tuple[str, str]] = (), *, dry_run: bool = False) -> Removal:
+        removal, kept = Removal(), set()
+        with self._lock:
+            for target in jobs:
+                try:
+                    job = self.get(target.job_id, target.project_id)
+                    check(job)
+                except (JobNotFound, TransitionConflict):
+                    kept.add((target.project_id, target.concept_id))
+                    continue
+                removal.jobs.append(self._remove(job, dry_run))
+            for key in set(concepts) - kept:
+                if key in self._concepts:
+                    removal.concepts += 1
+                    removal.other_bytes += len(self._concepts[key])
+                    if not dry_run:
+                        del self._concepts[key]
+        return removal
+
+    def store_size(self) -> StoreSize:
+        with self._lock:
+            size = sum(map(len, self._jobs.values())) + sum(map(len, self._images.values()))
+            size += sum(len(line) for lines in self._events.values() for line in lines)
+            size += sum(map(len, self._concepts.values())) + sum(len(d.to_json()) for d in self._outbox.values())
+            return StoreSize(len(self._jobs), len(self._images), size)
+
+    def claim_prune_turn(self, now: datetime, every: timedelta) -> bool:
+        with self._lock:
+            if self._pruned_at is not None and now - self._pruned_at < every:
+                return False
+            self._pruned_at = now
+            return True
+
+    def last_pruned_at(self) -> datetime | None:
+        return self._pruned_at
 
     # -- reads -----------------------------------------------------------------------------------
     def _load(self, job_id: str) -> Job:

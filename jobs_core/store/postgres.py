@@ -59,6 +59,10 @@ from .base import (
     JobStore,
     JobWatch,
     OnChange,
+    RemovableJob,
+    Removal,
+    Removed,
+    StoreSize,
     Unreadable,
     WorkerInfo,
     apply_change,
@@ -134,6 +138,12 @@ MIGRATIONS: dict[int, str] = {
         value       text NOT NULL
     );
     """,
+    4: """
+    CREATE TABLE IF NOT EXISTS job_retention (
+        name        text PRIMARY KEY,
+        last_run_at timestamptz NOT NULL
+    );
+    """,
     5: """
     CREATE TABLE IF NOT EXISTS renderer_pauses (
         renderer     text PRIMARY KEY,
@@ -188,6 +198,25 @@ _UPDATE_JOB = """
                ON CONFLICT (id) DO NOTHING)
     SELECT count(*), set_config('synchronous_commit', %(sync)s, true) FROM written
 """
+# Retention: each statement deletes one kind of row of the jobs named by %s (an array), returning
+# (job_id, bytes) so a prune can say what it freed.
+_REMOVE_JOB_ROWS = (
+    "DELETE FROM jobs WHERE job_id = ANY(%s) RETURNING job_id, pg_column_size(jobs.*)",
+    "DELETE FROM job_events WHERE job_id = ANY(%s) RETURNING job_id, pg_column_size(job_events.*)",
+    "DELETE FROM job_images WHERE job_id = ANY(%s) RETURNING job_id, octet_length(png)",
+    "DELETE FROM webhook_outbox WHERE key = ANY(%s) RETURNING key, pg_column_size(webhook_outbox.*)",
+)
+_MEASURE_JOB_ROWS = """
+    SELECT id, sum(size) FROM (
+        SELECT job_id AS id, pg_column_size(jobs.*) AS size FROM jobs WHERE job_id = ANY(%(ids)s)
+        UNION ALL SELECT job_id, pg_column_size(job_events.*) FROM job_events WHERE job_id = ANY(%(ids)s)
+        UNION ALL SELECT job_id, octet_length(png) FROM job_images WHERE job_id = ANY(%(ids)s)
+        UNION ALL SELECT key, pg_column_size(webhook_outbox.*) FROM webhook_outbox WHERE key = ANY(%(ids)s)
+    ) sizes GROUP BY id"""
+_DOOMED_CONCEPTS = "(project_id, concept_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+_DELETE_CONCEPTS = (f"WITH gone AS (DELETE FROM job_concepts WHERE {_DOOMED_CONCEPTS} "
+                    "RETURNING pg_column_size(job_concepts.*) AS size) SELECT count(*), sum(size) FROM gone")
+_MEASURE_CONCEPTS = f"SELECT count(*), sum(pg_column_size(job_concepts.*)) FROM job_concepts WHERE {_DOOMED_CONCEPTS}"
 # How many leased jobs' documents a store remembers for compare-and-set (a few per worker thread).
 _LEASED_MEMORY = 1024
 MAX_IMAGE_BYTES = 64 * MiB
@@ -742,19 +771,90 @@ class PostgresJobStore(JobStore, CopyableStore):
                 job = None  # a corrupt row may always be deleted
             if job is not None:
                 check(job)
-            project = cur.execute("DELETE FROM jobs WHERE job_id = %s RETURNING project_id", [job_id]).fetchone()[0]
-            cur.execute("DELETE FROM job_events WHERE job_id = %s", [job_id])
-            cur.execute("DELETE FROM job_images WHERE project_id = %s AND job_id = %s", [project, job_id])
+            project = cur.execute("SELECT project_id FROM jobs WHERE job_id = %s", [job_id]).fetchone()[0]
+            self._delete_rows(cur, [job_id])
             return project
         project = self._transact(work)
-        self._forget(job_id)
-        self._announce(project, job_id, "deleted")
-        if self.artifacts_dir is not None:
-            try:
-                with StoreFolders(self.artifacts_dir).open("renders", project) as folder:
-                    unlink_quietly(folder, f"{job_id}.png")
-            except FileNotFoundError:
-                pass
+        self._after_removal([(project, job_id)])
+
+    def _delete_rows(self, cur: psycopg.Cursor, job_ids: list[str]) -> dict[str, int]:
+        """Delete the jobs' rows, events, images and webhook deliveries: job id -> bytes freed."""
+        freed = dict.fromkeys(job_ids, 0)
+        for statement in _REMOVE_JOB_ROWS:
+            for job_id, size in cur.execute(statement, [job_ids]).fetchall():
+                freed[job_id] += size or 0
+        return freed
+
+    def _after_removal(self, removed: list[tuple[str, str]]) -> None:
+        """After the commit: forget, announce, and unlink renders kept in the artifacts directory (a
+        crash before this leaves a file no job names, never a job without its render)."""
+        for project, job_id in removed:
+            self._forget(job_id)
+            self._announce(project, job_id, "deleted")
+            if self.artifacts_dir is not None:
+                try:
+                    with StoreFolders(self.artifacts_dir).open("renders", project) as folder:
+                        unlink_quietly(folder, f"{job_id}.png")
+                except FileNotFoundError:
+                    pass
+
+    # -- retention ---------------------------------------------------------------------------------
+    def remove_jobs(self, jobs: list[RemovableJob], check: Callable[[Job], None],
+                    concepts: Collection[tuple[str, str]] = (), *, dry_run: bool = False) -> Removal:
+        """One transaction for the batch: the rows are locked, checked, and deleted together."""
+        if not jobs:
+            return Removal()
+        ids = [validate_id(target.job_id, "jobId") for target in jobs]
+
+        def work(cur: psycopg.Cursor) -> Removal:
+            rows = cur.execute("SELECT job_id, doc::text, (SELECT count(*) FROM job_images i WHERE "
+                               "i.project_id = j.project_id AND i.job_id = j.job_id) FROM jobs j "
+                               "WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE", [ids]).fetchall()
+            statuses: dict[str, tuple[Job, bool]] = {}
+            for job_id, text, images in rows:
+                try:
+                    job = _parse_job(job_id, text)
+                    check(job)
+                except (UnreadableJob, TransitionConflict):
+                    continue
+                statuses[job_id] = (job, bool(images))
+            if dry_run:
+                freed = dict(cur.execute(_MEASURE_JOB_ROWS, {"ids": list(statuses)}).fetchall())
+            else:
+                freed = self._delete_rows(cur, list(statuses))
+            removal = Removal([Removed(job_id, job.project_id, job.status, int(freed.get(job_id) or 0), imaged)
+                               for job_id, (job, imaged) in statuses.items()])
+            kept = {(t.project_id, t.concept_id) for t in jobs if t.job_id not in statuses}
+            doomed = sorted(set(concepts) - kept)
+            if doomed:
+                statement = _MEASURE_CONCEPTS if dry_run else _DELETE_CONCEPTS
+                count, size = cur.execute(statement, [[p for p, _ in doomed], [c for _, c in doomed]]).fetchone()
+                removal.concepts, removal.other_bytes = count, int(size or 0)
+            return removal
+        removal = self._transact(work)
+        if not dry_run:
+            self._after_removal([(removed.project_id, removed.job_id) for removed in removal.jobs])
+        return removal
+
+    def store_size(self) -> StoreSize:
+        (jobs, renders, size), = self._read(
+            "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_images), "
+            "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+            " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' "
+            " AND c.relname IN ('jobs', 'job_events', 'job_concepts', 'job_images', 'webhook_outbox'))")
+        return StoreSize(jobs, renders, int(size or 0))
+
+    def claim_prune_turn(self, now: datetime, every: timedelta) -> bool:
+        """An upsert that writes only when the last prune is older than `every`: of racing
+        callers on any host, the row lock lets exactly one through."""
+        return bool(self._transact(lambda cur: cur.execute(
+            "INSERT INTO job_retention (name, last_run_at) VALUES ('prune', %s) ON CONFLICT (name) DO UPDATE "
+            "SET last_run_at = EXCLUDED.last_run_at WHERE job_retention.last_run_at <= %s RETURNING name",
+            [now, now - every]).fetchall()))
+
+    def last_pruned_at(self) -> datetime | None:
+        rows = self._read("SELECT last_run_at FROM job_retention WHERE name = 'prune'")
+        return rows[0][0] if rows else None
 
     # -- reads -----------------------------------------------------------------------------------
     def get(self, job_id: str, project_id: str | None = None) -> Job:
@@ -996,9 +1096,11 @@ def _apply_migrations(cur: psycopg.Cursor) -> str:
     cur.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
     cur.execute("CREATE TABLE IF NOT EXISTS jobs_schema_version ("
                 "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-    current = cur.execute("SELECT coalesce(max(version), 0) FROM jobs_schema_version").fetchone()[0]
+    # Every migration not yet applied, not only those above the highest: a schema made by a build
+    # that had a later one but not an earlier one still gets both.
+    applied = {row[0] for row in cur.execute("SELECT version FROM jobs_schema_version").fetchall()}
     for version in sorted(MIGRATIONS):
-        if version > current:
+        if version not in applied:
             cur.execute(MIGRATIONS[version])
             cur.execute("INSERT INTO jobs_schema_version (version) VALUES (%s)", [version])
     return schema
