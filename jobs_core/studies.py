@@ -436,3 +436,17 @@ def group_by_study(jobs: list[Job]) -> Iterator[tuple[str | None, list[Job]]]:
             groups[job.study_id] = [job]
             order.append((job.study_id, groups[job.study_id]))
     yield from order
+
+
+def brief_differences(first: Job, second: Job) -> list[str]:
+    """How two jobs' briefs differ, a line per field in form order: 'floors: 4 → 8'."""
+    lines = []
+    names = list(dict.fromkeys([*first.concept_inputs, *second.concept_inputs]))
+    for name in names:
+        before, after = first.concept_inputs.get(name), second.concept_inputs.get(name)
+        if before != after:
+            lines.append(f"{_field_words(name)}: {_shown(before) if before is not None else '—'} → "
+                         f"{_shown(after) if after is not None else '—'}")
+    if first.render_type != second.render_type:
+        lines.append(f"render type: {first.render_type} → {second.render_type}")
+    return lines
