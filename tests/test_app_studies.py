@@ -152,7 +152,8 @@ def test_a_combination_that_is_not_a_building_is_refused_before_render(service):
     app.number_input(key="vary_width_step").set_value(12.0)
     app.run()
     errors = [error.value for error in app.error]
-    assert any(error.startswith("The variation width 6 cannot be drawn: a courtyard footprint needs") for error in errors)
+    refusal = "The variation width 6 cannot be drawn: a courtyard footprint needs"
+    assert any(error.startswith(refusal) for error in errors)
     assert app.button(key="render_study").disabled
     assert service.list().jobs == []
 
