@@ -66,6 +66,13 @@ def _cell_note(cell: Cell) -> str:
 
 
 # -- PNG -------------------------------------------------------------------------------------------
+def cell_box(study: Study, row: int, column: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of a cell's drawing on the PNG sheet."""
+    x = (LABEL_PX if study.rows[0] else GAP) + column * (CELL_PX + GAP)
+    y = HEADER_PX + 40 + row * (CELL_H + CAPTION_PX + GAP)
+    return x, y, x + CELL_PX, y + CELL_H
+
+
 def contact_sheet_png(study: Study, images: dict[int, bytes]) -> bytes:
     grid = study.grid()
     across, down = len(grid[0]), len(grid)
@@ -81,12 +88,12 @@ def contact_sheet_png(study: Study, images: dict[int, bytes]) -> bytes:
                   22, INK, bold=True)
     pen = ImageDraw.Draw(sheet)
     for row, (label, cells) in enumerate(zip(row_labels(study), grid, strict=True)):
-        top = HEADER_PX + 40 + row * (CELL_H + CAPTION_PX + GAP)
+        top = cell_box(study, row, 0)[1]
         if label:
             draw_text(sheet, (GAP, top + CELL_H // 2 - 12), fit_text(label, 22, LABEL_PX - GAP, bold=True), 22, INK,
                       bold=True)
         for column, cell in enumerate(cells):
-            x = left + column * (CELL_PX + GAP)
+            x = cell_box(study, row, column)[0]
             _paste_cell(sheet, pen, cell, images.get(cell.index), x, top)
             draw_text(sheet, (x, top + CELL_H + 6), fit_text(describe_values(cell.values), 16, CELL_PX), 16, GREY)
     out = io.BytesIO()
