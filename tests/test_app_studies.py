@@ -171,3 +171,23 @@ def test_cancel_the_study_then_retry_one_cell_alone(service):
     assert summary.queued == 1 and summary.canceled == 2
     app.button(key="retry_study").click().run()
     assert read_study(service, study.study_id).summary.queued == 3
+
+
+def test_the_monitor_filters_by_study_and_shows_its_completion(service):
+    from jobs_core.studies import create_study
+
+    study, _ = create_study(service, {"projectId": "demo", "conceptInputs": {"title": "Harbour Library"},
+                                      "vary": {"floors": [4, 8, 12], "roof": ["flat", "gable"]}})
+    for _ in range(3):
+        service.submit({"projectId": "demo"})  # plain jobs, not of the study
+    drain(service, 2)  # two of the study's six are done (the study's jobs are the oldest in the queue)
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    app = app.switch_page("pages/monitor.py").run()
+    assert not app.exception
+    assert [m.value for m in app.metric if m.label == "Jobs"] == ["9"]
+    app.multiselect(key="filter_studies").set_value([study.study_id]).run()
+    assert [m.value for m in app.metric if m.label == "Jobs"] == ["6"]
+    [table] = [frame.value for frame in app.dataframe if "completion_rate" in getattr(frame.value, "columns", [])
+               and frame.value.index.name == "study"]
+    row = table.loc[study.study_id]
+    assert row["total"] == 6 and row["completed"] == 2 and row["pending"] == 4 and row["title"] == "Harbour Library"
