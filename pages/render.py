@@ -792,7 +792,7 @@ with form_column:
     project_ok = project_picker()
     brief_form(current_problems())
     remember_form()
-    study_panel.variations_form(project_ok)
+    study_panel.variations_form(project_ok, remember_form)
 if message := st.session_state.pop("created_message", None):
     st.toast(message, icon=":material/check_circle:")
 watched = None

@@ -8,6 +8,7 @@ study itself is its jobs in the store, and the URL carries ?project=..&study=.. 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -47,24 +48,21 @@ def _service():
 
 
 # -- before it starts: what to vary ------------------------------------------------------------------
-def variations_form(project_ok: bool) -> None:
+def variations_form(project_ok: bool, remember_form: Callable[[], None]) -> None:
     """The "Explore variations" expander under the brief (the brief, renderer and render type are
-    the form's, as `remember_form` saved them)."""
+    the form's: `remember_form` saves what its widgets hold)."""
     state = st.session_state
     with st.expander("Explore variations", icon=":material/grid_view:", expanded=bool(state.get("vary_fields"))):
         st.caption("Render the brief several ways at once and compare them side by side: pick up to two fields "
                    "and the values to try.")
         fields = st.multiselect("Fields to vary", list(VARIABLE_FIELDS), format_func=VARIABLE_FIELDS.get,
                                 max_selections=2, key="vary_fields", placeholder="Choose one or two fields")
-        vary, problem = {}, None
         for name in fields:
-            values, trouble = _values_picker(name)
-            vary[name] = values
-            problem = problem or trouble
+            _values_picker(name)
         if not fields:
             return
-        request = {"projectId": state.project, "renderType": state.render_type,
-                   "conceptInputs": state.saved_brief, "vary": vary}
+        vary, problem = _chosen_vary()
+        request = _study_request(vary)
         if problem is None:
             problem = _plan_problem(request)
         count = _count(vary)
@@ -75,31 +73,56 @@ def variations_form(project_ok: bool) -> None:
                         f"{_estimate_words(count)}")
         st.button(f"Render {count} variations" if count else "Render variations", key="render_study", type="primary",
                   icon=":material/grid_view:", width="stretch", disabled=bool(problem) or not project_ok,
-                  on_click=on_render_study, args=(request,))
+                  on_click=on_render_study, args=(remember_form,))
         if trouble := state.pop("study_problem", None):
             st.error(trouble, icon=":material/error:")
 
 
-def _values_picker(name: str) -> tuple[list[Any], str | None]:
+def _values_picker(name: str) -> None:
     state, label = st.session_state, VARIABLE_FIELDS[name]
     current = state.saved_brief.get(name)
     if name in CHOICE_FIELDS:
-        chosen = st.pills(label, CHOICE_FIELDS[name], selection_mode="multi", key=f"vary_{name}",
-                          default=[current] if current in CHOICE_FIELDS[name] else None)
-        return list(chosen), None if chosen else f"Pick at least one {label.lower()} to try."
+        st.pills(label, CHOICE_FIELDS[name], selection_mode="multi", key=f"vary_{name}",
+                 default=[current] if current in CHOICE_FIELDS[name] else None)
+        return
     low, high, step = NUMBER_RANGES[name]
     start = current if isinstance(current, int | float) else 1
     first, second, third = st.columns(3)
     number = int if name == "floors" else float
-    start_at = first.number_input(f"{label}: from", value=number(max(start + low, 1 if name == "floors" else 0.1)),
-                                  key=f"vary_{name}_from")
-    stop_at = second.number_input("to", value=number(start + high), key=f"vary_{name}_to")
-    step_by = third.number_input("step", value=number(step), key=f"vary_{name}_step")
-    try:
-        values = number_range(start_at, stop_at, step_by)
-    except InvalidInput as error:
-        return [], f"{label}: {error}"
-    return [int(value) if name == "floors" else value for value in values], None
+    first.number_input(f"{label}: from", value=number(max(start + low, 1 if name == "floors" else 0.1)),
+                       key=f"vary_{name}_from")
+    second.number_input("to", value=number(start + high), key=f"vary_{name}_to")
+    third.number_input("step", value=number(step), key=f"vary_{name}_step")
+
+
+def _chosen_vary() -> tuple[dict[str, list[Any]], str | None]:
+    """What the widgets ask to vary now, and the first problem with it (read from the session,
+    so a press right after an edit sees the edit)."""
+    state, vary, problem = st.session_state, {}, None
+    for name in state.get("vary_fields", []):
+        label = VARIABLE_FIELDS[name]
+        if name in CHOICE_FIELDS:
+            vary[name] = list(state.get(f"vary_{name}") or [])
+            if not vary[name]:
+                problem = problem or f"Pick at least one {label.lower()} to try."
+            continue
+        bounds = [state.get(f"vary_{name}_{part}") for part in ("from", "to", "step")]
+        if None in bounds:  # chosen in this very run: its fields are drawn below
+            vary[name], problem = [], problem or f"{label}: give the values to try."
+            continue
+        try:
+            values = number_range(*bounds)
+        except InvalidInput as error:
+            vary[name], problem = [], problem or f"{label}: {error}"
+            continue
+        vary[name] = [int(value) if name == "floors" else value for value in values]
+    return vary, problem
+
+
+def _study_request(vary: dict[str, list[Any]]) -> dict:
+    state = st.session_state
+    return {"projectId": state.project, "renderType": state.render_type, "conceptInputs": state.saved_brief,
+            "vary": vary}
 
 
 def _count(vary: dict[str, list[Any]]) -> int:
@@ -135,12 +158,17 @@ def _estimate_words(count: int) -> str:
     return f"About {duration_text(seconds)} in all, from what renders of this type usually take."
 
 
-def on_render_study(request: dict) -> None:
+def on_render_study(remember_form: Callable[[], None]) -> None:
     """Create the study (all of it or nothing) and show it. One key per press: a press that
     failed half-way (the store went away) is finished by the next press of the same study."""
     state = st.session_state
+    remember_form()  # the brief as the widgets hold it now (an edit just before the press included)
+    vary, problem = _chosen_vary()
+    if problem:
+        state.study_problem = problem
+        return
+    request = _study_request(vary)
     key = state.setdefault("study_key", uuid.uuid4().hex)
-    request = {**request, "conceptInputs": state.saved_brief, "renderType": state.render_type}
     try:
         study, _ = create_study(_service(), request, idempotency_key=key, renderer=state.renderer)
     except InvalidInput as error:

@@ -18,6 +18,7 @@ from test_browser import (
     settle,
     shoot,
     streamlit_app,
+    sync_api,
 )
 
 from jobs_core.contact_sheet import cell_box
@@ -36,9 +37,14 @@ def pick_fields(page) -> None:
     box = page.get_by_role("combobox", name="Fields to vary")
     box.wait_for()
     for option in ("Floors", "Roof"):
-        box.click()
-        box.fill(option)  # the list shows the fields that match what is typed
-        page.get_by_role("option", name=option, exact=True).click()
+        for _ in range(3):  # a rerun still drawing may close the list as it opens: open it again
+            box.click()
+            box.fill(option)  # the list shows the fields that match what is typed
+            try:
+                page.get_by_role("option", name=option, exact=True).click(timeout=5_000)
+                break
+            except sync_api.TimeoutError:
+                settle(page)
         settle(page)
     page.keyboard.press("Escape")
     for label, value in (("Floors: from", "4"), ("to", "12"), ("step", "4")):
