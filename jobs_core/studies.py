@@ -197,18 +197,16 @@ def create_study(service: JobService, request: StudyRequest | dict, *, idempoten
     plan = plan_study(request)
     get_renderer(renderer or service.settings.renderer).check_render_type(plan.render_type)
     key = None if idempotency_key is None else KEY_PREFIX + idempotency_key
-    study_id, replayed = None, False
-    if key is not None:
-        study_id = _study_of_key(service, plan, key)
-        replayed = study_id is not None
-    study_id = study_id or new_id(STUDY_PREFIX)
+    study_id, replayed = new_id(STUDY_PREFIX), False
     for index, cell in enumerate(plan.cells):
         try:
             _create_cell(service, plan, study_id, index, cell, key if index == 0 else None, renderer)
         except TransitionConflict:
             if index != 0 or key is None:
                 continue  # made by an earlier or a concurrent create of this same study
-            study_id = _study_of_key(service, plan, key)  # a concurrent create with this key won
+            # The key's first job exists (the store refuses a second): an earlier create with this
+            # key, finished or cut off, or a concurrent one. Carry on with its study.
+            study_id = _study_of_key(service, plan, key)
             if study_id is None:
                 raise
             replayed = True

@@ -191,3 +191,20 @@ def test_the_monitor_filters_by_study_and_shows_its_completion(service):
                and frame.value.index.name == "study"]
     row = table.loc[study.study_id]
     assert row["total"] == 6 and row["completed"] == 2 and row["pending"] == 4 and row["title"] == "Harbour Library"
+
+
+def test_the_form_says_how_long_the_renders_take_from_history(service):
+    from jobs_core.eta import typical_run
+    from jobs_core.studies import create_study
+    from jobs_core.words import duration_text
+
+    create_study(service, {"projectId": "demo", "vary": {"roof": ["flat", "gable", "hip", "shed"]}})
+    drain(service)  # four finished renders: enough history
+    typical = typical_run(service, "axonometric", "axonometric")
+    assert typical is not None
+    app = run_app()
+    app.multiselect(key="vary_fields").set_value(["material"]).run()
+    next(group for group in app.get("button_group") if group.key == "vary_material").set_value(
+        ["concrete", "brick", "timber"]).run()
+    expected = f"About {duration_text(typical.median * 3)} in all"  # nothing queued, one worker's worth
+    assert "That makes **3 renders** (3)." in texts(app) and expected in texts(app)
