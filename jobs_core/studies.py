@@ -115,7 +115,8 @@ def _field_words(name: str) -> str:
 
 
 def _shown(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 40 else text[:39] + "…"  # a value from outside, echoed in a sentence
 
 
 def plan_study(request: StudyRequest | dict) -> StudyPlan:

@@ -3,21 +3,29 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from argparse import Namespace
 
 import pytest
 from fastapi.testclient import TestClient
-from proc_helpers import cli_env, run_cli
+from proc_helpers import ROOT, cli_env, run_cli
 
 from jobs_core.api import ApiSettings, create_app
 from jobs_core.errors import InvalidInput
 from jobs_core.lifecycle import Lease
-from jobs_core.models import JobStatus
+from jobs_core.models import JobStatus, RenderRequest
 from jobs_core.service import JobService
+from jobs_core.store import FileJobStore
 from jobs_core.studies import (
     KEY_PREFIX,
     _create_cell,
     cell_job_id,
+    create_study,
     number_range,
     plan_study,
     read_study,
@@ -98,6 +106,7 @@ def test_a_combination_that_is_not_a_building_refuses_the_whole_study(http, serv
     ({"floors": []}, "vary.floors lists no value"),
     ({"roof": ["dome"]}, "The variation roof dome cannot be drawn: conceptInputs.roof must be"),
     ({"floors": [True]}, "vary.floors values must be numbers or words"),
+    ({"roof": ["x" * 5000]}, "The variation roof " + "x" * 39 + "… cannot be drawn"),
 ])
 def test_a_bad_vary_is_one_sentence_and_changes_nothing(http, service, vary, words):
     assert words in _error(http.post("/api/studies", json={**BODY, "vary": vary}), 422)
@@ -198,8 +207,6 @@ def test_parse_vary_refuses_what_is_not_field_equals_values():
 
 
 def test_the_bar_is_one_line_per_change_off_a_terminal(memory_service):
-    from jobs_core.studies import create_study
-
     study, _ = create_study(memory_service, BODY)
     stream = io.StringIO()
     bar = StudyProgressBar(stream)
@@ -244,20 +251,61 @@ def test_the_cli_submits_waits_for_and_shows_a_study(backend, tmp_path, request)
 
 
 def _run_on_url(env: dict, *args: str):
-    import subprocess
-    import sys
-
-    from proc_helpers import ROOT
-
     return subprocess.run([sys.executable, "-m", "jobs_core", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
 def test_a_finished_job_without_the_study_is_not_a_cell(service):
     """A job someone named like a study's, but that does not carry the study, is not one of it."""
-    from jobs_core.models import RenderRequest
-
     service.submit(RenderRequest(project_id="p"), job_id="study_01M8S0000000000000000FAKE-00")
     with pytest.raises(Exception, match="No study"):
         read_study(service, "study_01M8S0000000000000000FAKE")
     assert service.get("study_01M8S0000000000000000FAKE-00").status is JobStatus.PENDING
+
+
+# -- a create killed half-way, for real ---------------------------------------------------------------
+CREATE_IN_CHILD = """
+import sys
+from jobs_core.service import JobService
+from jobs_core.studies import create_study
+service = JobService.from_env(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+create_study(service, {"projectId": "harbour", "vary": {"floors": list(range(1, 7)),
+             "roof": ["flat", "gable", "hip", "shed", "sawtooth"]}}, idempotency_key="press-9")
+"""
+
+
+@pytest.mark.slow
+def test_a_create_killed_half_way_is_finished_by_its_retry_on_the_file_store(tmp_path, settings):
+    """SIGKILL the creating process once some of its 30 jobs exist; the same request with the same
+    key then makes exactly the rest, in the same study, and the store needs no repair."""
+    root = tmp_path / "jobs"
+    folder = root / "jobs" / "harbour"
+    for _attempt in range(10):
+        child = subprocess.Popen([sys.executable, "-c", CREATE_IN_CHILD, str(root)], cwd=ROOT, env=cli_env(),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        while child.poll() is None and not (folder.exists() and any(folder.glob("*.json"))):
+            time.sleep(0.0005)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        made = len(list(folder.glob("*.json"))) if folder.exists() else 0
+        if 0 < made < 30:
+            break
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        pytest.skip("the create was never caught half-way in 10 tries (this machine is too quick or too slow)")
+
+    service = JobService(FileJobStore(root), settings)
+    [first] = [job for job in service.list("harbour", limit=100).jobs if job.job_id.endswith("-00")]
+    half = read_study(service, first.study_id)
+    assert half.status == "incomplete" and half.summary.missing == 30 - made
+    study, replayed = create_study(service, {"projectId": "harbour", "vary": {
+        "floors": list(range(1, 7)), "roof": ["flat", "gable", "hip", "shed", "sawtooth"]}}, idempotency_key="press-9")
+    assert replayed and study.study_id == first.study_id
+    assert study.summary.total == 30 and study.summary.queued == 30 and study.summary.missing == 0
+    assert len(service.list("harbour", limit=100).jobs) == 30  # none twice
+    assert service.repair().changed is False  # the kill left no half-written file or stale index entry
