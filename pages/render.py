@@ -705,9 +705,9 @@ def gallery(project_id: str) -> None:
     if not page.jobs:
         st.caption("No renders yet: fill in the brief and press Render.")
     singles = [job for job in page.jobs if job.study_id is None]
-    for study_id, jobs in group_by_study(page.jobs):
+    for study_id, _ in group_by_study(page.jobs):
         if study_id is not None:  # a design study's renders: one card
-            study_panel.study_card(study_id, jobs)
+            study_panel.study_card(study_id, project_id)
     for group in concept_groups(singles):
         first = group[0]
         with st.container(border=False, key=f"concept_{first.concept_id}"):

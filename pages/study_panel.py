@@ -380,20 +380,21 @@ def _image(job: Job) -> bytes | None:
 
 
 # -- the gallery's card -----------------------------------------------------------------------------
-def study_card(study_id: str, jobs: list[Job]) -> None:
-    """One card for a study in the project's gallery, from the jobs the gallery listed."""
-    first = jobs[0]
-    title = first.study.title if first.study else study_id
-    total = first.study.count if first.study else len(jobs)
-    done = sum(1 for job in jobs if job.status == JobStatus.COMPLETED)
+def study_card(study_id: str, project_id: str) -> None:
+    """One card for a study in the project's gallery: its first drawings and how far it is."""
+    try:
+        study = read_study(_service(), study_id, project_id)
+    except JobsError:
+        return  # deleted meanwhile, or unreadable: the study panel says why when opened
     with st.container(border=True, key=f"study_card_{study_id}"):
-        finished = [job for job in sorted(jobs, key=lambda job: job.job_id) if job.status == JobStatus.COMPLETED]
+        finished = [job for job in study.jobs if job.status == JobStatus.COMPLETED]
         pictures = st.columns(4)
         for place, job in zip(pictures, finished[:4], strict=False):
             image = _thumbnail(job)
             if image is not None:
                 place.image(image, width="stretch")
-        st.markdown(f"**{plain(title)}** :gray[· study of {total} variations · {done} done]")
+        st.markdown(f"**{plain(study.title)}** :gray[· study of {study.summary.total} variations · "
+                    f"{plain(study.summary.words())}]")
         if st.button("Open study", key=f"open_study_{study_id}"):
             show_study(study_id)
             st.rerun()

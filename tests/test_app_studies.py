@@ -120,7 +120,7 @@ def test_two_fields_make_a_3_by_2_study_whose_grid_fills_and_compares(service):
 
     downloads = {button.proto.label: button for button in app.get("download_button")}
     assert {"Download contact sheet (PNG)", "Download contact sheet (PDF)"} <= set(downloads)
-    assert "study of 6 variations · 6 done" in texts(app)  # the gallery: one card for the study
+    assert "study of 6 variations · 6 of 6 done" in texts(app)  # the gallery: one card for the study
 
 
 def test_a_reload_shows_the_study_and_its_contact_sheet_is_whole(service):
