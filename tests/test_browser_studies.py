@@ -86,7 +86,7 @@ def test_a_3_by_2_study_fills_its_grid_compares_and_downloads_its_contact_sheet(
         full = time.perf_counter() - started
         settle(page)
         assert "study=study_" in page.url and "project=study-e2e" in page.url
-        main.get_by_text("6 of 6 done").wait_for()
+        page.locator(".st-key-study_panel").get_by_text("6 of 6 done", exact=True).wait_for()
         shoot(page, "studies-grid.png")
         report("study", f"Render pressed -> full 3 x 2 grid on screen in {full * 1000:.0f} ms with 2 workers "
                         f"(a part-filled grid seen on the way: {seen_partial})")
