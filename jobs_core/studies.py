@@ -2,8 +2,10 @@
 
 A study is the jobs that share a `studyId`. It has no record of its own: each of its jobs carries
 the study (`Job.study`: title, the varied fields and their values, its own values, its place) and
-is named after it, `{studyId}-{index:02d}`. So reading a study is at most 36 reads by id on any
-store, it survives restarts as its jobs do, and nothing can disagree with the jobs.
+is named after it: study `study_<ULID>` has jobs `job_<ULID>-00`, `-01`... (a job id like any
+other, so listings, newest first by id, keep the study's jobs in their time). So reading a
+study is at most 36 reads by id on any store, it survives restarts as its jobs do, and nothing
+can disagree with the jobs.
 
 Creating one is all or nothing from the user's view: every combination is validated before the
 first job is written. The first job carries the Idempotency-Key (prefixed, so it never answers a
@@ -181,7 +183,8 @@ def _refuse_repeats(asked: dict[str, list[Any]], kept: dict[str, list[Any]]) -> 
 
 # -- creating ----------------------------------------------------------------------------------
 def cell_job_id(study_id: str, index: int) -> str:
-    return f"{study_id}-{index:02d}"
+    """The id of a study's job: `study_X` -> `job_X-00`."""
+    return f"job_{study_id.removeprefix(STUDY_PREFIX + '_')}-{index:02d}"
 
 
 def validate_study_id(value: object) -> str:

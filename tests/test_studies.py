@@ -257,10 +257,10 @@ def _run_on_url(env: dict, *args: str):
 
 def test_a_finished_job_without_the_study_is_not_a_cell(service):
     """A job someone named like a study's, but that does not carry the study, is not one of it."""
-    service.submit(RenderRequest(project_id="p"), job_id="study_01M8S0000000000000000FAKE-00")
+    service.submit(RenderRequest(project_id="p"), job_id="job_01M8S0000000000000000FAKE-00")
     with pytest.raises(Exception, match="No study"):
         read_study(service, "study_01M8S0000000000000000FAKE")
-    assert service.get("study_01M8S0000000000000000FAKE-00").status is JobStatus.PENDING
+    assert service.get("job_01M8S0000000000000000FAKE-00").status is JobStatus.PENDING
 
 
 # -- a create killed half-way, for real ---------------------------------------------------------------
@@ -309,3 +309,13 @@ def test_a_create_killed_half_way_is_finished_by_its_retry_on_the_file_store(tmp
     assert study.summary.total == 30 and study.summary.queued == 30 and study.summary.missing == 0
     assert len(service.list("harbour", limit=100).jobs) == 30  # none twice
     assert service.repair().changed is False  # the kill left no half-written file or stale index entry
+
+
+def test_a_studys_jobs_keep_their_place_in_listings_newest_first(service):
+    before = service.submit({"projectId": "harbour"})
+    study, _ = create_study(service, BODY)
+    after = service.submit({"projectId": "harbour"})
+    listed = [job.job_id for job in service.list("harbour", limit=100).jobs]
+    assert listed[0] == after.job_id and listed[-1] == before.job_id
+    assert sorted(listed[1:-1]) == [cell.job_id for cell in study.cells]
+    assert [job_id for _, job_id in service.store.pending()] == [before.job_id, *listed[1:-1][::-1], after.job_id]
