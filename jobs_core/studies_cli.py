@@ -53,7 +53,7 @@ def study_document(study: Study) -> dict[str, Any]:
 
 def cmd_submit_study(args: argparse.Namespace, service: JobService, inputs: dict) -> int:
     if getattr(args, "webhook", None):
-        raise InvalidInput("--webhook cannot be used with --vary yet: a study's jobs are followed with status STUDY_ID.")
+        raise InvalidInput("--webhook cannot be used with --vary yet: follow a study with status STUDY_ID.")
     study, _ = create_study(service, {"projectId": args.project_id, "renderType": args.render_type,
                                       "conceptInputs": inputs, "vary": parse_vary(args.vary)})
     if not args.wait:
