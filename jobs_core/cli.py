@@ -52,6 +52,10 @@ def _read_inputs(raw: str | None) -> dict:
 
 # -- submit ------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace, service: JobService) -> int:
+    if args.vary:  # a design study: one job per combination (jobs_core.studies_cli)
+        from .studies_cli import cmd_submit_study
+
+        return cmd_submit_study(args, service, _read_inputs(args.inputs))
     request = parse_request({"projectId": args.project_id, "renderType": args.render_type,
                              "conceptInputs": _read_inputs(args.inputs),
                              **({"webhook": args.webhook} if args.webhook is not None else {})})
@@ -116,6 +120,10 @@ class ProgressBar:
 
 # -- status and list ---------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, service: JobService) -> int:
+    if args.job_id.startswith("study_"):  # a design study's id (jobs_core.studies)
+        from .studies_cli import cmd_study_status
+
+        return cmd_study_status(args, service)
     job = service.get(args.job_id, args.project_id)
     print(job.to_json())
     waiting = service.waiting_reason(job)
@@ -185,9 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="run or wait for the job, with a progress bar")
     submit.add_argument("--webhook", metavar="URL",
                         help="POST the job, signed, to this URL when it starts and when it is final")
+    submit.add_argument("--vary", action="append", default=[], metavar="FIELD=A,B,C",
+                        help="a design study: one job per value (twice: per combination, at most 36)")
     submit.set_defaults(handler=cmd_submit)
 
-    status = commands.add_parser("status", parents=[common], help="print a job as JSON")
+    status = commands.add_parser("status", parents=[common], help="print a job (or a study: STUDY_ID) as JSON")
     status.add_argument("job_id")
     status.add_argument("--project-id")
     status.set_defaults(handler=cmd_status)

@@ -215,6 +215,17 @@ class Concept(_Camel):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class StudyCell(_Camel):
+    """What a job of a design study carries (jobs_core.studies): the study it belongs to, so the
+    study needs no record of its own and every job tells which variation it draws."""
+
+    title: str
+    vary: dict[str, list[Any]] = Field(description="the varied fields and their values, in order")
+    values: dict[str, Any] = Field(description="this job's values of the varied fields")
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+
 class Job(_Camel):
     """The job document (`.jobs/jobs/{projectId}/{jobId}.json`)."""
 
@@ -244,6 +255,9 @@ class Job(_Camel):
     # Only in the documents of jobs that have a webhook (see jobs_core.webhooks).
     webhook: str | None = Field(None, exclude_if=lambda value: value is None)
     webhook_events_filter: list[str] | None = Field(None, exclude_if=lambda value: value is None)
+    # Only in the documents of a design study's jobs (see jobs_core.studies).
+    study_id: str | None = Field(None, exclude_if=lambda value: value is None)
+    study: StudyCell | None = Field(None, exclude_if=lambda value: value is None)
 
     def to_json(self) -> str:
         """Pretty JSON, so `cat .jobs/jobs/p/j.json` stays a monitoring tool (seed, "Monitoring")."""

@@ -19,7 +19,7 @@ from .errors import InvalidInput, JobNotFound, RendersUnavailable, TransitionCon
 from .ids import new_concept_id, new_job_id, validate_id
 from .lifecycle import Lease
 from .limits import LimitState, RendererLimits, RendererPause, check_renderer_names, pause_seconds
-from .models import Concept, Event, Job, JobStatus, RenderRequest, parse_concept, parse_request, utcnow
+from .models import Concept, Event, Job, JobStatus, RenderRequest, StudyCell, parse_concept, parse_request, utcnow
 from .png import is_whole_png
 from .renderers import RenderTask, get_renderer, renderer_names
 from .store import JobPage, JobStore, open_store
@@ -73,18 +73,22 @@ class JobService:
 
     # -- creating ----------------------------------------------------------------------------
     def submit(self, request: RenderRequest | dict, *, renderer: str | None = None,
-               idempotency_key: str | None = None) -> Job:
-        """Validate a render request and queue a job for it. Fast: a few small file writes."""
+               idempotency_key: str | None = None, job_id: str | None = None,
+               study_id: str | None = None, study: StudyCell | None = None) -> Job:
+        """Validate a render request and queue a job for it. Fast: a few small file writes.
+        A design study (jobs_core.studies) names its jobs' ids itself, so a retried create
+        finds the ones already made."""
         if not isinstance(request, RenderRequest):
             request = parse_request(request)
         chosen = get_renderer(renderer or self.settings.renderer)
         chosen.check_render_type(request.render_type)
         inputs = request.concept_inputs.model_dump()
         concept_id = request.concept_id or new_concept_id()
-        job = Job(job_id=new_job_id(), concept_id=concept_id, project_id=request.project_id,
+        job = Job(job_id=job_id or new_job_id(), concept_id=concept_id, project_id=request.project_id,
                   render_type=request.render_type, renderer=chosen.name, concept_inputs=inputs,
                   max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
-                  webhook=request.webhook, webhook_events_filter=request.webhook_events_filter)
+                  webhook=request.webhook, webhook_events_filter=request.webhook_events_filter,
+                  study_id=study_id, study=study)
         # What an AI provider will be asked, stored up front so a user sees it while waiting.
         job.prompt = chosen.prompt(RenderTask(job.job_id, job.project_id, job.render_type, inputs))
         if request.concept_id is None:

@@ -52,8 +52,9 @@ def read_filters(index: JobIndex) -> stats.JobFilter:
     projects_known = known_projects(index)
     st.session_state["monitor_projects_offered"] = projects_known
     render_types_known = index.memo("render_types", lambda frame: sorted(frame["render_type"].unique()))
+    studies_known = index.memo("studies", lambda frame: sorted(frame["study"].dropna().unique()))
     with st.container(border=True):
-        cols = st.columns([3, 2, 2, 2, 2])
+        cols = st.columns([3, 2, 2, 2, 2, 2])
         projects = cols[0].multiselect("Project", projects_known, key="filter_projects",
                                        placeholder="all projects")
         statuses = cols[1].multiselect("Status", stats.STATUS_ORDER + [stats.STUCK], key="filter_statuses",
@@ -64,12 +65,15 @@ def read_filters(index: JobIndex) -> stats.JobFilter:
         period = cols[3].date_input("Created between", value=(), key="filter_period", format="YYYY-MM-DD",
                                    help="whole days in UTC")
         error_text = cols[4].text_input("Error contains", key="filter_error", placeholder="e.g. timed out")
+        studies = cols[5].multiselect("Study", studies_known, key="filter_studies", placeholder="all jobs",
+                                      help="the jobs of design studies (variations rendered as a set)")
     start = end = None
     if isinstance(period, (tuple, list)) and len(period) >= 1:
         start = datetime.combine(period[0], time.min, UTC)
         last: date = period[1] if len(period) == 2 else period[0]
         end = datetime.combine(last + timedelta(days=1), time.min, UTC)
-    return stats.JobFilter(tuple(projects), tuple(statuses), tuple(render_types), start, end, error_text)
+    return stats.JobFilter(tuple(projects), tuple(statuses), tuple(render_types), start, end, error_text,
+                           studies=tuple(studies))
 
 
 # -- the live part ---------------------------------------------------------------------------------
@@ -464,7 +468,7 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
     unreadable = index.unreadable()
     if unreadable:
         st.warning(f"{len(unreadable)} file(s) in the store are not readable jobs; see the Unreadable tab.")
-    names = ["Jobs", "Projects", "Render types", "Failures", "Charts", f"Unreadable ({len(unreadable)})"]
+    names = ["Jobs", "Projects", "Render types", "Studies", "Failures", "Charts", f"Unreadable ({len(unreadable)})"]
     tabs = st.tabs(names)
     with tabs[0]:
         show_jobs(service, index, view, view_filter)
@@ -473,10 +477,15 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
     with tabs[2]:
         st.dataframe(view.by_render_type, width="stretch", column_config=group_config("render type"))
     with tabs[3]:
-        show_failures(view.failures)
+        if view.by_study.empty:
+            st.caption("No design study among these jobs (a study is made on the Render page, Explore variations).")
+        else:
+            st.dataframe(view.by_study, width="stretch", column_config=group_config("study"))
     with tabs[4]:
-        show_charts(view)
+        show_failures(view.failures)
     with tabs[5]:
+        show_charts(view)
+    with tabs[6]:
         if unreadable:
             st.dataframe(pd.DataFrame([{"file": bad.location, "reason": bad.reason} for bad in unreadable]),
                          hide_index=True, width="stretch")

@@ -25,6 +25,7 @@ from jobs_core.direct_render import render_directly
 from jobs_core.eta import Typical, eta_seconds, typical_run
 from jobs_core.ids import validate_id
 from jobs_core.renderers import get_renderer, renderer_names
+from jobs_core.studies import group_by_study
 from jobs_core.thumbnails import thumbnail
 from jobs_core.words import (
     ago_text,
@@ -37,7 +38,7 @@ from jobs_core.words import (
     render_type_name,
     renderer_name,
 )
-from pages import app_runtime, direct_renders, job_changes
+from pages import app_runtime, direct_renders, job_changes, study_panel
 
 runtime = app_runtime()
 service = runtime.service
@@ -118,6 +119,7 @@ def remember_defaults() -> None:
     if "project" not in state:
         state.project = st.query_params.get("project", "demo")
         state.active_job = st.query_params.get("job")
+        state.active_study = st.query_params.get("study")  # a design study (pages/study_panel.py)
         state.watch_since = time.time()
     if "saved_brief" not in state:
         fields = TEXT_FIELDS + CHOICE_FIELDS + NUMBER_FIELDS
@@ -162,6 +164,8 @@ def prefill_from_job(project_id: str, job_id: str | None) -> None:
 
 def watch(job_id: str | None) -> None:
     st.session_state.active_job = job_id
+    if job_id is not None:
+        st.session_state.active_study = None
     st.session_state.watch_since = time.time()
     st.session_state.await_job = job_id is not None  # the panel's next run waits briefly for it to finish
     st.session_state.pop("showing_direct", None)
@@ -176,12 +180,17 @@ def sync_url(project_ok: bool) -> None:
         st.query_params["job"] = job_id
     elif "job" in st.query_params:
         del st.query_params["job"]
+    if st.session_state.get("active_study"):
+        st.query_params["study"] = st.session_state.active_study
+    elif "study" in st.query_params:
+        del st.query_params["study"]
 
 
 # -- callbacks (run before the script; they change state, the script then shows it) -------------
 def on_project_change() -> None:
     st.session_state.project = st.session_state.field_project.strip()
     watch(None)
+    st.session_state.active_study = None
 
 
 def on_example_chosen() -> None:
@@ -695,7 +704,11 @@ def gallery(project_id: str) -> None:
                    f"skipped: {reasons}", icon=":material/warning:")
     if not page.jobs:
         st.caption("No renders yet: fill in the brief and press Render.")
-    for group in concept_groups(page.jobs):
+    singles = [job for job in page.jobs if job.study_id is None]
+    for study_id, _ in group_by_study(page.jobs):
+        if study_id is not None:  # a design study's renders: one card
+            study_panel.study_card(study_id, project_id)
+    for group in concept_groups(singles):
         first = group[0]
         with st.container(border=False, key=f"concept_{first.concept_id}"):
             st.markdown(f"**{plain(first.concept_inputs.get('title', 'Concept'))}** :gray[· "
@@ -779,6 +792,7 @@ with form_column:
     project_ok = project_picker()
     brief_form(current_problems())
     remember_form()
+    study_panel.variations_form(project_ok, remember_form)
 if message := st.session_state.pop("created_message", None):
     st.toast(message, icon=":material/check_circle:")
 watched = None
@@ -788,6 +802,9 @@ with result_column:
     direct = shown_direct(st.session_state.project) if project_ok else None
     if direct and not st.session_state.field_use_jobs:
         show_direct_result(direct)
+    elif project_ok and st.session_state.get("active_study"):
+        if (study := study_panel.read_active_study(st.session_state.project)) is not None:
+            study_panel.study_section(study)
     elif project_ok and st.session_state.active_job:
         job_slot = st.container(key="job_panel")  # its panel is drawn last (see below)
         with job_slot:

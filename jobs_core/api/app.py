@@ -21,6 +21,7 @@ from .guard import Guard
 from .routes import router
 from .runner import InlineRunner
 from .settings import ApiSettings
+from .studies import router as studies_router
 
 EXPOSED_HEADERS = ["Retry-After", "Location", "Preference-Applied", "Idempotent-Replayed"]
 
@@ -54,6 +55,7 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
     app.state.api = context
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(studies_router)  # design studies (jobs_core.studies)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # added last: outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

@@ -16,7 +16,7 @@ import pandas as pd
 from ..models import JobStatus
 
 TIME_COLUMNS = ("created", "started", "finished", "updated", "heartbeat")
-TEXT_COLUMNS = ("project", "job", "title", "render_type", "stage", "error", "worker", "image_url")
+TEXT_COLUMNS = ("project", "job", "title", "render_type", "stage", "error", "worker", "image_url", "study")
 # status is a pandas Categorical over the five states (stored as int8 codes): the monitor compares
 # and counts statuses on every refresh, and codes make that ten times cheaper than text.
 STATUS_DTYPE = pd.CategoricalDtype([status.value for status in JobStatus])
@@ -28,15 +28,15 @@ FIELDS = (("project", "projectId"), ("job", "jobId"), ("render_type", "renderTyp
           ("progress", "progress"), ("stage", "stage"), ("attempts", "attempts"), ("created", "createdAt"),
           ("started", "startedAt"), ("finished", "finishedAt"), ("updated", "updatedAt"),
           ("heartbeat", "heartbeatAt"), ("error", "error"), ("worker", "workerId"), ("image_url", "imageUrl"),
-          ("title", TITLE))
+          ("title", TITLE), ("study", "studyId"))
 COLUMNS = tuple(column for column, _ in FIELDS) + ("queue_wait", "run_time")
 # A job's key names its project and id, and its render type and creation time never change:
 # replacing a row leaves those arrays as they are (no copy).
 MUTABLE_COLUMNS = tuple(column for column in COLUMNS
-                        if column not in ("project", "job", "title", "render_type", "created"))
+                        if column not in ("project", "job", "title", "render_type", "created", "study"))
 _DOC_FIELDS = tuple(field for _, field in FIELDS)
 _pick = operator.itemgetter(*_DOC_FIELDS)
-_REPEATED = ("projectId", "renderType", "stage", "workerId", "error")
+_REPEATED = ("projectId", "renderType", "stage", "workerId", "error", "studyId")
 
 
 class Columns:
@@ -63,6 +63,7 @@ class Columns:
         inputs = doc.get("conceptInputs")
         title = inputs.get("title") if inputs.__class__ is dict else None
         doc[TITLE] = title[:200] if title.__class__ is str else None
+        doc.setdefault("studyId", None)  # only a study's jobs have one: the one-call pick below stays the path
         for field in _REPEATED:
             # One shared copy of values that repeat across jobs (a project's name, a stage):
             # the document's own copies are freed with it.

@@ -47,7 +47,7 @@ from ..store.folders import StoreFolders, open_regular
 from .frame import COLUMNS, INT_COLUMNS, TEXT_COLUMNS, TIME_COLUMNS, RowStore
 
 log = logging.getLogger("jobs_core.monitor")
-FORMAT = 1  # bump when the row schema changes: an older snapshot is then rebuilt
+FORMAT = 2  # bump when the row schema changes: an older snapshot is then rebuilt
 NAME = "index.arrow"  # Arrow IPC, uncompressed: read back in milliseconds (Parquet's decoding took 0.5 s)
 MAX_BYTES = 1 << 30
 REPEATED = ("project", "render_type", "stage", "error", "worker")

@@ -63,6 +63,7 @@ class JobFilter:
     created_from: datetime | None = None  # inclusive
     created_to: datetime | None = None  # exclusive
     error_text: str = ""
+    studies: tuple[str, ...] = ()  # design studies (jobs_core.studies) by studyId
 
     def apply(self, frame: pd.DataFrame, now: datetime, lease_seconds: float) -> pd.DataFrame:
         keep = np.ones(len(frame), dtype=bool)
@@ -70,6 +71,8 @@ class JobFilter:
             keep &= frame["project"].isin(self.projects).to_numpy()
         if self.render_types:
             keep &= frame["render_type"].isin(self.render_types).to_numpy()
+        if self.studies:
+            keep &= frame["study"].isin(self.studies).to_numpy()
         if self.statuses:
             wanted = frame["status"].isin([s for s in self.statuses if s != STUCK]).to_numpy()
             if STUCK in self.statuses:
@@ -157,6 +160,14 @@ def by_group(frame: pd.DataFrame, column: str, now: datetime, lease_seconds: flo
     latest = updated.groupby(groups).max().reindex(range(width)).to_numpy()
     table["last_activity"] = pd.DatetimeIndex(latest).tz_localize("UTC")
     return table.sort_values(["total", "last_activity"], ascending=False)
+
+
+def by_study(frame: pd.DataFrame, now: datetime, lease_seconds: float) -> pd.DataFrame:
+    """`by_group` over the jobs of design studies, one row per study, with its brief's title."""
+    jobs = frame[frame["study"].notna().to_numpy()]
+    table = by_group(jobs, "study", now, lease_seconds)
+    table.insert(0, "title", jobs.groupby("study", sort=False)["title"].first().reindex(table.index))
+    return table
 
 
 def failures_by_error(frame: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,7 @@ class View:
     headline: stats.Headline
     by_project: pd.DataFrame
     by_render_type: pd.DataFrame
+    by_study: pd.DataFrame  # design studies: completion like a project's
     failures: pd.DataFrame
     bucket: str
     over_time: pd.DataFrame
@@ -73,6 +74,7 @@ def compute_view(frame: pd.DataFrame, view_filter: stats.JobFilter, now: datetim
         rows=rows, headline=stats.headline(rows, now, lease_seconds),
         by_project=stats.by_group(rows, "project", now, lease_seconds),
         by_render_type=stats.by_group(rows, "render_type", now, lease_seconds),
+        by_study=stats.by_study(rows, now, lease_seconds),
         failures=stats.failures_by_error(rows), bucket=bucket, over_time=stats.jobs_over_time(rows, bucket),
         histogram=stats.run_time_histogram(rows), stuck_workers=stats.stuck_by_worker(rows, now, lease_seconds),
         status_counts={status: int(counts.get(status, 0)) for status in stats.STATUS_ORDER},
