@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
-from . import lifecycle
+from . import lifecycle, metrics
 from .config import Settings, load_settings
 from .errors import InvalidInput, JobNotFound, TransitionConflict
 from .ids import new_concept_id, new_job_id, validate_id
@@ -79,6 +79,7 @@ class JobService:
             self.store.save_concept(Concept(concept_id=concept_id, project_id=job.project_id,
                                             concept_inputs=inputs, created_at=job.created_at))
         self.store.create(job, lifecycle.created(job))
+        metrics.job_created(job)
         return job
 
     def resubmit(self, job_id: str, render_type: str, project_id: str | None = None) -> Job:
@@ -127,10 +128,13 @@ class JobService:
 
     # -- user actions ------------------------------------------------------------------------
     def cancel(self, job_id: str, project_id: str | None = None) -> Job:
-        return self.store.modify(job_id, project_id, lifecycle.cancel)
+        job = self.store.modify(job_id, project_id, lifecycle.cancel)
+        metrics.job_changed(job, None)  # counted when canceled at once (a running job stops later)
+        return job
 
     def retry(self, job_id: str, project_id: str | None = None) -> Job:
         job = self.store.modify(job_id, project_id, lifecycle.retry)
+        metrics.job_changed(job, "user")
         self.store.notify_work()
         return job
 
@@ -142,11 +146,16 @@ class JobService:
                    renderers: Collection[str] | None = None) -> Job | None:
         """Claim the oldest due job (of one of `renderers`, when given: those this worker can run)."""
         now = now or utcnow()
-        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers)
+        job = self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers)
+        if job is not None:
+            metrics.job_claimed(job)
+        return job
 
     def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
         """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken."""
-        return self.store.modify(job_id, project_id, partial(lifecycle.claim, worker_id=worker_id))
+        job = self.store.modify(job_id, project_id, partial(lifecycle.claim, worker_id=worker_id))
+        metrics.job_claimed(job)
+        return job
 
     def report_progress(self, lease: Lease, percent: int, stage: str) -> Job:
         return self.store.modify(lease.job_id, lease.project_id,
@@ -163,22 +172,29 @@ class JobService:
         # The image is written first (or with the change, in one transaction): a completed job
         # always has its image.
         url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"
-        return self.store.save_image_and_modify(lease.project_id, lease.job_id, png, partial(
+        job = self.store.save_image_and_modify(lease.project_id, lease.job_id, png, partial(
             lifecycle.complete, lease=lease, image_url=url, prompt=prompt))
+        metrics.attempt_ended(job)
+        return job
 
     def fail(self, lease: Lease, message: str, retryable: bool = False) -> Job:
         job = self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.fail, lease=lease, message=message, retryable=retryable,
             backoff_base=self.settings.retry_backoff_seconds))
+        metrics.attempt_ended(job)
         return job
 
     def confirm_cancel(self, lease: Lease) -> Job:
-        return self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.confirm_cancel, lease=lease))
+        job = self.store.modify(lease.job_id, lease.project_id, partial(lifecycle.confirm_cancel, lease=lease))
+        metrics.attempt_ended(job)
+        return job
 
     def release(self, lease: Lease, reason: str | None = None, delay_seconds: float = 0.0) -> Job:
         """Hand a running job back without spending its attempt (shutdown, or a fault of the store)."""
-        return self.store.modify(lease.job_id, lease.project_id, partial(
+        job = self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.release, lease=lease, reason=reason, delay_seconds=delay_seconds))
+        metrics.job_changed(job, None)  # counted only when a cancel was asked for (not a retry)
+        return job
 
     def reclaim_expired(self, now: datetime | None = None) -> list[Job]:
         """Requeue (or fail, when attempts are spent) jobs whose heartbeat is older than the lease."""
@@ -193,6 +209,7 @@ class JobService:
                     lifecycle.reclaim, lease_seconds=lease_seconds, now=now)))
             except (TransitionConflict, JobNotFound):
                 continue  # it heartbeat, finished or was reclaimed by another worker meanwhile
+            metrics.job_changed(reclaimed[-1], "lost_worker")
         if reclaimed:
             self.store.notify_work()
         return reclaimed
