@@ -152,7 +152,7 @@ class StoreGauges:
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._read_at = -float("inf")
-        self._reading: tuple[int, dict[str, int]] | None = None
+        self._reading: tuple[int, int] | None = None
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:  # one store read for scrapes that arrive together
@@ -168,20 +168,12 @@ class StoreGauges:
         queued, running = reading
         yield GaugeMetricFamily("jobs_queue_length", "Pending jobs in the store (waiting for a worker, or "
                                 "for their retry time), across every process and host.", value=queued)
-        by_renderer = GaugeMetricFamily("jobs_running", "Jobs being rendered now, across every process and host.",
-                                        labels=["renderer"])
-        for renderer, count in sorted(running.items()):
-            by_renderer.add_metric([renderer], count)
-        yield by_renderer
+        yield GaugeMetricFamily("jobs_running", "Jobs being rendered now, across every process and host.",
+                                value=running)
 
-    def _read_store(self) -> tuple[int, dict[str, int]] | None:
-        from .renderers import renderer_names
-
+    def _read_store(self) -> tuple[int, int] | None:
         try:
-            running = dict.fromkeys(renderer_names(), 0)  # every renderer, so none is missing when idle
-            for job in self.store.processing():
-                running[job.renderer] = running.get(job.renderer, 0) + 1
-            return len(self.store.pending()), running
+            return self.store.active_counts()  # counted from the store's index: no job is read
         except JobsError as error:
             store_error("metrics", error)
             log.warning("metrics: the store could not be read for the gauges: %s", error)
@@ -199,16 +191,17 @@ def multiprocess_dir() -> str | None:
     return path
 
 
-def scrape_registry(store) -> CollectorRegistry:
+def scrape_registry(store, cache_seconds: float = GAUGE_CACHE_SECONDS) -> CollectorRegistry:
     """What a scrape of this process shows: the counted metrics (every process's that shares the
-    multiprocess folder, else this process's) and the store's gauges."""
+    multiprocess folder, else this process's) and the store's gauges (read at most every
+    `cache_seconds`)."""
     registry = CollectorRegistry()
     if multiprocess_dir() is not None:
         multiprocess.MultiProcessCollector(registry)
     else:
         for metric in EVENT_METRICS:
             registry.register(metric)
-    registry.register(StoreGauges(store))
+    registry.register(StoreGauges(store, cache_seconds))
     return registry
 
 

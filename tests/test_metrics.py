@@ -109,7 +109,7 @@ def test_the_api_counts_jobs_by_renderer_and_render_type_and_reads_the_gauges_fr
     assert [service.get(job_id).status for job_id in ids] == [JobStatus.COMPLETED] * 2 + [JobStatus.FAILED,
                                                                                          JobStatus.COMPLETED]
     assert queued.value("jobs_created_total", **job) == 4 and queued.value("jobs_canceled_total", **job) == 1
-    assert queued.value("jobs_queue_length") == 3 and queued.value("jobs_running", renderer="test-metrics") == 0
+    assert queued.value("jobs_queue_length") == 3 and queued.value("jobs_running") == 0
     assert queued.value("jobs_store_up") == 1
     assert after.value("jobs_created_total", **job) == 4
     assert after.value("jobs_completed_total", **job) == 3  # the canceled one, retried, completed too
@@ -194,6 +194,16 @@ def test_store_errors_are_counted_where_they_are_met(tiny_disk, settings):  # no
     assert after.value("jobs_store_up") == 1  # reading still works on a full disk
 
 
+def test_every_store_counts_its_pending_and_running_jobs_for_the_gauges(service):
+    assert service.store.active_counts() == (0, 0)
+    ids = [service.submit({"projectId": "p1"}).job_id for _ in range(4)]
+    service.claim_next("w1")
+    service.claim_next("w1")
+    service.cancel(ids[3])
+    assert service.store.active_counts() == (1, 2)
+    assert service.store.active_counts() == (len(service.store.pending()), len(service.store.processing()))
+
+
 # -- a worker process ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_worker_process_serves_its_metrics_on_its_metrics_port_behind_the_token(tmp_path, settings):
@@ -221,8 +231,7 @@ def test_a_worker_process_serves_its_metrics_on_its_metrics_port_behind_the_toke
     assert found.value("jobs_run_seconds_count", renderer="noop", render_type="axonometric", outcome="completed") == 2
     assert found.total("jobs_queue_wait_seconds_count") == 3
     assert "600.0" in found.buckets["jobs_run_seconds"]
-    assert found.value("jobs_queue_length") == 0 and found.total("jobs_running") == 0
-    assert found.value("jobs_running", renderer="broken") == 0  # every renderer shown, idle or not
+    assert found.value("jobs_queue_length") == 0 and found.value("jobs_running") == 0
     assert f"metrics on http://127.0.0.1:{port}/metrics" in worker_log(process)
 
 
