@@ -16,12 +16,15 @@ scrape (the store's gauges read afresh, every counter written out) beside the st
 gauges make (`active_counts()`, which counts the index), the listings it replaces (`pending()`, all
 GET /api/health does, and `processing()`, which reads every running job) and a scrape whose gauges
 come from the cache (a scrape within 2 s of another).
+
+Part 3, in process: what recording one event costs, in memory and in multiprocess files.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -174,6 +177,35 @@ def scrape_at(root: Path, label: str, repeat: int) -> None:
     store.close()
 
 
+# -- part 3 -------------------------------------------------------------------------------------------
+EVENT_COST = """
+import time
+from datetime import timedelta
+from jobs_core import metrics
+from jobs_core.models import Job, JobStatus, utcnow
+now = utcnow()
+job = Job(job_id="job_1", concept_id="cpt_1", project_id="p", render_type="plan", status=JobStatus.COMPLETED,
+          started_at=now - timedelta(seconds=30), updated_at=now)
+for name, call in (("job_created (a counter)", lambda: metrics.job_created(job)),
+                   ("attempt_ended (a histogram and a counter)", lambda: metrics.attempt_ended(job))):
+    call()
+    started = time.perf_counter()
+    for _ in range(20000):
+        call()
+    print(f"  {MODE:<24} {name:<44} {(time.perf_counter() - started) / 20000 * 1e6:6.2f} us a call")
+"""
+
+
+def event_costs(work: Path) -> None:
+    """What recording one event costs, in a fresh process per mode (the mode is chosen at import)."""
+    print("\npart 3: one event recorded, in process (beside a create's server CPU time in part 1)")
+    folder = work / "event-multiproc"
+    folder.mkdir()
+    for mode, env in (("in memory", {}), ("multiprocess files", {"PROMETHEUS_MULTIPROC_DIR": str(folder)})):
+        code = f"MODE = {mode!r}\n{EVENT_COST}"
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve-without-metrics"]:
@@ -196,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         # all created within the last 2 hours: the generator leaves 2 in 5 pending and 1 in 5 running
         generate(work / "store-backlog", Plan(jobs=args.jobs, projects=200, weeks=1 / 84, now=now, stuck=0))
         scrape_at(work / "store-backlog", f"part 2: {args.jobs} jobs, a backlog", args.repeat)
+        event_costs(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
