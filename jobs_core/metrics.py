@@ -196,12 +196,13 @@ def scrape_registry(store, cache_seconds: float = GAUGE_CACHE_SECONDS) -> Collec
     multiprocess folder, else this process's) and the store's gauges (read at most every
     `cache_seconds`)."""
     registry = CollectorRegistry()
+    # The gauges first: a store error met reading them is then in this scrape's counters already.
+    registry.register(StoreGauges(store, cache_seconds))
     if multiprocess_dir() is not None:
         multiprocess.MultiProcessCollector(registry)
     else:
         for metric in EVENT_METRICS:
             registry.register(metric)
-    registry.register(StoreGauges(store, cache_seconds))
     return registry
 
 

@@ -194,6 +194,41 @@ def test_store_errors_are_counted_where_they_are_met(tiny_disk, settings):  # no
     assert after.value("jobs_store_up") == 1  # reading still works on a full disk
 
 
+def test_a_scrape_while_the_store_is_out_of_reach_says_so_and_counts_the_errors(pg_url, settings):
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from test_postgres_store import CuttableProxy  # a real TCP proxy in front of PostgreSQL
+
+    from jobs_core.store.postgres import PostgresJobStore
+
+    server = conninfo_to_dict(pg_url)
+    proxy = CuttableProxy(server.get("host", "127.0.0.1"), int(server.get("port", 5432)))
+    store = PostgresJobStore(make_conninfo(pg_url, host="127.0.0.1", port=str(proxy.port)), pool_size=2,
+                             retry_seconds=1.0, connect_timeout=2)
+    service = JobService(store, settings)
+    service.submit({"projectId": "p1"})
+    try:
+        with serve_in_thread(create_app(service, settings=ApiSettings())) as base:
+            up = scrape(f"{base}/metrics")
+            proxy.cut()
+            assert httpx.get(f"{base}/api/health", timeout=30).status_code == 503
+            down = wait_until(lambda: (found := scrape(f"{base}/metrics")).value("jobs_store_up") == 0 and found,
+                              what="a scrape after the store went away")
+            proxy.restore()
+            back = wait_until(lambda: (found := scrape(f"{base}/metrics")).value("jobs_store_up") == 1 and found,
+                              what="a scrape after the store came back")
+    finally:
+        proxy.vanish()
+        store.close()
+
+    def errors(found: Scrape, component: str) -> float:
+        return found.value("jobs_store_errors_total", component=component, kind="unavailable")
+    assert up.value("jobs_store_up") == 1 and up.value("jobs_queue_length") == 1
+    assert ("jobs_queue_length", frozenset()) not in down.samples  # unknown, not a made-up 0
+    assert errors(down, "api") - errors(up, "api") == 1  # the health check's 503
+    assert errors(down, "metrics") - errors(up, "metrics") == 1  # the gauges' reading
+    assert back.value("jobs_queue_length") == 1
+
+
 def test_every_store_counts_its_pending_and_running_jobs_for_the_gauges(service):
     assert service.store.active_counts() == (0, 0)
     ids = [service.submit({"projectId": "p1"}).job_id for _ in range(4)]
