@@ -1,6 +1,7 @@
 """What metrics cost: create/poll latency with and without them, and a scrape at 10,000 jobs.
 
     python3 -m bench.metrics_bench [--duration 2] [--rounds 3] [--connections 1 16] [--jobs 10000]
+                                   [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 
 Part 1, over HTTP with wrk (as bench/api_bench.py drives the API), three `serve --workers 0`
 servers on fresh file stores, taking turns so all see the same background load (medians kept):
@@ -140,10 +141,17 @@ def _timed(call, repeat: int) -> tuple[float, float]:
 
 
 def scrape_at(root: Path, label: str, repeat: int) -> None:
-    from jobs_core.metrics import exposition, scrape_registry
     from jobs_core.store import FileJobStore
 
     store = FileJobStore(root)
+    scrape_in_process(store, label, repeat)
+    over_http({"JOBS_DIR": str(root)}, repeat)
+    store.close()
+
+
+def scrape_in_process(store, label: str, repeat: int) -> None:
+    from jobs_core.metrics import exposition, scrape_registry
+
     pending, running = len(store.pending()), len(store.processing())
     fresh, cached = scrape_registry(store, cache_seconds=0), scrape_registry(store)
     body = exposition(fresh, None)[0]
@@ -156,7 +164,10 @@ def scrape_at(root: Path, label: str, repeat: int) -> None:
     for name, call in rows:
         p50, worst = _timed(call, repeat)
         print(f"  in process   {name:<38} p50 {p50:7.2f} ms   max {worst:7.2f} ms")
-    process, base = _start([sys.executable, "-m", "jobs_core", "serve", "--workers", "0"], {"JOBS_DIR": str(root)})
+
+
+def over_http(env: dict[str, str], repeat: int) -> None:
+    process, base = _start([sys.executable, "-m", "jobs_core", "serve", "--workers", "0"], env)
     try:
         with httpx.Client(base_url=base, timeout=30) as http:
             for name, path, pause in (("GET /api/health", "/api/health", 0.0),
@@ -174,7 +185,33 @@ def scrape_at(root: Path, label: str, repeat: int) -> None:
     finally:
         process.terminate()
         process.wait(20)
-    store.close()
+
+
+def scrape_on_postgres(server_url: str, files_root: Path, label: str, repeat: int) -> None:
+    """The same jobs copied into a fresh schema of `server_url` (dropped after)."""
+    import secrets
+    from urllib.parse import quote
+
+    import psycopg
+
+    from jobs_core.migrate import migrate
+    from jobs_core.store import FileJobStore
+    from jobs_core.store.postgres import PostgresJobStore
+
+    schema = f"metrics_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{server_url}{'&' if '?' in server_url else '?'}options={quote(f'-csearch_path={schema}')}"
+    try:
+        store, source = PostgresJobStore(url), FileJobStore(files_root)
+        migrate(source, store)
+        scrape_in_process(store, label, repeat)
+        over_http({"JOBS_STORE_URL": url}, repeat)
+        store.close()
+        source.close()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 # -- part 3 -------------------------------------------------------------------------------------------
@@ -216,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the store of part 2")
     parser.add_argument("--repeat", type=int, default=20, help="scrapes per row of part 2")
+    parser.add_argument("--postgres", metavar="URL", help="also part 2's backlog on this PostgreSQL server "
+                                                          "(in a schema of its own, dropped after)")
     args = parser.parse_args(argv)
     if not os.access(WRK, os.X_OK):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -227,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         scrape_at(work / "store-10k", f"part 2: {args.jobs} jobs over 12 weeks (mostly finished)", args.repeat)
         # all created within the last 2 hours: the generator leaves 2 in 5 pending and 1 in 5 running
         generate(work / "store-backlog", Plan(jobs=args.jobs, projects=200, weeks=1 / 84, now=now, stuck=0))
+        if args.postgres:  # copied first: a server's reclaim pass requeues the backlog's stale running jobs
+            scrape_on_postgres(args.postgres, work / "store-backlog", f"part 2: {args.jobs} jobs, a backlog, "
+                               "on PostgreSQL", args.repeat)
         scrape_at(work / "store-backlog", f"part 2: {args.jobs} jobs, a backlog", args.repeat)
         event_costs(work)
     finally:
