@@ -271,6 +271,37 @@ def test_a_worker_process_serves_its_metrics_on_its_metrics_port_behind_the_toke
 
 
 @pytest.mark.slow
+def test_workers_sharing_a_multiprocess_folder_show_their_total_on_one_port(tmp_path, settings):
+    import gate_renderer  # noqa: F401  (registers `gate` here too, to submit its jobs)
+
+    jobs_dir, gate, folder = tmp_path / "store", tmp_path / "gate", tmp_path / "prom"
+    gate.mkdir()
+    folder.mkdir()
+    service = JobService(FileJobStore(jobs_dir), settings)
+    ids = [service.submit({"projectId": "p1", "conceptInputs": {"gateDir": str(gate)}}, renderer="gate").job_id
+           for _ in range(2)]
+    port = free_port()
+    env = cli_env(PROMETHEUS_MULTIPROC_DIR=str(folder))
+    workers = [start_worker(jobs_dir, "--metrics-port", str(port), env=env), start_worker(jobs_dir, env=env)]
+    try:
+        # each worker holds one job at the gate (one job each, concurrency 1): both will count one
+        wait_until(lambda: (gate / "started").exists()
+                   and len({line.split()[0] for line in (gate / "started").read_text().splitlines()}) == 2,
+                   what="each worker to start a job")
+        (gate / "open").touch()
+        wait_until(lambda: all(service.get(job_id).status.is_final for job_id in ids), what="both jobs final")
+        found = scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    assert [process.returncode for process in workers] == [0, 0], [worker_log(process) for process in workers]
+    assert found.value("jobs_completed_total", renderer="gate", render_type="axonometric") == 2
+    assert found.value("jobs_queue_wait_seconds_count", renderer="gate", render_type="axonometric") == 2
+    assert len(_counting_pids(folder)) == 2
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (["--metrics-port", "70000"], "--metrics-port must be between 1 and 65535, not 70000."),
     (["--metrics-port", "0"], "--metrics-port must be between 1 and 65535, not 0."),
