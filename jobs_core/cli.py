@@ -18,6 +18,7 @@ from .api.serve import add_serve_command
 from .bulk import add_bulk_commands
 from .errors import InvalidInput, JobNotFound, JobsError, TransitionConflict, UnreadableJob
 from .logs import configure_logging
+from .metrics_server import add_metrics_options, metrics_from_options
 from .models import Job, JobStatus, parse_request
 from .service import JobService
 from .worker import Worker
@@ -155,6 +156,7 @@ def cmd_list(args: argparse.Namespace, service: JobService) -> int:
 def cmd_worker(args: argparse.Namespace, service: JobService) -> int:
     if args.concurrency < 1:
         raise InvalidInput(f"--concurrency must be at least 1, not {args.concurrency}.")
+    metrics = metrics_from_options(args, service.store)  # --metrics-port: serving before any job is claimed
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -168,6 +170,8 @@ def cmd_worker(args: argparse.Namespace, service: JobService) -> int:
         if args.drain and worker.idle() and not service.has_work():
             break
     worker.stop()
+    if metrics is not None:
+        metrics.close()
     logging.getLogger("jobs_core").info("worker %s stopped after %d jobs", worker.worker_id, worker.processed)
     return 0
 
@@ -213,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--drain", action="store_true", help="exit once no job is pending or reclaimable")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new work")
+    add_metrics_options(worker)  # --metrics-port, --metrics-host
     worker.set_defaults(handler=cmd_worker)
 
     repair = commands.add_parser("repair", parents=[common],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
-from . import lifecycle
+from . import lifecycle, metrics
 from .artifacts import Renders, open_renders
 from .config import Settings, load_settings
 from .errors import InvalidInput, JobNotFound, RendersUnavailable, TransitionConflict, UnreadableJob
@@ -95,6 +95,7 @@ class JobService:
             self.store.save_concept(Concept(concept_id=concept_id, project_id=job.project_id,
                                             concept_inputs=inputs, created_at=job.created_at))
         self.store.create(job, lifecycle.created(job))
+        metrics.job_created(job)
         return job
 
     def resubmit(self, job_id: str, render_type: str, project_id: str | None = None) -> Job:
@@ -152,10 +153,13 @@ class JobService:
 
     # -- user actions ------------------------------------------------------------------------
     def cancel(self, job_id: str, project_id: str | None = None) -> Job:
-        return self.store.modify(job_id, project_id, lifecycle.cancel)
+        job = self.store.modify(job_id, project_id, lifecycle.cancel)
+        metrics.job_changed(job, None)  # counted when canceled at once (a running job stops later)
+        return job
 
     def retry(self, job_id: str, project_id: str | None = None) -> Job:
         job = self.store.modify(job_id, project_id, lifecycle.retry)
+        metrics.job_changed(job, "user")
         self.store.notify_work()
         return job
 
@@ -178,8 +182,11 @@ class JobService:
                    renderers: Collection[str] | None = None) -> Job | None:
         """Claim the oldest due job (of one of `renderers`, when given: those this worker can run)."""
         now = now or utcnow()
-        return self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers,
-                                     self.limits)
+        job = self.store.claim_next(partial(lifecycle.claim, worker_id=worker_id, now=now), now, renderers,
+                                    self.limits)
+        if job is not None:
+            metrics.job_claimed(job)
+        return job
 
     def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
         """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken,
@@ -195,7 +202,9 @@ class JobService:
             if reason is not None:
                 raise TransitionConflict(f"Job {job.job_id} cannot start now. {reason}")
             return lifecycle.claim(job, worker_id)
-        return self.store.modify(job_id, project_id, claim_within_limits)
+        job = self.store.modify(job_id, project_id, claim_within_limits)
+        metrics.job_claimed(job)
+        return job
 
     def report_progress(self, lease: Lease, percent: int, stage: str) -> Job:
         return self.store.modify(lease.job_id, lease.project_id,
@@ -212,12 +221,13 @@ class JobService:
         # The image is written first (or with the change, in one transaction): a completed job
         # always has its image. In a bucket too; imageUrl stays the API's own URL either way.
         url = f"/api/renders/{lease.project_id}/{lease.job_id}.png"
-        return self._slot_freed(self.renders.complete(self.store, lease, png, partial(
+        return self._attempt_ended(self.renders.complete(self.store, lease, png, partial(
             lifecycle.complete, lease=lease, image_url=url, prompt=prompt)))
 
-    def _slot_freed(self, job: Job) -> Job:
-        """A job of a capped renderer stopped running: wake this process's idle claimers now, as one
-        of them may take the freed slot (other processes find it at their next poll)."""
+    def _attempt_ended(self, job: Job) -> Job:
+        """Count the attempt's end; and when the job's renderer is capped, wake this process's idle
+        claimers now, as one of them may take the freed slot (other processes find it at their next poll)."""
+        metrics.attempt_ended(job)
         if self.limits is not None and self.limits.cap(job.renderer) is not None:
             self.store.notify_work()
         return job
@@ -226,16 +236,18 @@ class JobService:
         job = self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.fail, lease=lease, message=message, retryable=retryable,
             backoff_base=self.settings.retry_backoff_seconds))
-        return self._slot_freed(job)
+        return self._attempt_ended(job)
 
     def confirm_cancel(self, lease: Lease) -> Job:
-        return self._slot_freed(self.store.modify(lease.job_id, lease.project_id,
-                                                  partial(lifecycle.confirm_cancel, lease=lease)))
+        return self._attempt_ended(self.store.modify(lease.job_id, lease.project_id,
+                                                     partial(lifecycle.confirm_cancel, lease=lease)))
 
     def release(self, lease: Lease, reason: str | None = None, delay_seconds: float = 0.0) -> Job:
         """Hand a running job back without spending its attempt (shutdown, or a fault of the store)."""
-        return self.store.modify(lease.job_id, lease.project_id, partial(
+        job = self.store.modify(lease.job_id, lease.project_id, partial(
             lifecycle.release, lease=lease, reason=reason, delay_seconds=delay_seconds))
+        metrics.job_changed(job, None)  # counted only when a cancel was asked for (not a retry)
+        return job
 
     def pause_for_provider(self, lease: Lease, renderer: str, retry_after: float, message: str) -> Job:
         """The provider said 429 with Retry-After: pause `renderer` fleet-wide for that long (within
@@ -258,6 +270,7 @@ class JobService:
                     lifecycle.reclaim, lease_seconds=lease_seconds, now=now)))
             except (TransitionConflict, JobNotFound):
                 continue  # it heartbeat, finished or was reclaimed by another worker meanwhile
+            metrics.job_changed(reclaimed[-1], "lost_worker")
         if reclaimed:
             self.store.notify_work()
         return reclaimed

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import metrics
 from .errors import InvalidInput, JobNotFound, JobsError
 from .models import utcnow
 from .webhooks import (
@@ -144,6 +145,7 @@ class WebhookSender:
                 log.warning("%s has no webhook outbox: webhooks are not sent", self.store.describe())
                 return
             except JobsError as error:  # the store is failing: try again after a pause
+                metrics.store_error("webhooks", error)
                 log.warning("webhook sender paused: %s", error)
                 self._stopping.wait(max(self.settings.poll_seconds, 1.0))
                 continue
@@ -180,6 +182,7 @@ class WebhookSender:
             log.warning("webhook %s of job %s dropped: the change it describes was never stored (a crash "
                         "while it was written)", delivery.id, delivery.job_id)
             self.store.finish_delivery(delivery)
+            metrics.webhook_dropped()
         return False
 
     def attempt(self, delivery: Delivery) -> AttemptResult:
@@ -189,6 +192,7 @@ class WebhookSender:
         attempts = delivery.attempts + 1
         next_at = None if result.delivered or result.final else self.settings.next_try(attempts, now)
         self._log_attempt(delivery, attempts, result, next_at)
+        metrics.webhook_attempt(result.delivered, will_retry=next_at is not None)
         if next_at is None:
             if not result.delivered:
                 log.warning("webhook %s to %s given up after %d attempts: %s", delivery.id, delivery.url,

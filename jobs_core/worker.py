@@ -17,6 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from . import metrics
 from .errors import (
     STORE_FAULTS,
     JobCanceled,
@@ -187,6 +188,7 @@ class Worker:
         return job
 
     def _store_failed(self, error: JobsError) -> None:
+        metrics.store_error("worker", error)
         with self._guard:
             first = self.store_problem is None
             self.store_problem = str(error)
@@ -272,6 +274,7 @@ class Worker:
         """The store failed under a running job: give it back unspent, to run again a little later.
         If the store cannot take even that, the maintenance thread tries again until it can."""
         reason = f"the store failed while the job ran ({fault}); it will run again"
+        metrics.store_error("worker", fault)
         log.warning("job %s handed back: %s", lease.job_id, fault)
         try:
             return self.service.release(lease, reason, STORE_RETRY_SECONDS)

@@ -12,12 +12,14 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
+from ..metrics import scrape_registry
 from ..renderers import renderer_names
 from ..service import JobService
 from ..worker import Worker
 from .context import ApiContext
 from .errors import install_error_handlers
 from .guard import Guard
+from .metrics_route import router as metrics_router
 from .routes import router
 from .runner import InlineRunner
 from .settings import ApiSettings
@@ -53,9 +55,11 @@ def create_app(service: JobService | None = None, *, workers: int = 0, settings:
     app = FastAPI(title="Concept render jobs", version="1.0.0", lifespan=lifespan, redirect_slashes=False,
                   description="Create render jobs in milliseconds, process them in the background, poll.")
     app.state.api = context
+    app.state.metrics = scrape_registry(service.store)  # GET /metrics (metrics_route.py)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(studies_router)  # design studies (jobs_core.studies)
+    app.include_router(metrics_router)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # added last: outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from .. import metrics
 from ..errors import (
     InvalidInput,
     JobNotFound,
@@ -134,12 +135,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
         log.error("store unavailable: %s", error)
+        metrics.store_error("api", error)
         return error_response(503, "The job store is unavailable for the moment; try again in a few seconds.",
                               {"Retry-After": "5"})
 
     @app.exception_handler(StoreWriteError)
     async def _store_write(request: Request, error: StoreWriteError) -> JSONResponse:
         log.error("store write failed: %s", error)
+        metrics.store_error("api", error)
         return error_response(503, str(error), {"Retry-After": "10"})
 
     @app.exception_handler(RendersUnavailable)

@@ -16,6 +16,7 @@ from .stream_access import request_has_stream_access
 OPEN_PATHS = frozenset({"/api/health"})
 #: the interactive docs describe every endpoint: behind the token too when one is set
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+METRICS_PATH = "/metrics"  # behind the token too: it tells how busy the service is and with what
 
 
 async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -56,7 +57,7 @@ class Guard:
     @staticmethod
     def _needs_token(scope: Scope) -> bool:
         path = scope["path"]
-        return ((path.startswith("/api/") and path not in OPEN_PATHS) or path in DOC_PATHS) \
+        return ((path.startswith("/api/") and path not in OPEN_PATHS) or path in DOC_PATHS or path == METRICS_PATH) \
             and scope["method"] != "OPTIONS"
 
     def _signed_stream(self, scope: Scope) -> bool:

@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
+from .. import metrics
 from ..errors import STORE_FAULTS, InvalidInput
 from ..ids import validate_id
 from ..models import JobStatus, RenderRequest
@@ -190,6 +191,7 @@ def health(api: Api) -> Health | JSONResponse:
     try:
         queue_length = len(api.service.store.pending())
     except STORE_FAULTS as error:  # up, but of no use without its store: say which part is down
+        metrics.store_error("api", error)
         return JSONResponse({"status": "store unavailable", "error": f"The job store is unavailable: {error}",
                              "workers": api.workers}, status_code=503, headers={"Retry-After": "5"})
     return Health(workers=api.workers, queue_length=queue_length)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..logs import configure_logging
+from ..metrics import shared_counting
 from ..service import JobService
 from .settings import ApiSettings
 
@@ -85,9 +86,10 @@ def _serve_in_processes(args: argparse.Namespace, service: JobService) -> int:
     location = os.path.abspath(args.jobs_dir) if args.jobs_dir else None  # their cwd is ours, but be exact
     os.environ[CHILD_CONFIG_ENV] = json.dumps({"location": location, "workers": args.workers})
     service.store.close()  # this process only supervises
-    uvicorn.run(f"{__name__}:app_in_server_process", factory=True, host=args.host, port=args.port,
-                workers=args.processes, access_log=args.access_log, log_config=None, lifespan="on",
-                http=LimitedHttpToolsProtocol)
+    with shared_counting(args.processes):  # GET /metrics of any server process counts them all
+        uvicorn.run(f"{__name__}:app_in_server_process", factory=True, host=args.host, port=args.port,
+                    workers=args.processes, access_log=args.access_log, log_config=None, lifespan="on",
+                    http=LimitedHttpToolsProtocol)
     return 0
 
 

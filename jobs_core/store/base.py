@@ -200,6 +200,11 @@ class JobStore(ABC):
     def pending(self) -> list[tuple[datetime, str]]:
         """(availableAt, jobId) of every pending job, in queue order."""
 
+    def active_counts(self) -> tuple[int, int]:
+        """(pending, processing): how many jobs wait and run, for gauges read often (metrics).
+        This default lists them; a backend may count its index instead of reading each job."""
+        return len(self.pending()), len(self.processing())
+
     @abstractmethod
     def list_jobs(self, project_id: str | None = None, status: JobStatus | None = None,
                   limit: int | None = None, cursor: str | None = None) -> JobPage:

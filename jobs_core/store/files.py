@@ -688,6 +688,15 @@ class FileJobStore(FileRetention, JobStore, CopyableStore):
     def pending(self) -> list[tuple[datetime, str]]:
         return [(datetime.fromtimestamp(ms / 1000, UTC), job_id) for ms, job_id, _ in self._queue()]
 
+    def active_counts(self) -> tuple[int, int]:
+        # The markers, not the jobs (one listing each, not a read per running job): a marker that a
+        # crash left stale counts until the next reclaim pass (`processing`) removes it.
+        with self.folders.open(*RUNNING) as folder:
+            names = [name.partition(".") for name in os.listdir(folder.fd)]
+        running = sum(1 for job_id, _, project_id in names
+                      if ID_PATTERN.fullmatch(job_id) and ID_PATTERN.fullmatch(project_id))
+        return len(self._queue()), running
+
     def _project_names(self) -> list[str]:
         with self.folders.open("jobs") as folder, os.scandir(folder.fd) as entries:
             return sorted(entry.name for entry in entries

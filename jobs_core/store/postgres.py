@@ -885,6 +885,12 @@ class PostgresJobStore(JobStore, CopyableStore):
         return self._jobs(self._read(
             "SELECT job_id, doc::text FROM jobs WHERE status = 'processing' ORDER BY job_id"))
 
+    def active_counts(self) -> tuple[int, int]:
+        [(pending, processing)] = self._read(
+            "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'processing') "
+            "FROM jobs WHERE status IN ('pending', 'processing')")
+        return pending, processing
+
     def pending(self) -> list[tuple[datetime, str]]:
         rows = self._read("SELECT available_at, job_id FROM jobs WHERE status = 'pending' "
                           "ORDER BY available_at, job_id")
