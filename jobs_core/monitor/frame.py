@@ -87,7 +87,12 @@ class Columns:
 
 def _to_arrays(rows: list[tuple]) -> dict[str, np.ndarray]:
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(FIELDS)
-    lists = {column: values for (column, _), values in zip(FIELDS, columns, strict=True)}
+    return arrays_from_values({column: values for (column, _), values in zip(FIELDS, columns, strict=True)})
+
+
+def arrays_from_values(lists: dict) -> dict[str, np.ndarray]:
+    """The index's columns from each field's values as the documents hold them (one sequence per
+    column of FIELDS, the title already cut to 200 characters): one rule for every way of reading."""
     arrays: dict[str, np.ndarray] = {}
     for column in TEXT_COLUMNS:
         arrays[column] = _objects(lists[column])
