@@ -164,7 +164,7 @@ class JobIndex:
         """Read every job once and make the frame (column-wise, in one go); from the snapshot and
         the files changed since, when the store has a usable one."""
         started = time.perf_counter()
-        loaded = self.snapshot.load(self.store.read_record) if self.snapshot is not None else None
+        loaded = self.snapshot.load() if self.snapshot is not None else None
         save = self.snapshot is not None and (loaded is None or loaded.changed)
         if loaded is not None:
             rows, unreadable, read = loaded.rows, loaded.unreadable, loaded.records_read
