@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bench.generate_store import Plan, generate
 from jobs_core.monitor import JobIndex
+from jobs_core.monitor.snapshot import IndexSnapshot
 from jobs_core.store import FileJobStore
 
 _loads = json.JSONDecoder().decode
@@ -230,7 +231,8 @@ def bench_restart_after_changes(location: str, changed: int) -> None:
     rewrite_files(store, changed)
     changed_files = sorted(store.jobs_dir.glob("*/*.json"))[:changed]
     # the floor of such a start: the stat of every file (to know which changed) + read+parse of the changed
-    stat_seconds = min(timed(lambda: JobIndex(store, snapshot=True).snapshot.stat_all())[0] for _ in range(2))
+    snapshot = IndexSnapshot.for_store(store)
+    stat_seconds = min(timed(snapshot.stat_all)[0] for _ in range(2))
     read_seconds = min(timed(lambda: [_loads(path.read_bytes().decode()) for path in changed_files])[0]
                        for _ in range(2))
     stale = _restart(location, "snapshot")  # and it writes a current snapshot again
