@@ -10,7 +10,6 @@ it is.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 from ..store import JobStore, Unreadable
 from .frame import FIELDS, INT_COLUMNS, TITLE, Columns, RowStore, arrays_from_values
@@ -49,6 +48,8 @@ def scan(store: JobStore) -> tuple[RowStore, dict[str, Unreadable], int] | None:
         read += len(batch.keys) + len(batch.others)
     if not chunks:
         return None
+    import pyarrow as pa  # imported only when used (a file store never needs it here)
+
     pa.default_memory_pool().release_unused()  # the batches' Arrow memory goes back to the system
     arrays = chunks[0] if len(chunks) == 1 else {column: np.concatenate([chunk[column] for chunk in chunks])
                                                  for column in chunks[0]}
