@@ -583,6 +583,22 @@ def test_a_restart_from_the_snapshot_equals_a_full_rebuild(big_store: FileJobSto
     assert third.built_from == "snapshot" and unlike_a_fresh_build(third) is None
 
 
+def test_a_file_edited_by_hand_in_any_field_reads_as_edited_after_a_restart(big_store: FileJobStore) -> None:
+    """Files are untrusted: even what never changes through the lifecycle (render type, title,
+    creation time) may be edited by hand, and a restart from the snapshot must show the edit."""
+    frame = reopened(big_store).frame()
+    key = frame.index[0]
+    path = big_store.job_path(frame.iloc[0]["project"], frame.iloc[0]["job"])
+    doc = json.loads(path.read_text())
+    other = next(kind for kind in ("plan", "elevation", "section") if kind != doc["renderType"])
+    doc["renderType"], doc["conceptInputs"]["title"] = other, "Renamed by hand"
+    doc["createdAt"] = "2020-01-02T03:04:05.000000Z"
+    path.write_text(json.dumps(doc, indent=2))
+    again = reopened(big_store)
+    assert again.built_from == "snapshot" and unlike_a_fresh_build(again) is None
+    assert (again.frame().loc[key, "render_type"], again.frame().loc[key, "title"]) == (other, "Renamed by hand")
+
+
 def test_the_snapshot_start_reads_each_changed_place_as_read_record_does(big_store: FileJobStore) -> None:
     """The restart reads its changed files a folder at a time (`read_many`): each place must read
     as `read_record` reads it, one gone between the stat and the read included."""

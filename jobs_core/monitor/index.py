@@ -186,7 +186,13 @@ class JobIndex:
             self.built_at = utcnow()
             self._unsaved = save  # a snapshot start that found nothing changed leaves the snapshot as it is
         self.build_seconds = time.perf_counter() - started
-        self._save(force=True)
+        if loaded is None:
+            self._save(force=True)  # the snapshot the next start needs
+        else:
+            # Caught up from the snapshot: what it re-read is written with the next save (within
+            # `save_seconds`), not now, where the write (0.1-0.3 s of CPU) would delay the first figures.
+            # A start before then reads those files again; the saved signatures still tell which.
+            self._saved_at = time.monotonic()
 
     def _scan(self) -> tuple[RowStore, dict[str, Unreadable], int]:
         if self.field_scan:
