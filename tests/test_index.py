@@ -583,6 +583,45 @@ def test_a_restart_from_the_snapshot_equals_a_full_rebuild(big_store: FileJobSto
     assert third.built_from == "snapshot" and unlike_a_fresh_build(third) is None
 
 
+def test_a_file_edited_by_hand_in_any_field_reads_as_edited_after_a_restart(big_store: FileJobStore) -> None:
+    """Files are untrusted: even what never changes through the lifecycle (render type, title,
+    creation time) may be edited by hand, and a restart from the snapshot must show the edit."""
+    frame = reopened(big_store).frame()
+    key = frame.index[0]
+    path = big_store.job_path(frame.iloc[0]["project"], frame.iloc[0]["job"])
+    doc = json.loads(path.read_text())
+    other = next(kind for kind in ("plan", "elevation", "section") if kind != doc["renderType"])
+    doc["renderType"], doc["conceptInputs"]["title"] = other, "Renamed by hand"
+    doc["createdAt"] = "2020-01-02T03:04:05.000000Z"
+    path.write_text(json.dumps(doc, indent=2))
+    again = reopened(big_store)
+    assert again.built_from == "snapshot" and unlike_a_fresh_build(again) is None
+    assert (again.frame().loc[key, "render_type"], again.frame().loc[key, "title"]) == (other, "Renamed by hand")
+
+
+def test_the_snapshot_start_reads_each_changed_place_as_read_record_does(big_store: FileJobStore) -> None:
+    """The restart reads its changed files a folder at a time (`read_many`): each place must read
+    as `read_record` reads it, one gone between the stat and the read included."""
+    everything = JobIndex.for_store(big_store, watch="off", snapshot=False).frame()
+    frame = everything[everything["status"] == "completed"]  # each may be deleted
+    keys = list(frame.index[:40])
+    deleted = frame.iloc[40]
+    JobService(big_store).delete(deleted["job"], deleted["project"])
+    torn = big_store.job_path(frame.iloc[41]["project"], frame.iloc[41]["job"])
+    torn.write_bytes(torn.read_bytes()[:100])
+    (big_store.jobs_dir / "stray.txt").write_text("not a project")
+    (torn.parent / "notes.txt").write_text("not a job")
+    project = frame.iloc[0]["project"]
+    keys += [frame.index[40], frame.index[41], "stray.txt", f"{torn.parent.name}/notes.txt", project,
+             f"{project}/.{frame.iloc[0]['job']}.json.tmp", f"no-such-project/{frame.iloc[0]['job']}.json", "../x"]
+    files = big_store._file_views
+    assert sorted(files.read_many(keys), key=lambda record: record.key) == \
+        sorted((big_store.read_record(key) for key in keys), key=lambda record: record.key)
+    records = {record.key: record for record in files.read_many(keys)}
+    assert records[frame.index[40]].doc is None and records[frame.index[40]].problem is None  # gone
+    assert records[frame.index[41]].problem and records[keys[0]].doc is not None
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other store", "old format", "a link"])
 def test_a_damaged_old_or_foreign_snapshot_is_rebuilt_never_trusted(big_store: FileJobStore, tmp_path: Path,
                                                                      damage: str, caplog) -> None:

@@ -30,10 +30,6 @@ FIELDS = (("project", "projectId"), ("job", "jobId"), ("render_type", "renderTyp
           ("heartbeat", "heartbeatAt"), ("error", "error"), ("worker", "workerId"), ("image_url", "imageUrl"),
           ("title", TITLE), ("study", "studyId"))
 COLUMNS = tuple(column for column, _ in FIELDS) + ("queue_wait", "run_time")
-# A job's key names its project and id, and its render type and creation time never change:
-# replacing a row leaves those arrays as they are (no copy).
-MUTABLE_COLUMNS = tuple(column for column in COLUMNS
-                        if column not in ("project", "job", "title", "render_type", "created", "study"))
 _DOC_FIELDS = tuple(field for _, field in FIELDS)
 _pick = operator.itemgetter(*_DOC_FIELDS)
 _REPEATED = ("projectId", "renderType", "stage", "workerId", "error", "studyId")
@@ -88,7 +84,12 @@ class Columns:
 
 def _to_arrays(rows: list[tuple]) -> dict[str, np.ndarray]:
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(FIELDS)
-    lists = {column: values for (column, _), values in zip(FIELDS, columns, strict=True)}
+    return arrays_from_values({column: values for (column, _), values in zip(FIELDS, columns, strict=True)})
+
+
+def arrays_from_values(lists: dict) -> dict[str, np.ndarray]:
+    """The index's columns from each field's values as the documents hold them (one sequence per
+    column of FIELDS, the title already cut to 200 characters): one rule for every way of reading."""
     arrays: dict[str, np.ndarray] = {}
     for column in TEXT_COLUMNS:
         arrays[column] = _objects(lists[column])
@@ -142,7 +143,9 @@ class RowStore:
         replace = [(source, self.position[key]) for source, key in enumerate(changed.keys) if key in self.position]
         if replace:
             sources, targets = (list(side) for side in zip(*replace, strict=True))
-            for column in MUTABLE_COLUMNS:
+            # every column, the ones the lifecycle never changes too (render type, title, creation):
+            # a file edited by hand may change them; an equal column is left as it is (no copy)
+            for column in COLUMNS:
                 values = new[column][sources]
                 if _same(arrays[column][targets], values):
                     continue

@@ -4,7 +4,7 @@ first figures without reading 100,000 job files again.
 What is kept: every row of the index, and for each job file the signature it had (inode,
 mtime_ns, size) when it was read. On start the store's files are stat-ed (no reads); a file whose
 signature matches keeps its saved row, every other place (new, changed, unreadable before, a
-foreign entry) is read again through the store's `read_record`, and rows whose file is gone are
+foreign entry) is read again as the store's `read_record` reads it, and rows whose file is gone are
 dropped. The result is the index a full scan would build (tests/test_index.py checks that). When
 more than half the files changed, a full scan is faster than reading them one by one: it is done
 instead.
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..store.atomic import TEMP_SUFFIX
-from ..store.base import JobRecord, JobStore, Unreadable
+from ..store.base import JobStore, Unreadable
 from ..store.file_watch import JobFiles, Signature
 from ..store.folders import StoreFolders, open_regular
 from .frame import COLUMNS, INT_COLUMNS, TEXT_COLUMNS, TIME_COLUMNS, RowStore
@@ -123,7 +123,7 @@ class IndexSnapshot:
         return cls(root, files)
 
     # -- reading ------------------------------------------------------------------------------
-    def load(self, read_record) -> Loaded | None:
+    def load(self) -> Loaded | None:
         """The index from the snapshot, caught up with the files; None when there is no usable one
         (or when so many files changed that a full scan is faster)."""
         # The stat of every file comes before any read (see the module's docstring); the decoding
@@ -149,14 +149,13 @@ class IndexSnapshot:
 
         changed = Columns()
         unreadable: dict[str, Unreadable] = {}
-        for key in stale:
-            record: JobRecord = read_record(key)
+        for record in self.files.read_many(stale):  # as `read_record` reads each, a folder at a time
             if record.doc is not None:
                 changed.add(record.key, record.doc)
             else:
-                gone.add(key)
+                gone.add(record.key)
                 if record.problem is not None:
-                    unreadable[key] = Unreadable(record.location, record.problem)
+                    unreadable[record.key] = Unreadable(record.location, record.problem)
         differs = bool(stale or gone)
         if differs:
             rows.apply(changed, gone)

@@ -28,7 +28,7 @@ import re
 import stat
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
 from operator import itemgetter
@@ -140,6 +140,28 @@ class JobFiles:
                 else:
                     key = f"{project}/{name}"
                     yield JobRecord(key, self.location(key), None, NOT_A_JOB)
+        for record in self._read_files(files):
+            if record.doc is not None or record.problem is not None:
+                yield record
+
+    def read_many(self, keys: Iterable[str]) -> Iterator[JobRecord]:
+        """`read` of each key, the job files among them read the way `scan` reads (a project
+        folder opened once for its files, a thread reading ahead): a restart re-reading 20,000
+        changed files spends its time in the files, not in opening their folders."""
+        files: list[tuple[str, str]] = []
+        for key in keys:
+            project, slash, name = key.partition("/")
+            if (slash and self.id_pattern.fullmatch(project) and "/" not in name and self.is_job_name(name)
+                    and not self.is_temp(name)):
+                files.append((project, name))
+            else:
+                yield self.read(key)
+        files.sort()
+        yield from self._read_files(files)
+
+    def _read_files(self, files: list[tuple[str, str]]) -> Iterator[JobRecord]:
+        """The record of each (project, job file name), in that order; one with neither a document
+        nor a problem where nothing is there."""
         batches = [files[start:start + READ_BATCH] for start in range(0, len(files), READ_BATCH)]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-files-reader") as reader:
             ahead = deque(reader.submit(self._read_batch, batch) for batch in batches[:READ_AHEAD])
@@ -148,9 +170,8 @@ class JobFiles:
                 if number + READ_AHEAD < len(batches):
                     ahead.append(reader.submit(self._read_batch, batches[number + READ_AHEAD]))
                 for (project, name), content in zip(batch, found, strict=True):
-                    record = self._record(project, name, content)
-                    if record is not None:
-                        yield record
+                    key = f"{project}/{name}"
+                    yield self._record(project, name, content) or JobRecord(key, self.location(key))
 
     def _read_batch(self, batch: list[tuple[str, str]]) -> list[Found]:
         """Read each file, opening each project folder once (its files are opened relative to it)."""
