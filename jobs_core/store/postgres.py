@@ -241,7 +241,10 @@ _CLAIM_DELIVERY = """
 _CLAIM_SELECT = """
     SELECT job_id, doc::text FROM jobs j WHERE status = 'pending' AND available_at <= %(now)s
       AND (%(allowed)s::text[] IS NULL OR doc->>'renderer' = ANY(%(allowed)s::text[]))
-      AND NOT coalesce(doc->>'renderer' = ANY(%(full)s::text[]), false)
+      AND NOT coalesce(doc->>'renderer' = ANY(%(full)s::text[] || ARRAY(
+          SELECT c.renderer FROM unnest(%(capped)s::text[], %(caps)s::int[]) AS c(renderer, cap)
+          WHERE c.cap <= (SELECT count(*) FROM jobs r WHERE r.status = 'processing'
+                          AND r.heartbeat_at >= %(alive)s AND r.doc->>'renderer' = c.renderer))), false)
       AND NOT EXISTS (SELECT 1 FROM renderer_pauses p
                       WHERE p.renderer = j.doc->>'renderer' AND p.paused_until > %(now)s)
     ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED
@@ -706,10 +709,15 @@ class PostgresJobStore(JobStore, CopyableStore):
         written: list[str] = []
         allowed = None if renderers is None else sorted(renderers)
         full: list[str] = []
+        capped = sorted(limits.caps) if limits else []
+        # Renderers at their cap are passed over by the query itself (counted without their lock:
+        # a hint that saves a second transaction; the claim counts again under the lock).
+        caps = {"capped": capped, "caps": [limits.caps[name] for name in capped] if limits else [],
+                "alive": limits.alive_since(now) if limits else now}
 
         def work(cur: psycopg.Cursor) -> Job | None:
             written.clear()  # a retried attempt: only what the last one wrote is committed
-            row = cur.execute(_CLAIM_SELECT, {"now": now, "allowed": allowed, "full": full},
+            row = cur.execute(_CLAIM_SELECT, {"now": now, "allowed": allowed, "full": full, **caps},
                               prepare=True).fetchone()
             if row is None:
                 return None
