@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .errors import InvalidInput
+from .errors import InvalidInput, TransitionConflict
 
 #: The longest pause a provider's Retry-After may impose: a provider asking for a day (or a
 #: garbled date far ahead) must not freeze the renderer; after an hour a job simply asks again.
@@ -51,6 +51,20 @@ class RendererPause:
     renderer: str
     until: datetime
     reason: str = "too many requests"
+
+
+def waiting_for_a_slot(renderer: str, in_use: int, cap: int) -> str:
+    """Why a job of a renderer at its cap waits, in plain words."""
+    return f"Waiting for a free {renderer} slot ({in_use} of {cap} in use)."
+
+
+class RendererFull(TransitionConflict):
+    """A claim found its job's renderer at its cap (the store counted, atomically with the claim,
+    `in_use` live slots of `cap`); nothing was written."""
+
+    def __init__(self, job_id: str, renderer: str, in_use: int, cap: int) -> None:
+        super().__init__(f"Job {job_id} cannot start now. {waiting_for_a_slot(renderer, in_use, cap)}")
+        self.renderer = renderer
 
 
 def parse_renderer_limits(raw: str) -> dict[str, int]:
@@ -108,5 +122,5 @@ class LimitState:
             return f"Paused by the provider until {pause.until:%H:%M:%S} UTC ({pause.reason})."
         cap, in_use = self.caps.get(renderer), self.in_use.get(renderer, 0)
         if cap is not None and in_use >= cap:
-            return f"Waiting for a free {renderer} slot ({in_use} of {cap} in use)."
+            return waiting_for_a_slot(renderer, in_use, cap)
         return None

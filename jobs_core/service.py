@@ -190,19 +190,18 @@ class JobService:
 
     def claim(self, job_id: str, worker_id: str, project_id: str | None = None) -> Job:
         """Claim one named job (the API's /process, `submit --wait`). TransitionConflict if taken,
-        or while its renderer is paused by its provider or at its cap (JOBS_RENDERER_LIMITS).
-
-        The cap of a named claim is counted just before it, not atomically with it as `claim_next`
-        counts: two named claims at the same instant may pass a cap by one.
+        or while its renderer is paused by its provider or at its cap (JOBS_RENDERER_LIMITS, counted
+        by the store atomically with the claim, as for `claim_next`).
         """
-        limits = self.limit_state()
+        now = utcnow()
+        pauses = LimitState(pauses={pause.renderer: pause for pause in self.store.renderer_pauses(now)})
 
-        def claim_within_limits(job: Job) -> lifecycle.Outcome:
-            reason = limits.reason(job.renderer)
+        def claim_unless_paused(job: Job) -> lifecycle.Outcome:
+            reason = pauses.reason(job.renderer)
             if reason is not None:
                 raise TransitionConflict(f"Job {job.job_id} cannot start now. {reason}")
-            return lifecycle.claim(job, worker_id)
-        job = self.store.modify(job_id, project_id, claim_within_limits)
+            return lifecycle.claim(job, worker_id, now)
+        job = self.store.claim_named(job_id, project_id, claim_unless_paused, now, self.limits)
         metrics.job_claimed(job)
         return job
 

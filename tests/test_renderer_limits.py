@@ -408,3 +408,60 @@ def test_a_named_claim_respects_the_cap_and_the_pause_too(service):
     with pytest.raises(TransitionConflict, match=r"cannot start now\. Paused by the provider until"):
         jobs.claim(drawing.job_id, "w2")
     assert jobs.get(waiting.job_id).status is jobs.get(drawing.job_id).status is JobStatus.PENDING
+
+
+def race_for_one_slot(jobs: JobService, named: list[str]) -> list:
+    """Named claims of each of `named` and one claim_next, all at once: the jobs they claimed."""
+    start = threading.Barrier(len(named) + 1)
+    claimed: list = []
+
+    def claim_by_name(job_id: str) -> None:
+        start.wait()
+        try:
+            claimed.append(jobs.claim(job_id, "named"))
+        except TransitionConflict:
+            pass  # the slot was taken first
+
+    def claim_the_next() -> None:
+        start.wait()
+        if (job := jobs.claim_next("next")) is not None:
+            claimed.append(job)
+
+    threads = [threading.Thread(target=claim_by_name, args=(job_id,)) for job_id in named]
+    threads.append(threading.Thread(target=claim_the_next))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return claimed
+
+
+def test_named_claims_racing_claim_next_never_pass_the_cap(service):
+    # Each round, six named claims (each on its own job) and one claim_next race for one free slot;
+    # the winner then completes, freeing the slot for the next round.
+    jobs = limited(service, noop=1)
+    for _ in range(12):
+        claimed = race_for_one_slot(jobs, [submit(jobs, "noop").job_id for _ in range(6)])
+        assert len(claimed) == 1, f"{len(claimed)} jobs of noop run at once; the cap is 1"
+        assert [job.job_id for job in jobs.store.processing()] == [claimed[0].job_id]
+        jobs.complete(Lease.of(claimed[0]), _tiny_png())
+
+
+def test_named_claims_in_several_processes_never_pass_the_cap(service, tmp_path):
+    # Three processes, each with one claim_next and two named claimers, race for one noop slot
+    # thirty times (each claim completes its job at once, freeing the slot for the next race).
+    location = store_location(service.store)
+    if location is None:
+        pytest.skip("the memory store lives in one process")
+    for index in range(30):
+        submit(service, "noop", project=f"p{index % 3}")
+    go = tmp_path / "go"
+    claimers = [subprocess.Popen([sys.executable, str(TESTS / "named_claimer.py"), location, "noop", str(go)],
+                                 cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, text=True)
+                for _ in range(3)]
+    go.touch()
+    outputs = [claimer.communicate(timeout=120)[0] for claimer in claimers]
+    assert all(claimer.returncode == 0 for claimer in claimers)
+    claims = [json.loads(line) for output in outputs for line in output.splitlines()]
+    assert len(claims) == 30 and len({claim["jobId"] for claim in claims}) == 30
+    assert max(claim["running"] for claim in claims) == 1, "more noop jobs ran at once than its cap of 1"

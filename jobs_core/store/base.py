@@ -182,6 +182,14 @@ class JobStore(ABC):
         Exactly one caller wins each job. Must not scan finished jobs to find work.
         """
 
+    @abstractmethod
+    def claim_named(self, job_id: str, project_id: str | None, change: Change, now: datetime,
+                    limits: RendererLimits | None = None) -> Job:
+        """`modify` for a claim of one named job (the API's /process, `submit --wait`): with
+        `limits`, the renderer's cap is counted as `claim_next` counts it, atomically with the
+        claim, so named claims and `claim_next` together never pass it; RendererFull at the cap.
+        """
+
     # -- provider pauses (a 429 with Retry-After), shared by every worker of the store ----------
     @abstractmethod
     def pause_renderer(self, pause: RendererPause) -> None:

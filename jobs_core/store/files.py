@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from ..errors import InvalidInput, JobNotFound, StoreWriteError, TransitionConflict, UnreadableJob
 from ..ids import ID_PATTERN, validate_id
 from ..lifecycle import is_expired
-from ..limits import RendererLimits, RendererPause
+from ..limits import RendererFull, RendererLimits, RendererPause
 from ..models import Concept, Event, Job, JobStatus
 from ..webhooks import Delivery
 from .atomic import (
@@ -430,19 +430,37 @@ class FileJobStore(FileRetention, JobStore, CopyableStore):
             return None  # left for a worker that can run it
         if old.renderer in rules.skipped:
             return None  # paused by its provider, or found full earlier in this pass
-        cap = rules.limits.cap(old.renderer) if rules.limits else None
-        if cap is None:
-            return self._apply_claim(old, change)
-        # Counting and claiming under the renderer's lock: two claimers cannot both see the last
-        # free slot. Lock order is job lock, then renderer lock; nothing holding a renderer lock
-        # waits for a job lock (the count reads without locks), so the two cannot deadlock.
-        with self.renderer_locks.hold(old.renderer):
-            if self._holding_slots(old.renderer, rules) >= cap:
-                rules.skipped.add(old.renderer)
-                return None
-            return self._apply_claim(old, change)
+        try:
+            return self._claim(old, change, rules.now, rules.limits)
+        except RendererFull:
+            rules.skipped.add(old.renderer)
+        except TransitionConflict:
+            pass
+        return None
 
-    def _holding_slots(self, renderer: str, rules: _ClaimRules) -> int:
+    def claim_named(self, job_id: str, project_id: str | None, change: Change, now: datetime,
+                    limits: RendererLimits | None = None) -> Job:
+        project_id = self._locate(job_id, project_id)
+        with self.locks.hold(job_id):
+            return self._claim(self._get(job_id, project_id), change, now, limits)
+
+    def _claim(self, old: Job, change: Change, now: datetime, limits: RendererLimits | None) -> Job:
+        """Apply the claim `change` to `old` (its job lock held) and write it; RendererFull when its
+        renderer is at its cap. Counting and claiming under the renderer's lock: two claimers cannot
+        both see the last free slot. Lock order is job lock, then renderer lock; nothing holding a
+        renderer lock waits for a job lock (the count reads without locks), so they cannot deadlock."""
+        outcome = apply_change(change, old)
+        cap = limits.cap(old.renderer) if limits else None
+        if cap is None:
+            self._write(old, outcome.job, outcome.event, outcome.durable, outcome.deliveries)
+            return outcome.job
+        with self.renderer_locks.hold(old.renderer):
+            if (in_use := self._holding_slots(old.renderer, limits, now)) >= cap:
+                raise RendererFull(old.job_id, old.renderer, in_use, cap)
+            self._write(old, outcome.job, outcome.event, outcome.durable, outcome.deliveries)
+        return outcome.job
+
+    def _holding_slots(self, renderer: str, limits: RendererLimits, now: datetime) -> int:
         """Jobs of `renderer` in processing whose lease is alive. Every claim of this renderer
         wrote its job file before releasing the renderer lock, so none is missed; a job leaving
         processing meanwhile may or may not be counted, which only delays a claim to the next pass."""
@@ -454,18 +472,9 @@ class FileJobStore(FileRetention, JobStore, CopyableStore):
             if not (ID_PATTERN.fullmatch(job_id) and ID_PATTERN.fullmatch(project_id)):
                 continue  # not ours
             job = self._job_calling_for(job_id, project_id, (RUNNING, name))
-            if job is not None and job.renderer == renderer and \
-                    not is_expired(job, rules.limits.lease_seconds, rules.now):
+            if job is not None and job.renderer == renderer and not is_expired(job, limits.lease_seconds, now):
                 holding += 1
         return holding
-
-    def _apply_claim(self, old: Job, change: Change) -> Job | None:
-        try:
-            outcome = apply_change(change, old)
-        except TransitionConflict:
-            return None
-        self._write(old, outcome.job, outcome.event, outcome.durable, outcome.deliveries)
-        return outcome.job
 
     # -- provider pauses: one small file per paused renderer ---------------------------------------
     @staticmethod

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from ..errors import JobNotFound, TransitionConflict
 from ..ids import validate_id
 from ..lifecycle import is_expired
-from ..limits import RendererLimits, RendererPause
+from ..limits import RendererFull, RendererLimits, RendererPause
 from ..models import Concept, Event, Job, JobStatus
 from ..webhooks import Delivery
 from .base import (
@@ -133,17 +133,27 @@ class MemoryJobStore(JobStore, CopyableStore):
                     return None  # in queue order: nothing further is due yet
                 if (renderers is not None and job.renderer not in renderers) or job.renderer in skipped:
                     continue
-                cap = limits.cap(job.renderer) if limits else None
-                if cap is not None and self._holding_slots(job.renderer, limits, now) >= cap:
-                    skipped.add(job.renderer)  # full: its later jobs wait too, others go on
-                    continue
                 try:
-                    outcome = apply_change(change, job)
+                    return self._claim(job, change, now, limits)
+                except RendererFull:
+                    skipped.add(job.renderer)  # full: its later jobs wait too, others go on
                 except TransitionConflict:
                     continue
-                self._put(outcome.job, outcome.event, outcome.deliveries)
-                return outcome.job
         return None
+
+    def claim_named(self, job_id: str, project_id: str | None, change: Change, now: datetime,
+                    limits: RendererLimits | None = None) -> Job:
+        with self._lock:
+            return self._claim(self.get(job_id, project_id), change, now, limits)
+
+    def _claim(self, old: Job, change: Change, now: datetime, limits: RendererLimits | None) -> Job:
+        """Apply the claim `change` to `old` (under the store's lock), unless its renderer is at its cap."""
+        outcome = apply_change(change, old)
+        cap = limits.cap(old.renderer) if limits else None
+        if cap is not None and (in_use := self._holding_slots(old.renderer, limits, now)) >= cap:
+            raise RendererFull(old.job_id, old.renderer, in_use, cap)
+        self._put(outcome.job, outcome.event, outcome.deliveries)
+        return outcome.job
 
     def _holding_slots(self, renderer: str, limits: RendererLimits, now: datetime) -> int:
         return sum(1 for job in self.processing()

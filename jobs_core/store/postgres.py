@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from ..errors import InvalidInput, JobNotFound, StoreUnavailable, TransitionConflict, UnreadableJob
 from ..ids import validate_id
-from ..limits import RendererLimits, RendererPause
+from ..limits import RendererFull, RendererLimits, RendererPause
 from ..models import Concept, ConceptInputs, Event, Job, JobStatus
 from ..webhooks import Delivery
 from .atomic import unlink_quietly, write_or_replace
@@ -244,7 +244,10 @@ _CLAIM_DELIVERY = """
 _CLAIM_SELECT = """
     SELECT job_id, doc::text FROM jobs j WHERE status = 'pending' AND available_at <= %(now)s
       AND (%(allowed)s::text[] IS NULL OR doc->>'renderer' = ANY(%(allowed)s::text[]))
-      AND NOT coalesce(doc->>'renderer' = ANY(%(full)s::text[]), false)
+      AND NOT coalesce(doc->>'renderer' = ANY(%(full)s::text[] || ARRAY(
+          SELECT c.renderer FROM unnest(%(capped)s::text[], %(caps)s::int[]) AS c(renderer, cap)
+          WHERE c.cap <= (SELECT count(*) FROM jobs r WHERE r.status = 'processing'
+                          AND r.heartbeat_at >= %(alive)s AND r.doc->>'renderer' = c.renderer))), false)
       AND NOT EXISTS (SELECT 1 FROM renderer_pauses p
                       WHERE p.renderer = j.doc->>'renderer' AND p.paused_until > %(now)s)
     ORDER BY available_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED
@@ -257,14 +260,6 @@ _LIMITS_LOCK_SPACE = 0x4A4C  # the first key of our advisory locks ("JL"): apart
 _HOLDING_SLOTS = """
     SELECT count(*) FROM jobs WHERE status = 'processing' AND heartbeat_at >= %s AND doc->>'renderer' = %s
 """
-
-
-class _RendererFull(Exception):
-    """A claim found its job's renderer at its cap: rolled back, then tried again without it."""
-
-    def __init__(self, renderer: str) -> None:
-        super().__init__(renderer)
-        self.renderer = renderer
 
 
 class _CommitUncertain(Exception):
@@ -728,28 +723,29 @@ class PostgresJobStore(JobStore, CopyableStore):
         written: list[str] = []
         allowed = None if renderers is None else sorted(renderers)
         full: list[str] = []
+        capped = sorted(limits.caps) if limits else []
+        # Renderers at their cap are passed over by the query itself (counted without their lock:
+        # a hint that saves a second transaction; the claim counts again under the lock).
+        caps = {"capped": capped, "caps": [limits.caps[name] for name in capped] if limits else [],
+                "alive": limits.alive_since(now) if limits else now}
 
         def work(cur: psycopg.Cursor) -> Job | None:
             written.clear()  # a retried attempt: only what the last one wrote is committed
-            row = cur.execute(_CLAIM_SELECT, {"now": now, "allowed": allowed, "full": full},
+            row = cur.execute(_CLAIM_SELECT, {"now": now, "allowed": allowed, "full": full, **caps},
                               prepare=True).fetchone()
             if row is None:
                 return None
-            old = _parse_job(row[0], row[1])
-            cap = limits.cap(old.renderer) if limits else None
-            if cap is not None:
-                self._take_slot(cur, old.renderer, cap, limits.alive_since(now))
             try:
-                new, event, durable, deliveries = apply_change(change, old)
+                return self._claim(cur, _parse_job(row[0], row[1]), change, now, limits, written)
+            except RendererFull:
+                raise  # to the loop below
             except TransitionConflict:
                 return None
-            written.append(self._write(cur, _UPDATE_JOB, new, event, durable, deliveries=deliveries))
-            return new
         while True:
             try:
                 new = self._transact(work, self._is_written)
                 break
-            except _RendererFull as found:
+            except RendererFull as found:
                 # A new transaction (its row and renderer locks released), so a claim holds at most
                 # one renderer lock at a time and two claims cannot wait for each other's.
                 full.append(found.renderer)
@@ -757,13 +753,36 @@ class PostgresJobStore(JobStore, CopyableStore):
             self._remember(new, written[-1])
         return self._announced(new)
 
-    def _take_slot(self, cur: psycopg.Cursor, renderer: str, cap: int, alive_since: datetime) -> None:
-        """Lock the renderer's slots for this transaction; _RendererFull when none is free."""
+    def claim_named(self, job_id: str, project_id: str | None, change: Change, now: datetime,
+                    limits: RendererLimits | None = None) -> Job:
+        """Under the job's row lock, never `_swap`: the cap is counted in the claim's transaction."""
+        written: list[str] = []
+
+        def work(cur: psycopg.Cursor) -> Job:
+            written.clear()  # a retried attempt: only what the last one wrote is committed
+            return self._claim(cur, self._lock_job(cur, job_id, project_id), change, now, limits, written)
+        new = self._transact(work, self._is_written)
+        self._remember(new, written[-1])
+        return self._announced(new)
+
+    def _claim(self, cur: psycopg.Cursor, old: Job, change: Change, now: datetime,
+               limits: RendererLimits | None, written: list[str]) -> Job:
+        """Apply the claim `change` to `old` (its row locked) and write it; RendererFull when its
+        renderer is at its cap."""
+        new, event, durable, deliveries = apply_change(change, old)
+        cap = limits.cap(old.renderer) if limits else None
+        if cap is not None:
+            self._take_slot(cur, old, cap, limits.alive_since(now))
+        written.append(self._write(cur, _UPDATE_JOB, new, event, durable, deliveries=deliveries))
+        return new
+
+    def _take_slot(self, cur: psycopg.Cursor, job: Job, cap: int, alive_since: datetime) -> None:
+        """Lock the slots of the job's renderer for this transaction; RendererFull when none is free."""
         cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                    [_LIMITS_LOCK_SPACE, f"{self.schema}/{renderer}"], prepare=True)
-        holding = cur.execute(_HOLDING_SLOTS, [alive_since, renderer], prepare=True).fetchone()[0]
+                    [_LIMITS_LOCK_SPACE, f"{self.schema}/{job.renderer}"], prepare=True)
+        holding = cur.execute(_HOLDING_SLOTS, [alive_since, job.renderer], prepare=True).fetchone()[0]
         if holding >= cap:
-            raise _RendererFull(renderer)
+            raise RendererFull(job.job_id, job.renderer, holding, cap)
 
     def pause_renderer(self, pause: RendererPause) -> None:
         self._transact(lambda cur: cur.execute(
