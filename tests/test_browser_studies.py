@@ -32,6 +32,13 @@ GRID_IMAGES_JS = """() => [...document.querySelectorAll(
   .filter(img => img.complete && img.naturalWidth > 0).length"""
 
 
+COMPARED_IMAGES_JS = """() => [...document.querySelectorAll("[role='dialog'] .st-key-study_compare img")]
+  .filter(img => img.complete && img.naturalWidth > 0)
+  .map(img => { const box = img.getBoundingClientRect();
+    return {width: box.width, natural: img.naturalWidth, top: Math.round(box.top),
+            left: box.left, right: box.right}; })"""
+
+
 def pick_fields(page) -> None:
     page.get_by_text("Explore variations", exact=True).click()
     box = page.get_by_role("combobox", name="Fields to vary")
@@ -95,13 +102,30 @@ def test_a_3_by_2_study_fills_its_grid_compares_and_downloads_its_contact_sheet(
         settle(page)
         page.locator(".st-key-cell_3").get_by_text("Compare").click()
         settle(page)
-        compare = page.locator(".st-key-study_compare")
+        dialog = page.get_by_role("dialog")  # the second tick opens the two at full size, over the page
+        dialog.wait_for()
+        compare = dialog.locator(".st-key-study_compare")
         compare.get_by_text("What differs").wait_for()
-        assert compare.locator("[data-testid='stImage'] img").count() == 2
+        page.wait_for_function(COMPARED_IMAGES_JS + ".length === 2")
+        settle(page)
+        shown = page.evaluate(COMPARED_IMAGES_JS)
+        viewport = page.viewport_size["width"]
+        assert all(image["width"] > 0.4 * viewport for image in shown), (shown, viewport)  # the grid's are ~0.15
+        assert all(image["width"] <= image["natural"] for image in shown), shown  # never blown up past its pixels
+        assert shown[0]["top"] == shown[1]["top"] and shown[0]["right"] <= shown[1]["left"], shown  # side by side
         assert compare.get_by_text("floors: 4 → 8").is_visible()
         assert compare.get_by_text("roof: flat → gable").is_visible()
-        compare.scroll_into_view_if_needed()
-        shoot(page, "studies-compare.png")
+        page.locator("[data-testid='stToast']").wait_for(state="detached")  # "6 variations are queued." goes
+        shoot(page, "studies-compare.png", full_page=False)
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="detached")
+        settle(page)
+        assert page.get_by_role("dialog").count() == 0  # closed, and not opened again by the next run
+        main.get_by_role("button", name="Compare floors 4, roof flat and floors 8, roof gable side by side").click()
+        dialog.wait_for()
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="detached")
+        settle(page)
 
         with page.expect_download() as png_download:
             main.get_by_role("button", name="Download contact sheet (PNG)").click()
