@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from proc_helpers import ROOT, cli_env, run_cli
 
 from jobs_core.api import ApiSettings, create_app
-from jobs_core.errors import InvalidInput
+from jobs_core.errors import InvalidInput, TransitionConflict
 from jobs_core.lifecycle import Lease
 from jobs_core.models import JobStatus, RenderRequest
 from jobs_core.service import JobService
@@ -173,7 +173,7 @@ def test_unknown_and_bad_study_ids_are_404_and_400(http):
 # -- the command line, in this process on every backend ----------------------------------------------
 def _args(**values) -> Namespace:
     defaults = {"project_id": "harbour", "render_type": "axonometric", "vary": ["floors=4,8,12", "roof=flat,gable"],
-                "wait": False, "job_id": None}
+                "wait": False, "job_id": None, "idempotency_key": None}
     return Namespace(**{**defaults, **values})
 
 
@@ -196,6 +196,28 @@ def test_submit_vary_wait_runs_the_study_with_one_progress_bar(service, capsys):
     bars = [line for line in err.splitlines() if line.startswith("[")]
     assert bars[-1] == "[" + "#" * 30 + "] 100% 3 of 3 done"
     assert len(bars) >= 3  # it moved on the way
+
+
+def test_submit_vary_with_a_key_finishes_the_study_a_cut_off_run_began(service, capsys):
+    # What a run killed after its third job leaves: the first three jobs, the first holding the key.
+    plan = plan_study({**BODY, "conceptInputs": {}})
+    study_id = "study_01M8S0000000000000000DIED"
+    for index in range(3):
+        _create_cell(service, plan, study_id, index, plan.cells[index], KEY_PREFIX + "run-7" if index == 0 else None,
+                     None)
+    assert cmd_submit_study(_args(idempotency_key="run-7"), service, {}) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == study_id and f"already made study {study_id}" in err
+    assert read_study(service, study_id).summary.queued == 6 and len(service.list(limit=100).jobs) == 6
+    assert cmd_submit_study(_args(idempotency_key="run-7"), service, {}) == 0  # once more: still that study
+    assert capsys.readouterr().out.strip() == study_id and len(service.list(limit=100).jobs) == 6
+    assert cmd_submit_study(_args(idempotency_key="run-8"), service, {}) == 0  # a new key: a new study
+    assert capsys.readouterr().out.strip() != study_id and len(service.list(limit=100).jobs) == 12
+    with pytest.raises(TransitionConflict, match="Give a new --idempotency-key for a different study"):
+        cmd_submit_study(_args(idempotency_key="run-7", vary=["floors=4,8"]), service, {})
+    with pytest.raises(InvalidInput, match="--idempotency-key must be 1 to 255 printable ASCII characters"):
+        cmd_submit_study(_args(idempotency_key="x" * 256), service, {})
+    assert len(service.list(limit=100).jobs) == 12  # the refused ones made nothing
 
 
 def test_parse_vary_refuses_what_is_not_field_equals_values():
@@ -246,6 +268,13 @@ def test_the_cli_submits_waits_for_and_shows_a_study(backend, tmp_path, request)
     assert refused.returncode == 2 and refused.stderr.startswith("error: The variation width 6 cannot be drawn")
     listed = run("list", "--json")
     assert len(listed.stdout.splitlines()) == 6  # nothing of the refused study was made
+    keyed = [run("submit", "--project-id", "harbour", "--vary", "roof=flat,hip", "--idempotency-key", "nightly-3")
+             for _ in range(2)]
+    assert [done.returncode for done in keyed] == [0, 0], keyed[1].stderr
+    assert keyed[0].stdout == keyed[1].stdout and "already made study" in keyed[1].stderr
+    assert len(run("list", "--json").stdout.splitlines()) == 8  # the rerun made no job twice
+    plain = run("submit", "--project-id", "harbour", "--idempotency-key", "nightly-3")
+    assert plain.returncode == 2 and "--idempotency-key is for a design study" in plain.stderr
     missing = run("status", "study_01M8S0000000000000000NONE")
     assert missing.returncode == 2 and missing.stderr == "error: No study with id study_01M8S0000000000000000NONE.\n"
 
