@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--inputs", help="the concept brief as JSON, or @FILE")
     submit.add_argument("--wait", action="store_true", help="run or wait for the job, with a progress bar")
     submit.add_argument("--webhook", metavar="URL",
-                        help="POST the job, signed, to this URL when it starts and when it is final")
+                        help="POST the job (with --vary: each job), signed, to this URL when it starts and "
+                             "when it is final")
     submit.add_argument("--vary", action="append", default=[], metavar="FIELD=A,B,C",
                         help="a design study: one job per value (twice: per combination, at most 36)")
     submit.add_argument("--idempotency-key", metavar="KEY",

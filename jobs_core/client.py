@@ -271,15 +271,18 @@ class JobsClient:
     # -- design studies (POST /api/studies): one job per combination of values -------------------
     def create_study(self, project_id: str, vary: dict[str, list[Any]], concept_inputs: dict[str, Any] | None = None,
                      render_type: str = "axonometric", *, title: str | None = None,
-                     idempotency_key: str | None = None) -> CreatedStudy:
+                     idempotency_key: str | None = None, webhook: str | None = None,
+                     webhook_events_filter: list[str] | None = None) -> CreatedStudy:
         """Queue one job per combination of `vary`'s values (one or two brief fields, at most 36
         jobs), such as {"floors": [4, 8, 12], "roof": ["flat", "gable"]}. BadRequest, naming the
         combination, when one is not a building: then no job exists. The same idempotency_key and
-        body give the same study (and finish one whose first create was cut off)."""
+        body give the same study (and finish one whose first create was cut off). `webhook`: each
+        job POSTs itself there, signed, at the events of `webhook_events_filter`, as one job would."""
         body: dict[str, Any] = {"projectId": project_id, "renderType": render_type,
                                 "conceptInputs": concept_inputs or {}, "vary": vary}
-        if title is not None:
-            body["title"] = title
+        for name, value in (("title", title), ("webhook", webhook), ("webhookEventsFilter", webhook_events_filter)):
+            if value is not None:
+                body[name] = value
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self._typed(CreatedStudy, self._call("POST", "/api/studies", json=body, headers=headers))
 

@@ -1,7 +1,7 @@
 """The command line of design studies (jobs_core.studies):
 
     python -m jobs_core submit --project-id P --vary floors=4,8,12 --vary roof=flat,gable [--wait]
-        [--idempotency-key KEY]
+        [--idempotency-key KEY] [--webhook URL]
     python -m jobs_core status STUDY_ID
 
 `submit --vary` prints the study's id (with --wait: one progress bar for the whole study, then the
@@ -62,11 +62,11 @@ def study_document(study: Study) -> dict[str, Any]:
 
 
 def cmd_submit_study(args: argparse.Namespace, service: JobService, inputs: dict) -> int:
-    if getattr(args, "webhook", None):
-        raise InvalidInput("--webhook cannot be used with --vary yet: follow a study with status STUDY_ID.")
     key = checked_idempotency_key(getattr(args, "idempotency_key", None))
     request = {"projectId": args.project_id, "renderType": args.render_type, "conceptInputs": inputs,
                "vary": parse_vary(args.vary)}
+    if getattr(args, "webhook", None) is not None:  # each job of the study POSTs to it, as one job would
+        request["webhook"] = args.webhook
     try:
         study, replayed = create_study(service, request, idempotency_key=key)
     except TransitionConflict as error:

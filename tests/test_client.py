@@ -198,6 +198,12 @@ def test_study_errors_are_typed_and_carry_the_servers_sentence(make_client):
     assert isinstance(reused.value, TransitionConflict) and "different request body" in str(reused.value)
     with pytest.raises(InvalidInput):
         client.wait_study("study_01M8S0000000000000000NONE", max_attempts=0)
+    with pytest.raises(BadRequest, match="^webhook: only http and https URLs are allowed, not ftp.$"):
+        client.create_study("demo", VARY, webhook="ftp://example.com/hook")
+    hooked = client.create_study("demo", {"roof": ["flat"]}, webhook="http://127.0.0.1:9/hook",
+                                 webhook_events_filter=["completed"])
+    job = client.study(hooked.study_id).cells[0].job
+    assert job.webhook == "http://127.0.0.1:9/hook" and job.webhook_events_filter == ["completed"]
 
 
 # -- stream(): the job's states pushed by the server ------------------------------------------
