@@ -57,6 +57,9 @@ def cmd_submit(args: argparse.Namespace, service: JobService) -> int:
         from .studies_cli import cmd_submit_study
 
         return cmd_submit_study(args, service, _read_inputs(args.inputs))
+    if args.idempotency_key is not None:
+        raise InvalidInput("--idempotency-key is for a design study (with --vary); a single job takes its key "
+                           "through the API's Idempotency-Key header.")
     request = parse_request({"projectId": args.project_id, "renderType": args.render_type,
                              "conceptInputs": _read_inputs(args.inputs),
                              **({"webhook": args.webhook} if args.webhook is not None else {})})
@@ -196,9 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--inputs", help="the concept brief as JSON, or @FILE")
     submit.add_argument("--wait", action="store_true", help="run or wait for the job, with a progress bar")
     submit.add_argument("--webhook", metavar="URL",
-                        help="POST the job, signed, to this URL when it starts and when it is final")
+                        help="POST the job (with --vary: each job), signed, to this URL when it starts and "
+                             "when it is final")
     submit.add_argument("--vary", action="append", default=[], metavar="FIELD=A,B,C",
                         help="a design study: one job per value (twice: per combination, at most 36)")
+    submit.add_argument("--idempotency-key", metavar="KEY",
+                        help="with --vary: a rerun with the same KEY finishes the same study, never a second one")
     submit.set_defaults(handler=cmd_submit)
 
     status = commands.add_parser("status", parents=[common], help="print a job (or a study: STUDY_ID) as JSON")

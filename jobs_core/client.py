@@ -7,6 +7,9 @@
         job = api.wait(created.job_id, "demo", on_update=lambda j: print(j.progress, j.stage))
         png = api.image(job)
 
+        study = api.create_study("demo", {"floors": [4, 8, 12], "roof": ["flat", "gable"]})
+        done = api.wait_study(study.study_id, "demo")   # every variation's job, and a summary
+
 `wait` follows the job's server-sent event stream (`stream`, which yields each state as the
 server pushes it) and polls only a server that offers no stream.
 
@@ -24,6 +27,7 @@ from httpx_sse import EventSource, SSEError
 from pydantic import ValidationError
 
 from .api.schemas import ApiJob, CreatedJob, EventList, Health, JobList
+from .api.study_schemas import ApiStudy, CreatedStudy
 from .errors import InvalidInput, JobNotFound, JobsError, TransitionConflict
 from .models import Event, JobStatus
 
@@ -75,6 +79,23 @@ class JobFailed(ApiError):
     def __init__(self, job: ApiJob) -> None:
         super().__init__(job.error or f"Job {job.job_id} ended {job.status.value}.")
         self.job = job
+
+
+class StudyWaitTimeout(ApiError):
+    """`wait_study` gave up after its maximum number of polls; the study goes on."""
+
+    def __init__(self, message: str, study: ApiStudy) -> None:
+        super().__init__(message)
+        self.study = study
+
+
+class StudyFailed(ApiError):
+    """`wait_study(raise_on_failure=True)`: some variations ended failed or canceled (or have no job).
+    `study.cells[i].job.error` says why each failed."""
+
+    def __init__(self, study: ApiStudy) -> None:
+        super().__init__(f"Study {study.study_id} ended {study.status}: {_summary_words(study)}.")
+        self.study = study
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict,
@@ -247,6 +268,62 @@ class JobsClient:
     def health(self) -> Health:
         return self._typed(Health, self._call("GET", "/api/health"))
 
+    # -- design studies (POST /api/studies): one job per combination of values -------------------
+    def create_study(self, project_id: str, vary: dict[str, list[Any]], concept_inputs: dict[str, Any] | None = None,
+                     render_type: str = "axonometric", *, title: str | None = None,
+                     idempotency_key: str | None = None, webhook: str | None = None,
+                     webhook_events_filter: list[str] | None = None) -> CreatedStudy:
+        """Queue one job per combination of `vary`'s values (one or two brief fields, at most 36
+        jobs), such as {"floors": [4, 8, 12], "roof": ["flat", "gable"]}. BadRequest, naming the
+        combination, when one is not a building: then no job exists. The same idempotency_key and
+        body give the same study (and finish one whose first create was cut off). `webhook`: each
+        job POSTs itself there, signed, at the events of `webhook_events_filter`, as one job would."""
+        body: dict[str, Any] = {"projectId": project_id, "renderType": render_type,
+                                "conceptInputs": concept_inputs or {}, "vary": vary}
+        for name, value in (("title", title), ("webhook", webhook), ("webhookEventsFilter", webhook_events_filter)):
+            if value is not None:
+                body[name] = value
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._typed(CreatedStudy, self._call("POST", "/api/studies", json=body, headers=headers))
+
+    def study(self, study_id: str, project_id: str | None = None) -> ApiStudy:
+        """The study now: each variation's job and a summary."""
+        return self._typed(ApiStudy, self._call("GET", f"/api/studies/{study_id}", params=_project(project_id)),
+                           "study")
+
+    def cancel_study(self, study_id: str, project_id: str | None = None) -> ApiStudy:
+        """Cancel every queued or running job of the study; finished ones stay as they are."""
+        response = self._call("POST", f"/api/studies/{study_id}/cancel", params=_project(project_id))
+        return self._typed(ApiStudy, response, "study")
+
+    def retry_study(self, study_id: str, project_id: str | None = None) -> ApiStudy:
+        """Queue every failed or canceled job of the study again (one alone: `retry(job_id)`)."""
+        response = self._call("POST", f"/api/studies/{study_id}/retry", params=_project(project_id))
+        return self._typed(ApiStudy, response, "study")
+
+    def wait_study(self, study_id: str, project_id: str | None = None, *, poll_interval: float = 2.0,
+                   max_attempts: int = 150, on_update: Callable[[ApiStudy], None] | None = None,
+                   raise_on_failure: bool = False) -> ApiStudy:
+        """Poll the study every `poll_interval` seconds until none of its jobs is queued or running,
+        at most `max_attempts` times. `on_update` gets every state seen. StudyWaitTimeout when the
+        time is up (the study goes on); StudyFailed when `raise_on_failure` and not every variation
+        was rendered."""
+        if max_attempts < 1:
+            raise InvalidInput(f"max_attempts must be at least 1, not {max_attempts}.")
+        for attempt in range(max_attempts):
+            started = time.monotonic()
+            study = self.study(study_id, project_id)
+            if on_update is not None:
+                on_update(study)
+            if study.is_final:
+                if raise_on_failure and study.status != "completed":
+                    raise StudyFailed(study)
+                return study
+            if attempt + 1 < max_attempts:
+                time.sleep(max(0.0, poll_interval - (time.monotonic() - started)))
+        raise StudyWaitTimeout(f"Study {study_id} is still {study.status} after {max_attempts} polls "
+                               f"({_summary_words(study)}).", study)
+
     # -- plumbing -------------------------------------------------------------------------------
     def _timeout_for(self, wait: float | None) -> httpx.Timeout | None:
         if wait is None:
@@ -310,6 +387,16 @@ def _check_deadline(deadline: float | None, seconds: float | None, job: ApiJob) 
 def _failure(response: httpx.Response) -> ApiError:
     kind = _BY_STATUS.get(response.status_code, ApiUnavailable if response.status_code >= 500 else ApiError)
     return kind(_error_message(response), response.status_code)
+
+
+def _summary_words(study: ApiStudy) -> str:
+    """'4 of 6 done, 1 failed, 1 queued': the study's summary, the parts that are not 0."""
+    summary = study.summary
+    parts = [f"{summary.done} of {summary.total} done"]
+    parts += [f"{count} {name}" for name, count in (("running", summary.running), ("queued", summary.queued),
+                                                    ("failed", summary.failed), ("canceled", summary.canceled),
+                                                    ("without a job", summary.missing)) if count]
+    return ", ".join(parts)
 
 
 def _project(project_id: str | None) -> dict[str, str]:

@@ -43,6 +43,8 @@ from .models import (
 )
 from .renderers import get_renderer
 from .service import JobService
+from .webhooks import parse_events_filter
+from .webhooks_targets import target_problem
 
 MAX_STUDY_JOBS = 36
 MAX_VARIED_FIELDS = 2
@@ -69,6 +71,26 @@ class StudyRequest(_Camel):
     concept_inputs: dict[str, Any] = Field(default_factory=dict)
     vary: dict[str, list[Any]] = Field(description="one or two brief fields, each with the values to try")
     title: str | None = Field(None, max_length=120, description="default: the brief's title")
+    webhook: str | None = Field(None, max_length=2000, description=(
+        "an http(s) URL that receives a signed POST of each of the study's jobs at the events of "
+        "webhookEventsFilter (as for one job)"))
+    webhook_events_filter: list[Literal["start", "progress", "completed"]] | None = Field(
+        None, max_length=3, description="which events are sent for each job: any of start, progress, completed; "
+        "default start and completed")
+
+    # The same rules as a single job's webhook (RenderRequest), from the same place.
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        problem = None if value is None else target_problem(value)
+        if problem:
+            raise ValueError(f"webhook: {problem}")
+        return value
+
+    @field_validator("webhook_events_filter")
+    @classmethod
+    def _events(cls, value: list[str] | None) -> list[str] | None:
+        return parse_events_filter(value)
 
     @field_validator("project_id")
     @classmethod
@@ -96,6 +118,8 @@ class StudyPlan:
     title: str
     vary: dict[str, list[Any]]
     cells: list[PlannedCell]
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
 
 
 def parse_study_request(data: Any) -> StudyRequest:
@@ -142,7 +166,8 @@ def plan_study(request: StudyRequest | dict) -> StudyPlan:
     vary = {name: list(dict.fromkeys(values)) for name, values in vary.items()}
     _refuse_repeats(request.vary, vary)
     title = (request.title or "").strip() or f"{cells[0].brief.title}: variations"
-    return StudyPlan(request.project_id, request.render_type, title, vary, cells)
+    return StudyPlan(request.project_id, request.render_type, title, vary, cells, request.webhook,
+                     request.webhook_events_filter)
 
 
 def _checked_vary(vary: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -222,7 +247,8 @@ def _study_of_key(service: JobService, plan: StudyPlan, key: str) -> str | None:
     if first is None or first.study is None or first.study_id is None:
         return None
     if (first.render_type != plan.render_type or first.study.vary != plan.vary
-            or first.concept_inputs != plan.cells[0].brief.model_dump() or first.study.title != plan.title):
+            or first.concept_inputs != plan.cells[0].brief.model_dump() or first.study.title != plan.title
+            or first.webhook != plan.webhook or first.webhook_events_filter != plan.webhook_events_filter):
         raise TransitionConflict(f"Idempotency-Key was already used for study {first.study_id} with a different "
                                  "request body.")
     return first.study_id
@@ -238,7 +264,9 @@ def _create_cell(service: JobService, plan: StudyPlan, study_id: str, index: int
         pass
     study = StudyCell(title=plan.title, vary=plan.vary, values=cell.values, index=index, count=len(plan.cells))
     service.submit(RenderRequest(project_id=plan.project_id, render_type=plan.render_type,
-                                 concept_inputs=cell.brief), renderer=renderer, idempotency_key=key,
+                                 concept_inputs=cell.brief, webhook=plan.webhook,
+                                 webhook_events_filter=plan.webhook_events_filter),
+                   renderer=renderer, idempotency_key=key,
                    job_id=job_id, study_id=study_id, study=study)
 
 

@@ -1,10 +1,13 @@
 """The command line of design studies (jobs_core.studies):
 
     python -m jobs_core submit --project-id P --vary floors=4,8,12 --vary roof=flat,gable [--wait]
+        [--idempotency-key KEY] [--webhook URL]
     python -m jobs_core status STUDY_ID
 
 `submit --vary` prints the study's id (with --wait: one progress bar for the whole study, then the
-study as JSON); `status` of a study id prints the study as JSON and its summary on stderr.
+study as JSON); with --idempotency-key, a rerun after a crash or a lost connection finishes the
+study the first run began (no job twice) instead of making another; `status` of a study id prints
+the study as JSON and its summary on stderr.
 """
 from __future__ import annotations
 
@@ -40,6 +43,13 @@ def parse_vary(items: list[str]) -> dict[str, list[str]]:
     return vary
 
 
+def checked_idempotency_key(value: str | None) -> str | None:
+    """The key as the API's Idempotency-Key header takes it: 1 to 255 printable ASCII characters."""
+    if value is not None and not (1 <= len(value) <= 255 and value.isascii() and value.isprintable()):
+        raise InvalidInput("--idempotency-key must be 1 to 255 printable ASCII characters.")
+    return value
+
+
 def study_document(study: Study) -> dict[str, Any]:
     """The study as JSON data: what it varies, its status and summary, each variation's job."""
     return {"studyId": study.study_id, "projectId": study.project_id, "title": study.title,
@@ -52,10 +62,19 @@ def study_document(study: Study) -> dict[str, Any]:
 
 
 def cmd_submit_study(args: argparse.Namespace, service: JobService, inputs: dict) -> int:
-    if getattr(args, "webhook", None):
-        raise InvalidInput("--webhook cannot be used with --vary yet: follow a study with status STUDY_ID.")
-    study, _ = create_study(service, {"projectId": args.project_id, "renderType": args.render_type,
-                                      "conceptInputs": inputs, "vary": parse_vary(args.vary)})
+    key = checked_idempotency_key(getattr(args, "idempotency_key", None))
+    request = {"projectId": args.project_id, "renderType": args.render_type, "conceptInputs": inputs,
+               "vary": parse_vary(args.vary)}
+    if getattr(args, "webhook", None) is not None:  # each job of the study POSTs to it, as one job would
+        request["webhook"] = args.webhook
+    try:
+        study, replayed = create_study(service, request, idempotency_key=key)
+    except TransitionConflict as error:
+        if key is None:
+            raise
+        raise TransitionConflict(f"{error} Give a new --idempotency-key for a different study.") from None
+    if replayed:
+        print(f"This --idempotency-key already made study {study.study_id}: carrying on with it.", file=sys.stderr)
     if not args.wait:
         print(study.study_id)
         return 0

@@ -7,11 +7,13 @@ study itself is its jobs in the store, and the URL carries ?project=..&study=.. 
 """
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
+from PIL import Image
 
 from jobs_core import InvalidInput, Job, JobNotFound, JobsError, JobStatus
 from jobs_core.contact_sheet import cell_images, contact_sheet_pdf, contact_sheet_png
@@ -41,6 +43,7 @@ NUMBER_RANGES = {"floors": (0, 8, 4), "width": (0, 24, 12), "depth": (0, 12, 6),
 BADGES = {JobStatus.PENDING: ("queued", "blue"), JobStatus.PROCESSING: ("rendering", "orange"),
           JobStatus.COMPLETED: ("done", "green"), JobStatus.FAILED: ("failed", "red"),
           JobStatus.CANCELED: ("canceled", "gray")}
+COMPARE_MARGIN = 120  # the dialog's padding and the gap between the two drawings, in pixels
 
 
 def _service():
@@ -304,33 +307,68 @@ def _retry_cell(job: Job) -> None:
 
 
 def _toggle_compare(job_id: str) -> None:
-    """Keep the last two cells ticked; a third tick unticks the oldest."""
+    """Keep the last two cells ticked; a third tick unticks the oldest. The second tick opens
+    the comparison."""
     state = st.session_state
     picked = [picked for picked in state.get("compare", []) if picked != job_id]
-    if state.get(f"compare_{job_id}"):
+    ticked = bool(state.get(f"compare_{job_id}"))
+    if ticked:
         picked.append(job_id)
     while len(picked) > 2:
         state[f"compare_{picked.pop(0)}"] = False
     state.compare = picked
+    state.compare_open = ticked and len(picked) == 2
+
+
+def _open_compare() -> None:
+    st.session_state.compare_open = True
+
+
+def _close_compare() -> None:
+    st.session_state.compare_open = False
 
 
 def compare(study: Study) -> None:
+    """The two ticked cells, side by side at full size in a dialog over the page (opened by the
+    second tick, or the button once it was closed)."""
+    state = st.session_state
     jobs = {job.job_id: job for job in study.jobs if job.status == JobStatus.COMPLETED}
-    picked = [jobs[job_id] for job_id in st.session_state.get("compare", []) if job_id in jobs]
+    picked = [jobs[job_id] for job_id in state.get("compare", []) if job_id in jobs]
     if len(picked) < 2:
-        st.caption("Tick **Compare** on two finished renders to see them side by side.")
+        state.compare_open = False
+        st.caption("Tick **Compare** on two finished renders to see them side by side at full size.")
         return
+    names = " and ".join(plain(describe_values(job.study.values if job.study else {})) for job in picked)
+    st.button(f"Compare {names} side by side", key="open_compare", icon=":material/compare:",
+              on_click=_open_compare)
+    if state.get("compare_open"):
+        images = [_image(job) for job in picked]
+        # As wide as the two drawings at their own size (the browser shrinks it to fit the window).
+        width = sum(_pixel_width(image) for image in images) + COMPARE_MARGIN if all(images) else "large"
+        st.dialog("Side by side", width=width, on_dismiss=_close_compare)(compare_dialog)(picked, images)
+
+
+def compare_dialog(picked: list[Job], images: list[bytes | None]) -> None:
     with st.container(key="study_compare"):
-        st.markdown("**Side by side**")
-        for place, job in zip(st.columns(2), picked, strict=True):
-            image = _image(job)
+        for place, job, image in zip(st.columns(2), picked, images, strict=True):
             with place:
-                st.markdown(plain(describe_values(job.study.values if job.study else {})))
-                if image is not None:
-                    st.image(image, width="stretch")
+                st.markdown(f"**{plain(describe_values(job.study.values if job.study else {}))}**")
+                if image is None:
+                    st.caption("This image cannot be read.")
+                else:
+                    st.image(image, width="content")  # its own size, smaller only to fit the window
         differences = brief_differences(picked[0], picked[1])
         st.markdown("**What differs**\n" + "\n".join(f"- {plain(line)}" for line in differences)
                     if differences else "The two briefs are the same.")
+
+
+def _pixel_width(image: bytes | None) -> int:
+    if image is None:
+        return 0
+    try:
+        return Image.open(io.BytesIO(image)).width
+    except (OSError, ValueError):  # not an image we can read: it is shown as a caption
+        return 0
 
 
 def contact_sheet(study: Study) -> None:

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from jobs_core import JobService, Worker
 from jobs_core.studies import read_study
+from pages.study_panel import COMPARE_MARGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -59,6 +60,21 @@ def block(app: AppTest, key: str):
     walk(app._tree)
     assert len(found) == 1, f"{len(found)} containers with key {key}"
     return found[0]
+
+
+def dialogs_holding(app: AppTest, key: str) -> list:
+    """The dialogs (st.dialog blocks) that hold the container with this key."""
+    found = []
+
+    def walk(node, dialog) -> None:
+        for child in getattr(node, "children", {}).values():
+            proto = getattr(child, "proto", None)
+            inside = child if type(child).__name__ == "Block" and proto.WhichOneof("type") == "dialog" else dialog
+            if inside is not None and type(child).__name__ == "Block" and str(proto.id).endswith(f"-{key}"):
+                found.append(inside.proto.dialog)
+            walk(child, inside)
+    walk(app._tree, None)
+    return found
 
 
 def grid_images(app: AppTest) -> int:
@@ -112,7 +128,10 @@ def test_two_fields_make_a_3_by_2_study_whose_grid_fills_and_compares(service):
     app.checkbox(key=f"compare_{second}").check().run()
     shown = texts(app)
     assert "**What differs**\n- floors\\: 4 → 8\n- roof\\: flat → gable" in shown  # (colons escaped for Markdown)
-    assert grid_images(app) == 8  # the grid and the two side by side
+    assert grid_images(app) == 6
+    assert len(block(app, "study_compare").get("image")) == 2  # the two side by side, in a dialog
+    [dialog] = dialogs_holding(app, "study_compare")
+    assert dialog.is_open and dialog.pixel_width == 2 * 256 + COMPARE_MARGIN  # as wide as the two drawings
     third = study.cells[5].job_id
     app.checkbox(key=f"compare_{third}").check().run()  # a third tick unticks the oldest
     assert not app.checkbox(key=f"compare_{first}").value and app.checkbox(key=f"compare_{second}").value

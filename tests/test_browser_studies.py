@@ -23,13 +23,21 @@ from test_browser import (
 
 from jobs_core.contact_sheet import cell_box
 from jobs_core.service import JobService
-from jobs_core.studies import read_study
+from jobs_core.studies import create_study, read_study
+from jobs_core.worker import Worker
 
 pytestmark = test_browser.pytestmark  # slow; skipped without Chromium (and, on import, without Playwright)
 
 GRID_IMAGES_JS = """() => [...document.querySelectorAll(
   ".st-key-study_panel [class*='st-key-cell_'] [data-testid='stImage'] img")]
   .filter(img => img.complete && img.naturalWidth > 0).length"""
+
+
+COMPARED_IMAGES_JS = """() => [...document.querySelectorAll("[role='dialog'] .st-key-study_compare img")]
+  .filter(img => img.complete && img.naturalWidth > 0)
+  .map(img => { const box = img.getBoundingClientRect();
+    return {width: box.width, natural: img.naturalWidth, top: Math.round(box.top),
+            left: box.left, right: box.right}; })"""
 
 
 def pick_fields(page) -> None:
@@ -95,13 +103,30 @@ def test_a_3_by_2_study_fills_its_grid_compares_and_downloads_its_contact_sheet(
         settle(page)
         page.locator(".st-key-cell_3").get_by_text("Compare").click()
         settle(page)
-        compare = page.locator(".st-key-study_compare")
+        dialog = page.get_by_role("dialog")  # the second tick opens the two at full size, over the page
+        dialog.wait_for()
+        compare = dialog.locator(".st-key-study_compare")
         compare.get_by_text("What differs").wait_for()
-        assert compare.locator("[data-testid='stImage'] img").count() == 2
+        page.wait_for_function(COMPARED_IMAGES_JS + ".length === 2")
+        settle(page)
+        shown = page.evaluate(COMPARED_IMAGES_JS)
+        viewport = page.viewport_size["width"]
+        assert all(image["width"] > 0.4 * viewport for image in shown), (shown, viewport)  # the grid's are ~0.15
+        assert all(image["width"] <= image["natural"] for image in shown), shown  # never blown up past its pixels
+        assert shown[0]["top"] == shown[1]["top"] and shown[0]["right"] <= shown[1]["left"], shown  # side by side
         assert compare.get_by_text("floors: 4 → 8").is_visible()
         assert compare.get_by_text("roof: flat → gable").is_visible()
-        compare.scroll_into_view_if_needed()
-        shoot(page, "studies-compare.png")
+        page.locator("[data-testid='stToast']").wait_for(state="detached")  # "6 variations are queued." goes
+        shoot(page, "studies-compare.png", full_page=False)
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="detached")
+        settle(page)
+        assert page.get_by_role("dialog").count() == 0  # closed, and not opened again by the next run
+        main.get_by_role("button", name="Compare floors 4, roof flat and floors 8, roof gable side by side").click()
+        dialog.wait_for()
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="detached")
+        settle(page)
 
         with page.expect_download() as png_download:
             main.get_by_role("button", name="Download contact sheet (PNG)").click()
@@ -123,3 +148,44 @@ def test_a_3_by_2_study_fills_its_grid_compares_and_downloads_its_contact_sheet(
     for label in (study.title, "Project study-e2e", "floors 4", "floors 8", "floors 12", "roof flat", "roof gable",
                   "floors 12, roof gable"):
         assert label in text, f"{label!r} is not in the PDF's text: {text!r}"
+
+
+def test_the_comparison_stays_open_while_the_rest_renders_and_esc_closes_it(browser_page, tmp_path):  # noqa: F811
+    """The grid reruns every poll while the study is live, and the page once more when it is done:
+    the two compared drawings stay in front through both, and once closed they stay closed."""
+    page = browser_page
+    jobs = tmp_path / "jobs"
+    service = JobService.from_env(jobs)
+    study, _ = create_study(service, {"projectId": "live", "vary": {"floors": [4, 8, 12], "roof": ["flat", "gable"]}})
+    worker = Worker(service, concurrency=1, render_size=512)  # the app renders nothing: each step is the test's
+
+    def render(*indexes: int) -> None:
+        for index in indexes:
+            worker.run(service.claim(study.cells[index].job_id, worker.worker_id))
+
+    def grid_shows(count: int) -> None:
+        page.wait_for_function(f"({GRID_IMAGES_JS})() === {count}")
+
+    render(0, 1)
+    with streamlit_app(jobs, tmp_path / "streamlit.log", JOBS_APP_WORKERS="0") as url:
+        open_page(page, f"{url}/?project=live&study={study.study_id}")
+        grid_shows(2)
+        page.locator(".st-key-cell_0").get_by_text("Compare").click()
+        settle(page)
+        page.locator(".st-key-cell_1").get_by_text("Compare").click()
+        dialog = page.get_by_role("dialog")
+        dialog.locator(".st-key-study_compare img").nth(1).wait_for()
+        render(2)
+        grid_shows(3)  # the live grid ran again behind the dialog
+        assert dialog.is_visible() and len(page.evaluate(COMPARED_IMAGES_JS)) == 2
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="detached")
+        render(3)
+        grid_shows(4)
+        assert page.get_by_role("dialog").count() == 0  # closed stays closed as the grid runs again
+        page.get_by_role("button", name="Compare floors 4, roof flat and floors 4, roof gable side by side").click()
+        dialog.wait_for()
+        render(4, 5)
+        page.get_by_text("study of 6 variations · 6 of 6 done").wait_for()  # the page ran whole once more
+        settle(page)
+        assert dialog.is_visible() and len(page.evaluate(COMPARED_IMAGES_JS)) == 2

@@ -13,6 +13,7 @@ from proc_helpers import wait_until
 
 from jobs_core.api import ApiSettings, create_app
 from jobs_core.api.schemas import ApiJob, CreatedJob
+from jobs_core.api.study_schemas import ApiStudy, CreatedStudy
 from jobs_core.client import (
     ApiUnavailable,
     BadRequest,
@@ -21,6 +22,8 @@ from jobs_core.client import (
     JobsClient,
     NotFound,
     StreamNotOffered,
+    StudyFailed,
+    StudyWaitTimeout,
     Unauthorized,
     WaitTimeout,
 )
@@ -134,6 +137,73 @@ def test_token_and_unreachable_server(make_client):
     with JobsClient(f"http://127.0.0.1:{free_port()}", timeout=2) as nobody, pytest.raises(ApiUnavailable) as down:
         nobody.health()
     assert "Cannot reach" in str(down.value)
+
+
+# -- design studies ----------------------------------------------------------------------------
+VARY = {"floors": [4, 8], "roof": ["flat", "gable"]}
+
+
+def test_a_study_is_created_waited_for_and_read_typed(make_client):
+    client = make_client(workers=2)
+    created = client.create_study("demo", VARY, {"title": "Harbour Library"}, idempotency_key="press-1")
+    assert isinstance(created, CreatedStudy) and len(created.job_ids) == 4
+    assert created.poll_url == f"/api/studies/{created.study_id}?projectId=demo"
+    again = client.create_study("demo", VARY, {"title": "Harbour Library"}, idempotency_key="press-1")
+    assert again == created  # the same key and body: the same study, no job twice
+    assert len(client.list("demo").jobs) == 4
+    seen: list[ApiStudy] = []
+    done = client.wait_study(created.study_id, "demo", poll_interval=0.1, max_attempts=300, on_update=seen.append,
+                             raise_on_failure=True)
+    assert isinstance(done, ApiStudy) and done.status == "completed" and done.progress == 100
+    assert done.summary.done == 4 and done.title == "Harbour Library: variations"
+    assert [cell.values for cell in done.cells] == [{"floors": f, "roof": r} for f in (4, 8) for r in ("flat", "gable")]
+    assert [cell.job_id for cell in done.cells] == created.job_ids
+    assert client.image(done.cells[3].job).startswith(b"\x89PNG")
+    assert seen[-1] == done and all(isinstance(state, ApiStudy) for state in seen)
+    assert client.study(created.study_id) == done  # the project is optional
+
+
+def test_cancel_retry_and_waiting_on_a_study(make_client):
+    client = make_client()  # no workers: the jobs stay queued until canceled
+    created = client.create_study("demo", VARY, title="Roofs and heights")
+    with pytest.raises(StudyWaitTimeout) as waited:
+        client.wait_study(created.study_id, poll_interval=0.05, max_attempts=3)
+    assert waited.value.study.summary.queued == 4 and "still running after 3 polls (0 of 4 done, 4 queued)" in str(
+        waited.value)
+    canceled = client.cancel_study(created.study_id, "demo")
+    assert canceled.status == "canceled" and canceled.summary.canceled == 4 and canceled.is_final
+    with pytest.raises(StudyFailed) as failed:
+        client.wait_study(created.study_id, poll_interval=0.05, raise_on_failure=True)
+    assert failed.value.study.status == "canceled" and "ended canceled: 0 of 4 done, 4 canceled" in str(failed.value)
+    assert client.wait_study(created.study_id).status == "canceled"  # without raise_on_failure: the study
+    retried = client.retry_study(created.study_id)
+    assert retried.status == "running" and retried.summary.queued == 4 and retried.title == "Roofs and heights"
+
+
+def test_study_errors_are_typed_and_carry_the_servers_sentence(make_client):
+    client = make_client()
+    with pytest.raises(BadRequest) as refused:
+        client.create_study("demo", {"width": [24, 6], "floors": [2]}, {"footprint": "courtyard"})
+    assert isinstance(refused.value, InvalidInput) and refused.value.status == 422
+    assert str(refused.value).startswith("The variation width 6, floors 2 cannot be drawn")
+    assert client.list("demo").jobs == []  # refused whole: no job was made
+    with pytest.raises(NotFound) as missing:
+        client.study("study_01M8S0000000000000000NONE")
+    assert isinstance(missing.value, JobNotFound) and "No study with id" in str(missing.value)
+    with pytest.raises(NotFound):
+        client.cancel_study("study_01M8S0000000000000000NONE")
+    client.create_study("demo", VARY, idempotency_key="k1")
+    with pytest.raises(Conflict) as reused:
+        client.create_study("demo", {"floors": [4, 8]}, idempotency_key="k1")
+    assert isinstance(reused.value, TransitionConflict) and "different request body" in str(reused.value)
+    with pytest.raises(InvalidInput):
+        client.wait_study("study_01M8S0000000000000000NONE", max_attempts=0)
+    with pytest.raises(BadRequest, match="^webhook: only http and https URLs are allowed, not ftp.$"):
+        client.create_study("demo", VARY, webhook="ftp://example.com/hook")
+    hooked = client.create_study("demo", {"roof": ["flat"]}, webhook="http://127.0.0.1:9/hook",
+                                 webhook_events_filter=["completed"])
+    job = client.study(hooked.study_id).cells[0].job
+    assert job.webhook == "http://127.0.0.1:9/hook" and job.webhook_events_filter == ["completed"]
 
 
 # -- stream(): the job's states pushed by the server ------------------------------------------

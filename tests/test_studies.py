@@ -13,10 +13,16 @@ from argparse import Namespace
 
 import pytest
 from fastapi.testclient import TestClient
-from proc_helpers import ROOT, cli_env, run_cli
+from proc_helpers import ROOT, cli_env, run_cli, start_worker, wait_until
+from test_webhooks import (  # noqa: F401  (the fixtures: a real receiver, short webhook retries, a store per process)
+    fast_retries,
+    hook,
+    receiver,
+    store_every_process_opens,
+)
 
 from jobs_core.api import ApiSettings, create_app
-from jobs_core.errors import InvalidInput
+from jobs_core.errors import InvalidInput, TransitionConflict
 from jobs_core.lifecycle import Lease
 from jobs_core.models import JobStatus, RenderRequest
 from jobs_core.service import JobService
@@ -31,6 +37,7 @@ from jobs_core.studies import (
     read_study,
 )
 from jobs_core.studies_cli import StudyProgressBar, cmd_study_status, cmd_submit_study, parse_vary
+from jobs_core.webhooks_sender import signing_secret
 from jobs_core.worker import Worker
 
 BODY = {"projectId": "harbour", "renderType": "axonometric", "conceptInputs": {"title": "Harbour Library"},
@@ -173,7 +180,7 @@ def test_unknown_and_bad_study_ids_are_404_and_400(http):
 # -- the command line, in this process on every backend ----------------------------------------------
 def _args(**values) -> Namespace:
     defaults = {"project_id": "harbour", "render_type": "axonometric", "vary": ["floors=4,8,12", "roof=flat,gable"],
-                "wait": False, "job_id": None}
+                "wait": False, "job_id": None, "idempotency_key": None}
     return Namespace(**{**defaults, **values})
 
 
@@ -196,6 +203,28 @@ def test_submit_vary_wait_runs_the_study_with_one_progress_bar(service, capsys):
     bars = [line for line in err.splitlines() if line.startswith("[")]
     assert bars[-1] == "[" + "#" * 30 + "] 100% 3 of 3 done"
     assert len(bars) >= 3  # it moved on the way
+
+
+def test_submit_vary_with_a_key_finishes_the_study_a_cut_off_run_began(service, capsys):
+    # What a run killed after its third job leaves: the first three jobs, the first holding the key.
+    plan = plan_study({**BODY, "conceptInputs": {}})
+    study_id = "study_01M8S0000000000000000DIED"
+    for index in range(3):
+        _create_cell(service, plan, study_id, index, plan.cells[index], KEY_PREFIX + "run-7" if index == 0 else None,
+                     None)
+    assert cmd_submit_study(_args(idempotency_key="run-7"), service, {}) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == study_id and f"already made study {study_id}" in err
+    assert read_study(service, study_id).summary.queued == 6 and len(service.list(limit=100).jobs) == 6
+    assert cmd_submit_study(_args(idempotency_key="run-7"), service, {}) == 0  # once more: still that study
+    assert capsys.readouterr().out.strip() == study_id and len(service.list(limit=100).jobs) == 6
+    assert cmd_submit_study(_args(idempotency_key="run-8"), service, {}) == 0  # a new key: a new study
+    assert capsys.readouterr().out.strip() != study_id and len(service.list(limit=100).jobs) == 12
+    with pytest.raises(TransitionConflict, match="Give a new --idempotency-key for a different study"):
+        cmd_submit_study(_args(idempotency_key="run-7", vary=["floors=4,8"]), service, {})
+    with pytest.raises(InvalidInput, match="--idempotency-key must be 1 to 255 printable ASCII characters"):
+        cmd_submit_study(_args(idempotency_key="x" * 256), service, {})
+    assert len(service.list(limit=100).jobs) == 12  # the refused ones made nothing
 
 
 def test_parse_vary_refuses_what_is_not_field_equals_values():
@@ -246,6 +275,13 @@ def test_the_cli_submits_waits_for_and_shows_a_study(backend, tmp_path, request)
     assert refused.returncode == 2 and refused.stderr.startswith("error: The variation width 6 cannot be drawn")
     listed = run("list", "--json")
     assert len(listed.stdout.splitlines()) == 6  # nothing of the refused study was made
+    keyed = [run("submit", "--project-id", "harbour", "--vary", "roof=flat,hip", "--idempotency-key", "nightly-3")
+             for _ in range(2)]
+    assert [done.returncode for done in keyed] == [0, 0], keyed[1].stderr
+    assert keyed[0].stdout == keyed[1].stdout and "already made study" in keyed[1].stderr
+    assert len(run("list", "--json").stdout.splitlines()) == 8  # the rerun made no job twice
+    plain = run("submit", "--project-id", "harbour", "--idempotency-key", "nightly-3")
+    assert plain.returncode == 2 and "--idempotency-key is for a design study" in plain.stderr
     missing = run("status", "study_01M8S0000000000000000NONE")
     assert missing.returncode == 2 and missing.stderr == "error: No study with id study_01M8S0000000000000000NONE.\n"
 
@@ -319,3 +355,69 @@ def test_a_studys_jobs_keep_their_place_in_listings_newest_first(service):
     assert listed[0] == after.job_id and listed[-1] == before.job_id
     assert sorted(listed[1:-1]) == [cell.job_id for cell in study.cells]
     assert [job_id for _, job_id in service.store.pending()] == [before.job_id, *listed[1:-1][::-1], after.job_id]
+
+
+# -- a webhook for each of the study's jobs, to a real receiver ----------------------------------------
+def test_each_job_of_a_study_posts_its_signed_webhook(http, service, receiver, fast_retries):  # noqa: F811
+    created = http.post("/api/studies", json={**BODY, "vary": {"roof": ["flat", "gable", "hip"]},
+                                              **hook(receiver.url, ["completed"])})
+    assert created.status_code == 201, created.text
+    study_id, job_ids = created.json()["studyId"], created.json()["jobIds"]
+    assert all(service.get(job_id).webhook == receiver.url for job_id in job_ids)
+    worker = Worker(service, poll_seconds=0.05, render_size=128).start()
+    try:
+        wait_until(lambda: len(receiver.snapshot()) >= 3 and not service.store.deliveries(), what="3 deliveries")
+    finally:
+        worker.stop()
+    docs = receiver.verify(signing_secret(service.store))  # raises unless every signature is good
+    assert sorted(doc["jobId"] for doc in docs) == job_ids and {doc["status"] for doc in docs} == {"completed"}
+    assert {doc["studyId"] for doc in docs} == {study_id}  # a receiver can tell the study's jobs apart
+    assert sorted(doc["study"]["values"]["roof"] for doc in docs) == ["flat", "gable", "hip"]
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    (hook("ftp://example.com/hook"), "webhook: only http and https URLs are allowed, not ftp."),
+    (hook("http://169.254.169.254/latest/meta-data"), "webhook: 169.254.169.254 is a cloud metadata address."),
+    (hook("http://127.0.0.1:9/hook", ["start", "finished"]),
+     "webhookEventsFilter.1 must be 'start', 'progress' or 'completed' (got 'finished')."),
+])
+def test_a_bad_webhook_refuses_the_whole_study_with_a_sentence(http, service, fields, words):
+    assert _error(http.post("/api/studies", json={**BODY, **fields}), 422) == words  # as for a single job
+    assert service.list().jobs == []
+
+
+def test_the_same_key_with_another_webhook_is_a_conflict(http, service, receiver):  # noqa: F811
+    first = http.post("/api/studies", json={**BODY, **hook(receiver.url)}, headers={"Idempotency-Key": "hooked"})
+    assert first.status_code == 201
+    again = http.post("/api/studies", json={**BODY, **hook(receiver.url)}, headers={"Idempotency-Key": "hooked"})
+    assert again.status_code == 201 and again.json() == first.json()
+    other = http.post("/api/studies", json={**BODY, **hook(receiver.url, ["completed"])},
+                      headers={"Idempotency-Key": "hooked"})
+    assert "different request body" in _error(other, 409)
+    assert len(service.list(limit=100).jobs) == 6
+
+
+def test_submit_vary_webhook_in_a_process_reaches_the_receiver_from_a_worker(
+        tmp_path, store_every_process_opens, receiver):  # noqa: F811
+    store_env, service = store_every_process_opens
+    by_env = bool(store_env)
+    jobs_dir = tmp_path / "store"
+    env = cli_env(JOBS_WEBHOOK_BACKOFF_SECONDS="0.05", JOBS_WEBHOOK_POLL_SECONDS="0.05", JOBS_RENDERER="axonometric",
+                  **store_env)
+    refused = run_cli("submit", "--project-id", "harbour", "--vary", "roof=flat,gable", "--webhook", "ftp://x/h",
+                      jobs_dir=None if by_env else jobs_dir, env=env)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: webhook: only http and https")
+    submitted = run_cli("submit", "--project-id", "harbour", "--vary", "roof=flat,gable", "--webhook", receiver.url,
+                        jobs_dir=None if by_env else jobs_dir, env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    study = read_study(service, submitted.stdout.strip())
+    worker = start_worker(jobs_dir, env=env, by_env=by_env)
+    try:
+        wait_until(lambda: len(receiver.snapshot()) >= 4 and not service.store.deliveries(), timeout=60,
+                   what="start and completed of both jobs")
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    docs = receiver.verify(signing_secret(service.store))
+    assert sorted((doc["jobId"], doc["status"]) for doc in docs) == sorted(
+        (cell.job_id, status) for cell in study.cells for status in ("processing", "completed"))

@@ -3,76 +3,32 @@ jobs' states and a summary, cancel or retry it whole. A failed variation alone i
 POST /api/jobs/{jobId}/retry, as any job."""
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator
 
 from ..errors import InvalidInput
 from ..ids import validate_id
-from ..models import _Camel
 from ..studies import Study, StudyRequest, cancel_study, create_study, read_study, retry_study
 from .context import ApiContext
 from .errors import BadRequestBody
 from .routes import RETRY_AFTER_SECONDS, Api, IdempotencyKey, ProjectId, _errors
-from .schemas import ApiJob
+from .study_schemas import ApiStudy, CreatedStudy, StudyCellOut, StudyEnvelope, StudySummary
 
 StudyId = Annotated[str, Path(alias="studyId", description="the study's id, as returned by create"),
                     AfterValidator(lambda value: validate_id(value, "studyId"))]
 
 
-class StudySummary(_Camel):
-    total: int
-    done: int
-    running: int
-    queued: int
-    failed: int
-    canceled: int
-    missing: int = Field(description="variations without a job (deleted, or a create that did not finish: "
-                                     "retry it with the same Idempotency-Key)")
-
-
-class StudyCellOut(_Camel):
-    index: int
-    values: dict[str, Any] = Field(description="this variation's values of the varied fields")
-    job_id: str
-    job: ApiJob | None = Field(description="null when the variation has no job")
-
-
-class ApiStudy(_Camel):
-    study_id: str
-    project_id: str
-    title: str
-    render_type: str
-    vary: dict[str, list[Any]]
-    created_at: datetime
-    status: str = Field(description="running, completed, failed, canceled or incomplete")
-    progress: int = Field(ge=0, le=100)
-    summary: StudySummary
-    cells: list[StudyCellOut]
-
-    @classmethod
-    def of(cls, study: Study, api: ApiContext) -> ApiStudy:
-        summary = study.summary
-        return cls(study_id=study.study_id, project_id=study.project_id, title=study.title,
-                   render_type=study.render_type, vary=study.vary, created_at=study.created_at,
-                   status=study.status, progress=study.progress,
-                   summary=StudySummary(**summary.__dict__),
-                   cells=[StudyCellOut(index=cell.index, values=cell.values, job_id=cell.job_id,
-                                       job=None if cell.job is None else api.answer(cell.job))
-                          for cell in study.cells])
-
-
-class StudyEnvelope(_Camel):
-    study: ApiStudy
-
-
-class CreatedStudy(_Camel):
-    study_id: str
-    job_ids: list[str]
-    poll_url: str
+def api_study(study: Study, api: ApiContext) -> ApiStudy:
+    summary = study.summary
+    return ApiStudy(study_id=study.study_id, project_id=study.project_id, title=study.title,
+                    render_type=study.render_type, vary=study.vary, created_at=study.created_at,
+                    status=study.status, progress=study.progress, summary=StudySummary(**summary.__dict__),
+                    cells=[StudyCellOut(index=cell.index, values=cell.values, job_id=cell.job_id,
+                                        job=None if cell.job is None else api.answer(cell.job))
+                           for cell in study.cells])
 
 
 router = APIRouter(prefix="/api", tags=["studies"])
@@ -85,7 +41,7 @@ def _poll_url(study: Study) -> str:
 def _envelope(study: Study, api: ApiContext, response: Response) -> StudyEnvelope:
     if not study.is_final:
         response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-    return StudyEnvelope(study=ApiStudy.of(study, api))
+    return StudyEnvelope(study=api_study(study, api))
 
 
 def _create(api: ApiContext, request: StudyRequest, key: str | None) -> tuple[Study, bool]:
