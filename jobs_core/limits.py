@@ -124,3 +124,16 @@ class LimitState:
         if cap is not None and in_use >= cap:
             return waiting_for_a_slot(renderer, in_use, cap)
         return None
+
+    def summary(self) -> str | None:
+        """The fleet's limits in one line for the monitor ("Provider limits: openai 4 of 4 slots in
+        use; automatic1111 paused until 14:05:30 UTC (too many requests)."); None when none is set."""
+        parts = []
+        for renderer in sorted(set(self.caps) | set(self.pauses)):
+            pause = self.pauses.get(renderer)
+            if pause is not None:
+                parts.append(f"{renderer} paused by its provider until {pause.until:%H:%M:%S} UTC ({pause.reason})")
+            else:
+                cap = self.caps[renderer]
+                parts.append(f"{renderer} {self.in_use.get(renderer, 0)} of {cap} slot{'s' if cap != 1 else ''} in use")
+        return f"Provider limits: {'; '.join(parts)}." if parts else None

@@ -432,6 +432,17 @@ def show_stuck(service: JobService, index: JobIndex, view: View) -> None:
                                     "state": st.column_config.TextColumn("worker")})
 
 
+def show_limits(service: JobService) -> None:
+    """JOBS_RENDERER_LIMITS' slots in use and providers' pauses (a job starting or ending reruns
+    the page, so this stays current without a look at the store on every tick)."""
+    try:
+        summary = service.limit_state().summary()
+    except JobsError:
+        return  # the store is out of reach: the page already says so
+    if summary:
+        st.caption(summary)
+
+
 def figures(index: JobIndex, view_filter: stats.JobFilter, run: int) -> None:
     """The alerts and headline figures, and the live tick: rerun every few seconds, this fragment
     redraws only itself (a few badges and metrics) while nothing the rest of the page shows
@@ -465,6 +476,7 @@ def live(service: JobService, index: JobIndex, view_filter: stats.JobFilter) -> 
     started = datetime.now(UTC)
     view = index.views.get(view_filter, utcnow())  # cached until a job or the clock changes it
     show_stuck(service, index, view)
+    show_limits(service)
     unreadable = index.unreadable()
     if unreadable:
         st.warning(f"{len(unreadable)} file(s) in the store are not readable jobs; see the Unreadable tab.")
