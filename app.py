@@ -5,6 +5,7 @@ import streamlit as st
 
 from jobs_core import JobsError
 from jobs_core.app_runtime import AppRuntime
+from jobs_core.artifacts import StoreRenders
 from jobs_core.words import count_text, plain, renderer_name
 from pages import app_runtime, navigation
 
@@ -47,6 +48,8 @@ def show_runtime_status(runtime: AppRuntime) -> None:
         with st.expander("Details"):
             st.caption("Store")
             st.code(service.store.describe(), language=None, wrap_lines=True)
+            if not isinstance(service.renders, StoreRenders):  # a bucket (JOBS_ARTIFACTS_URL)
+                st.caption(f"Renders: {service.renders.describe()}")
             if runtime.worker is not None:
                 st.caption(f"Worker `{runtime.worker.worker_id}`: {count_text(runtime.worker.concurrency, 'thread')}"
                            f", renderers {', '.join(sorted(runtime.worker.renderers)) or 'none'}.")

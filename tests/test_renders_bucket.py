@@ -291,6 +291,7 @@ def test_the_app_shows_and_offers_the_render_from_the_bucket(bucket, settings, t
         assert not app.exception
         assert len(app.get("image")) >= 1 and not app.error
         assert "Download PNG" in [button.label for button in app.get("download_button")]
+        assert f"Renders: in bucket {bucket.name}/{PREFIX}" in " ".join(c.value for c in app.sidebar.caption)
         monitor = app.switch_page("pages/monitor.py").run()
         assert not monitor.exception
         table = next(frame for frame in monitor.dataframe if frame.key and frame.key.startswith("monitor_jobs_"))
