@@ -98,7 +98,9 @@ def arrays_from_values(lists: dict) -> dict[str, np.ndarray]:
     code = _STATUS_CODE.get
     arrays["status"] = np.array([code(v, -1) for v in lists["status"]], dtype=np.int8)
     for column in TIME_COLUMNS:
-        parsed = pd.to_datetime(_objects(lists[column]), format="ISO8601", utc=True, errors="coerce")
+        # Only text is a time: a number in a hand-edited document is no time (pandas would soon read it as epoch).
+        texts = _objects([value if value.__class__ is str else None for value in lists[column]])
+        parsed = pd.to_datetime(texts, format="ISO8601", utc=True, errors="coerce")
         arrays[column] = parsed.as_unit("us").asi8.view("M8[us]")
     # Seconds from creation to the latest start, and from that start to the end.
     second = np.timedelta64(1, "s")
