@@ -263,7 +263,7 @@ class StoreSizeGauge:
     def _measure(self) -> None:
         try:
             self.size, self.last_pruned_at, self.problem = self.store.store_size(), self.store.last_pruned_at(), None
-        except (JobsError, NotImplementedError, OSError) as error:
+        except (JobsError, OSError) as error:
             self.problem = str(error) or type(error).__name__
             log.warning("could not measure the store: %s", self.problem)
         finally:

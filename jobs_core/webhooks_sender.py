@@ -141,9 +141,6 @@ class WebhookSender:
         while not self._stopping.is_set():
             try:
                 worked = self.run_once()
-            except NotImplementedError:
-                log.warning("%s has no webhook outbox: webhooks are not sent", self.store.describe())
-                return
             except JobsError as error:  # the store is failing: try again after a pause
                 metrics.store_error("webhooks", error)
                 log.warning("webhook sender paused: %s", error)

@@ -1,7 +1,7 @@
-"""A claimer process for the renderer-limit tests: `python tests/limit_claimer.py STORE LIMITS GO`.
+"""A claimer process for the renderer-limit tests: `python tests/limit_claimer.py STORE LIMITS`.
 
 Opens the store at STORE (a jobs directory or a postgresql:// URL) with JOBS_RENDERER_LIMITS=LIMITS,
-waits until the file GO exists (so every claimer starts at once: a real condition, not a sleep),
+says "ready" and waits for a line on stdin (the test sends it once every claimer is ready),
 then claims with two threads until nothing is left to claim, and prints what it claimed as JSON
 lines {"jobId", "renderer"}. It never completes a job: the claimed jobs hold their slots.
 """
@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import threading
-import time
 from dataclasses import replace
 
 from jobs_core.config import load_settings
@@ -20,7 +19,7 @@ from jobs_core.service import JobService
 from jobs_core.store import open_store
 
 
-def main(location: str, limits: str, go: str) -> None:
+def main(location: str, limits: str) -> None:
     settings = replace(load_settings(), lease_seconds=60.0, renderer_limits=parse_renderer_limits(limits))
     service = JobService(open_store(location), settings)
     claimed: list[dict] = []
@@ -31,9 +30,8 @@ def main(location: str, limits: str, go: str) -> None:
             with guard:
                 claimed.append({"jobId": job.job_id, "renderer": job.renderer})
 
-    deadline = time.monotonic() + 30
-    while not os.path.exists(go) and time.monotonic() < deadline:
-        time.sleep(0.005)  # waiting for the start signal of the test
+    print("ready", flush=True)  # every claimer says so, then waits for the test's one "go" to all
+    sys.stdin.readline()
     threads = [threading.Thread(target=claim_all, args=(f"t{index}",)) for index in range(2)]
     for thread in threads:
         thread.start()
@@ -45,4 +43,4 @@ def main(location: str, limits: str, go: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:3])

@@ -1,7 +1,7 @@
-"""A claimer process for the named-claim cap test: `python tests/named_claimer.py STORE RENDERER GO`.
+"""A claimer process for the named-claim cap test: `python tests/named_claimer.py STORE RENDERER`.
 
 Opens the store at STORE (a jobs directory or a postgresql:// URL) with a cap of 1 on RENDERER,
-waits until the file GO exists (so every claimer starts at once: a real condition, not a sleep),
+says "ready" and waits for a line on stdin (the test sends it once every claimer is ready),
 then claims until no job is pending: one thread claims the next job, two claim pending jobs by
 name (as the API's /process does), each in its own shuffled order. Right after each claim it
 counts the RENDERER jobs in processing (at most the cap, 1, if the cap holds), then completes
@@ -14,7 +14,6 @@ import os
 import random
 import sys
 import threading
-import time
 from dataclasses import replace
 
 from jobs_core.config import load_settings
@@ -26,7 +25,7 @@ from jobs_core.service import JobService
 from jobs_core.store import open_store
 
 
-def main(location: str, renderer: str, go: str) -> None:
+def main(location: str, renderer: str) -> None:
     settings = replace(load_settings(), lease_seconds=60.0, renderer_limits={renderer: 1})
     service = JobService(open_store(location), settings)
     claimed: list[dict] = []
@@ -52,9 +51,8 @@ def main(location: str, renderer: str, go: str) -> None:
                     continue  # taken by another claimer, or its renderer is at its cap
                 hold_and_finish(job)
 
-    deadline = time.monotonic() + 30
-    while not os.path.exists(go) and time.monotonic() < deadline:
-        time.sleep(0.005)  # waiting for the start signal of the test
+    print("ready", flush=True)  # every claimer says so, then waits for the test's one "go" to all
+    sys.stdin.readline()
     worker = f"{os.getpid()}"
     threads = [threading.Thread(target=claim_the_next, args=(f"next-{worker}",))]
     threads += [threading.Thread(target=claim_by_name, args=(f"named{index}-{worker}",)) for index in range(2)]
@@ -68,4 +66,4 @@ def main(location: str, renderer: str, go: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:3])

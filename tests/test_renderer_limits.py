@@ -112,20 +112,29 @@ def test_no_two_threads_take_the_last_slot(service):
     assert len([job for job in jobs.store.processing() if job.renderer == "noop"]) == 3
 
 
-def test_no_two_processes_take_the_last_slot(service, tmp_path):
+def run_together(command: list[str], count: int) -> list[str]:
+    """Start `count` claimer processes, let them go at once when all say "ready", and give each
+    one's output after it (each must exit 0)."""
+    claimers = [subprocess.Popen([sys.executable, *command], cwd=ROOT, env=cli_env(), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    for claimer in claimers:
+        assert claimer.stdout.readline().strip() == "ready"
+    for claimer in claimers:
+        claimer.stdin.write("go\n")
+        claimer.stdin.flush()
+    outputs = [claimer.communicate(timeout=120)[0] for claimer in claimers]
+    assert all(claimer.returncode == 0 for claimer in claimers)
+    return outputs
+
+
+def test_no_two_processes_take_the_last_slot(service):
     location = store_location(service.store)
     if location is None:
         pytest.skip("the memory store lives in one process")
     for index in range(12):
         submit(service, "noop", project=f"p{index % 3}")
         submit(service, "axonometric", project=f"p{index % 3}")
-    go = tmp_path / "go"
-    claimers = [subprocess.Popen([sys.executable, str(TESTS / "limit_claimer.py"), location, "noop=2,axonometric=3",
-                                  str(go)], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, text=True)
-                for _ in range(3)]
-    go.touch()
-    outputs = [claimer.communicate(timeout=120)[0] for claimer in claimers]
-    assert all(claimer.returncode == 0 for claimer in claimers)
+    outputs = run_together([str(TESTS / "limit_claimer.py"), location, "noop=2,axonometric=3"], 3)
     claimed = [json.loads(line) for output in outputs for line in output.splitlines()]
     by_renderer = {name: [c["jobId"] for c in claimed if c["renderer"] == name] for name in ("noop", "axonometric")}
     assert len(by_renderer["noop"]) == 2 and len(by_renderer["axonometric"]) == 3
@@ -447,7 +456,7 @@ def test_named_claims_racing_claim_next_never_pass_the_cap(service):
         jobs.complete(Lease.of(claimed[0]), _tiny_png())
 
 
-def test_named_claims_in_several_processes_never_pass_the_cap(service, tmp_path):
+def test_named_claims_in_several_processes_never_pass_the_cap(service):
     # Three processes, each with one claim_next and two named claimers, race for one noop slot
     # thirty times (each claim completes its job at once, freeing the slot for the next race).
     location = store_location(service.store)
@@ -455,13 +464,7 @@ def test_named_claims_in_several_processes_never_pass_the_cap(service, tmp_path)
         pytest.skip("the memory store lives in one process")
     for index in range(30):
         submit(service, "noop", project=f"p{index % 3}")
-    go = tmp_path / "go"
-    claimers = [subprocess.Popen([sys.executable, str(TESTS / "named_claimer.py"), location, "noop", str(go)],
-                                 cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, text=True)
-                for _ in range(3)]
-    go.touch()
-    outputs = [claimer.communicate(timeout=120)[0] for claimer in claimers]
-    assert all(claimer.returncode == 0 for claimer in claimers)
+    outputs = run_together([str(TESTS / "named_claimer.py"), location, "noop"], 3)
     claims = [json.loads(line) for output in outputs for line in output.splitlines()]
     assert len(claims) == 30 and len({claim["jobId"] for claim in claims}) == 30
     assert max(claim["running"] for claim in claims) == 1, "more noop jobs ran at once than its cap of 1"

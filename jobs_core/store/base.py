@@ -227,6 +227,7 @@ class JobStore(ABC):
         """Remove a job with its image and events, if `check(job)` does not raise."""
 
     # -- retention (jobs_core.retention decides what goes; the store removes it) ------------------
+    @abstractmethod
     def remove_jobs(self, jobs: list[RemovableJob], check: Callable[[Job], None],
                     concepts: Collection[tuple[str, str]] = (), *, dry_run: bool = False) -> Removal:
         """Remove each job whole (document, render, events, webhook deliveries) if `check(job)`,
@@ -234,20 +235,19 @@ class JobStore(ABC):
         unless a job of `jobs` that uses it was kept. A dry run removes nothing and tells what
         would go. A crash (kill -9) at any moment leaves every job whole or gone; what a crash
         left of a gone job is removed by the next call or by `repair_index`."""
-        raise NotImplementedError(f"{type(self).__name__} cannot remove jobs")
 
+    @abstractmethod
     def store_size(self) -> StoreSize:
         """Jobs, renders and bytes held now (for the monitor: it asks at most once a minute)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot tell its size")
 
+    @abstractmethod
     def claim_prune_turn(self, now: datetime, every: timedelta) -> bool:
         """True for exactly one caller per `every`, across processes and hosts: that caller prunes
         (the store records `now` as when it last did); False when another did within `every`."""
-        raise NotImplementedError(f"{type(self).__name__} has no prune record")
 
+    @abstractmethod
     def last_pruned_at(self) -> datetime | None:
         """When a worker last took its turn to prune (None: never)."""
-        return None
 
     @abstractmethod
     def save_concept(self, concept: Concept) -> None: ...
@@ -398,31 +398,31 @@ class JobStore(ABC):
     # same atomic write as the job) or, for alerts, through `enqueue_deliveries`. A sender claims
     # one, sends it, then finishes or retries it; a claim expires after its lease, so a sender that
     # died leaves its delivery to another. Of one key (a job), only the first delivery is claimable.
+    @abstractmethod
     def enqueue_deliveries(self, deliveries: list[Delivery]) -> None:
         """Add deliveries that no job change carries (alerts), durably."""
-        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
 
+    @abstractmethod
     def claim_delivery(self, now: datetime, lease_seconds: float) -> Delivery | None:
         """The next due delivery (the first of its key), claimed for `lease_seconds`; None if none."""
-        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
 
+    @abstractmethod
     def finish_delivery(self, delivery: Delivery) -> bool:
         """Remove a claimed delivery (sent, or given up); False if its claim was lost meanwhile."""
-        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
 
+    @abstractmethod
     def retry_delivery(self, delivery: Delivery) -> bool:
         """Put a claimed delivery back as it is now (attempts, next_at, last_error); False if its
         claim was lost meanwhile."""
-        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
 
+    @abstractmethod
     def deliveries(self) -> list[Delivery]:
         """Every delivery in the outbox, claimed ones too, by key and order."""
-        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
 
+    @abstractmethod
     def webhook_secret(self, candidate: str) -> str:
         """The store's signing secret: `candidate` if none was stored yet, else the stored one.
         Atomic: processes racing with different candidates all get the one that won."""
-        raise NotImplementedError(f"{type(self).__name__} has no webhook secret")
 
     def _delivery_event(self) -> threading.Event:
         return self.__dict__.setdefault("_deliveries_due", threading.Event())
