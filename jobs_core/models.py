@@ -157,14 +157,9 @@ def buildable_problems(brief: ConceptInputs) -> list[tuple[tuple[str, ...], str]
     return problems
 
 
-class RenderRequest(_Camel):
-    """What a client sends to create a job (the seed's POST /api/jobs/render body)."""
+class WebhookFields(_Camel):
+    """A create request's webhook, checked by the rules of safe targets: a job's, or every job of a study's."""
 
-    model_config = ConfigDict(extra="forbid")
-    project_id: str
-    render_type: str = "axonometric"
-    concept_inputs: ConceptInputs = Field(default_factory=ConceptInputs)
-    concept_id: str | None = None
     webhook: str | None = Field(None, max_length=2000, description=(
         "an http(s) URL that receives a signed POST of the job at the events of webhookEventsFilter"))
     webhook_events_filter: list[Literal["start", "progress", "completed"]] | None = Field(
@@ -189,6 +184,16 @@ class RenderRequest(_Camel):
         from .webhooks import parse_events_filter
 
         return parse_events_filter(value)
+
+
+class RenderRequest(WebhookFields):
+    """What a client sends to create a job (the seed's POST /api/jobs/render body)."""
+
+    model_config = ConfigDict(extra="forbid")
+    project_id: str
+    render_type: str = "axonometric"
+    concept_inputs: ConceptInputs = Field(default_factory=ConceptInputs)
+    concept_id: str | None = None
 
     @field_validator("project_id")
     @classmethod

@@ -37,14 +37,12 @@ from .models import (
     RenderRequest,
     Roof,
     StudyCell,
-    _Camel,
+    WebhookFields,
     explain,
     parse_concept,
 )
 from .renderers import get_renderer
 from .service import JobService
-from .webhooks import parse_events_filter
-from .webhooks_targets import target_problem
 
 MAX_STUDY_JOBS = 36
 MAX_VARIED_FIELDS = 2
@@ -62,8 +60,8 @@ KEY_PREFIX = "study:"  # a study's Idempotency-Key on its first job, apart from 
 STUDY_PREFIX = "study"
 
 
-class StudyRequest(_Camel):
-    """What a client sends to create a study (POST /api/studies)."""
+class StudyRequest(WebhookFields):
+    """What a client sends to create a study (POST /api/studies); its webhook goes to each of its jobs."""
 
     model_config = ConfigDict(extra="forbid")
     project_id: str
@@ -71,26 +69,6 @@ class StudyRequest(_Camel):
     concept_inputs: dict[str, Any] = Field(default_factory=dict)
     vary: dict[str, list[Any]] = Field(description="one or two brief fields, each with the values to try")
     title: str | None = Field(None, max_length=120, description="default: the brief's title")
-    webhook: str | None = Field(None, max_length=2000, description=(
-        "an http(s) URL that receives a signed POST of each of the study's jobs at the events of "
-        "webhookEventsFilter (as for one job)"))
-    webhook_events_filter: list[Literal["start", "progress", "completed"]] | None = Field(
-        None, max_length=3, description="which events are sent for each job: any of start, progress, completed; "
-        "default start and completed")
-
-    # The same rules as a single job's webhook (RenderRequest), from the same place.
-    @field_validator("webhook")
-    @classmethod
-    def _webhook(cls, value: str | None) -> str | None:
-        problem = None if value is None else target_problem(value)
-        if problem:
-            raise ValueError(f"webhook: {problem}")
-        return value
-
-    @field_validator("webhook_events_filter")
-    @classmethod
-    def _events(cls, value: list[str] | None) -> list[str] | None:
-        return parse_events_filter(value)
 
     @field_validator("project_id")
     @classmethod
